@@ -1,0 +1,1 @@
+//! The `BulkRecorder` custom resource (built out in the operator issue).

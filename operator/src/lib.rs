@@ -1,0 +1,1 @@
+//! The BulkRecorder controller (built out in the operator issue).

@@ -1,0 +1,142 @@
+//! `bulk-recorder`: runs the recorder (configured by the environment), or publishes sample
+//! transactions with `bulk-recorder publish`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use bulk_recorder::{
+    config::{Config, LogFormat},
+    health::Health,
+    http,
+    message::Format,
+    metrics::Metrics,
+    publish::{PublishPlan, publish},
+    recorder,
+};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(version, about = "Persists ledger transactions from RabbitMQ into PostgreSQL in bulk.\n\
+Without a subcommand it runs the recorder, configured by environment variables (see the README).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish realistic sample transactions to the queue (persistent, with publisher confirms).
+    Publish {
+        /// Transactions to publish.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Operations per transaction.
+        #[arg(long, default_value_t = 5)]
+        operations: usize,
+        /// Percentage of messages that repeat an earlier transaction.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        duplicates: u8,
+        /// Invalid messages to mix in (they must be rejected).
+        #[arg(long, default_value_t = 0)]
+        invalid: usize,
+        #[arg(long, value_enum, default_value_t = BodyFormat::Json)]
+        format: BodyFormat,
+        #[arg(long, env = "RABBITMQ_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        rabbitmq_url: String,
+        #[arg(long, env = "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE", default_value = "transaction_balance_operation")]
+        queue: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BodyFormat {
+    Json,
+    Msgpack,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run_recorder().await,
+        Some(Command::Publish {
+            count,
+            operations,
+            duplicates,
+            invalid,
+            format,
+            rabbitmq_url,
+            queue,
+        }) => {
+            init_logs(LogFormat::Text);
+            let plan = PublishPlan {
+                count,
+                operations,
+                duplicate_percent: duplicates,
+                invalid,
+                format: match format {
+                    BodyFormat::Json => Format::Json,
+                    BodyFormat::Msgpack => Format::Msgpack,
+                },
+            };
+            let started = std::time::Instant::now();
+            let published = publish(&rabbitmq_url, &queue, &plan).await.context("publishing")?;
+            println!(
+                "published={} unique_transactions={} duplicates={} invalid={} operations_per_transaction={} seconds={:.2}",
+                published.messages,
+                published.unique_transactions,
+                published.duplicates,
+                published.invalid,
+                published.operations_per_transaction,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run_recorder() -> anyhow::Result<()> {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("bulk-recorder: {error}");
+            std::process::exit(2);
+        }
+    };
+    init_logs(config.log_format);
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let bound = http::serve(config.metrics_addr, metrics.clone(), health.clone())
+        .await
+        .with_context(|| format!("binding METRICS_ADDR={}", config.metrics_addr))?;
+    tracing::info!(%bound, bulk = config.bulk_enabled, size = config.bulk_size, "bulk-recorder starting");
+
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: stop consuming, flush, acknowledge");
+        let _ = stop.send(true);
+    });
+    recorder::run(config, metrics, health, shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,135 @@
+//! One broker connection's pipeline: channels -> collector -> bulks in flight -> settlement.
+//!
+//! Bulks are written concurrently but settled strictly in the order they were collected
+//! (`buffered`), which is what makes one `multiple=true` ack per channel safe. The session
+//! ends cleanly only at shutdown; a lost connection ends it with an error, and whatever was
+//! not acknowledged is redelivered by the broker to the next session.
+
+use std::{future::pending, sync::Arc};
+
+use futures::StreamExt;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
+
+use crate::{
+    broker,
+    collector::{Bulk, collect},
+    config::Config,
+    consumer::consume,
+    flush::{Flusher, settle},
+    health::Health,
+    metrics::Metrics,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker stopped delivering (connection or consumer closed)")]
+    Ended,
+}
+
+/// Consumes until shutdown (Ok) or until the broker connection fails (Err).
+pub async fn run(
+    config: &Config,
+    flusher: Arc<Flusher>,
+    bulks_in_flight: usize,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SessionError> {
+    let connection = broker::connect(&config.rabbitmq_url, &config.queue).await?;
+    broker::ensure_queue(&connection, &config.queue).await?;
+    let mut channels = Vec::with_capacity(usize::from(config.workers));
+    let mut consumers = Vec::with_capacity(usize::from(config.workers));
+    for index in 0..usize::from(config.workers) {
+        let (channel, consumer, tag) =
+            broker::open_consumer(&connection, &config.queue, config.prefetch, index).await?;
+        channels.push(channel);
+        consumers.push((consumer, tag));
+    }
+    health.set_broker(true);
+    tracing::info!(
+        queue = config.queue,
+        workers = config.workers,
+        prefetch = config.prefetch,
+        bulk_size = config.bulk_size,
+        "consuming"
+    );
+
+    let (deliveries, incoming) = mpsc::channel(config.bulk_size.max(1));
+    let mut consumer_tasks = JoinSet::new();
+    let mut consumer_tags = Vec::new();
+    for (index, (consumer, tag)) in consumers.into_iter().enumerate() {
+        consumer_tags.push((channels[index].clone(), tag));
+        consumer_tasks.spawn(consume(
+            index,
+            consumer,
+            channels[index].clone(),
+            deliveries.clone(),
+            config.max_message_bytes,
+            metrics.clone(),
+        ));
+    }
+    drop(deliveries);
+
+    let (bulk_out, bulk_in) = mpsc::channel::<Bulk>(1);
+    let collector = tokio::spawn(collect(incoming, bulk_out, config.bulk_size, config.flush_timeout));
+
+    let settle_in_order = async {
+        let bulks = futures::stream::unfold(bulk_in, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        let mut outcomes = std::pin::pin!(bulks
+            .map(|bulk| {
+                let flusher = flusher.clone();
+                async move { flusher.flush(bulk).await }
+            })
+            .buffered(bulks_in_flight));
+        while let Some(outcome) = outcomes.next().await {
+            settle(&channels, outcome).await?;
+        }
+        Ok::<(), lapin::Error>(())
+    };
+
+    // At shutdown, stop deliveries; the consumers' streams then end, the collector flushes
+    // what it holds, and `settle_in_order` finishes once that last bulk is acknowledged.
+    let mut stop_signal = shutdown.clone();
+    let cancel_at_shutdown = async move {
+        let _ = stop_signal.wait_for(|stop| *stop).await;
+        for (channel, tag) in &consumer_tags {
+            if let Err(error) = channel.basic_cancel(tag.as_str().into(), Default::default()).await {
+                tracing::warn!(%error, "could not cancel consumer");
+            }
+        }
+        pending::<()>().await
+    };
+
+    let consumer_failure = async {
+        while let Some(joined) = consumer_tasks.join_next().await {
+            match joined {
+                Ok(Err(error)) if !*shutdown.borrow() => return SessionError::Broker(error),
+                Ok(_) => {}
+                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+            }
+        }
+        pending().await
+    };
+
+    let result = tokio::select! {
+        done = settle_in_order => done.map_err(SessionError::from),
+        error = consumer_failure => Err(error),
+        _ = cancel_at_shutdown => unreachable!("waits forever"),
+    };
+    collector.abort();
+    health.set_broker(false);
+    let stopping = *shutdown.borrow_and_update();
+    match result {
+        Ok(()) if stopping => {
+            let _ = connection.close(200, "shutdown".into()).await;
+            Ok(())
+        }
+        Ok(()) => Err(SessionError::Ended),
+        Err(error) => Err(error),
+    }
+}

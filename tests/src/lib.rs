@@ -1,0 +1,365 @@
+//! Helpers shared by the end-to-end tests: a database and queues of their own for each test,
+//! a recorder running in process, and the broker's and database's own counts.
+//!
+//! Everything talks to the real services (PostgreSQL on 127.0.0.1:5432, RabbitMQ on :5672 by
+//! default; override with `TEST_POSTGRES_ADMIN_URL` and `TEST_RABBITMQ_URL`). Each test gets a
+//! fresh database and fresh queues, dropped when the test ends, so tests run in parallel and
+//! leave nothing behind.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::PathBuf,
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bulk_recorder::{
+    config::Config,
+    health::Health,
+    message::{Format, Transaction},
+    metrics::Metrics,
+    publish,
+    recorder::{self, RecorderError},
+};
+use lapin::{
+    Connection, ConnectionProperties,
+    options::{QueueDeclareOptions, QueueDeleteOptions},
+    types::{AMQPValue, FieldTable},
+};
+use sqlx::{Connection as _, PgConnection, PgPool, Row};
+use tokio::{sync::watch, task::JoinHandle};
+use uuid::Uuid;
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn rabbitmq_url() -> String {
+    std::env::var("TEST_RABBITMQ_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A database of this test's own, dropped (with its connections) when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("br_test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&postgres_admin_url()).await.expect("PostgreSQL admin connection");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+        let base = postgres_admin_url();
+        let url = format!("{}/{name}", &base[..base.rfind('/').expect("a database in the URL")]);
+        Self { name, url }
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url).await.expect("test database")
+    }
+
+    /// Rows in `table` (`transaction` or `operation`).
+    pub async fn count(&self, table: &str) -> i64 {
+        let mut conn = PgConnection::connect(&self.url).await.expect("test database");
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(table)
+            .fetch_one(&mut conn)
+            .await
+            .expect("catalog");
+        if !exists {
+            return 0;
+        }
+        sqlx::query(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut conn)
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    /// Ends every connection the recorder holds to this database (as a failover would).
+    pub async fn terminate_backends(&self) -> i64 {
+        let mut admin = PgConnection::connect(&postgres_admin_url()).await.expect("admin");
+        sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name = 'bulk-recorder'",
+        )
+        .bind(&self.name)
+        .fetch_one(&mut admin)
+        .await
+        .expect("terminate")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        run_detached(async move {
+            if let Ok(mut admin) = PgConnection::connect(&postgres_admin_url()).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+            }
+        });
+    }
+}
+
+/// Queues of this test's own: the work queue and, optionally, its dead-letter queue.
+pub struct TestQueue {
+    pub name: String,
+    pub dead_letters: Option<String>,
+}
+
+impl TestQueue {
+    /// A name only: the recorder declares the queue itself (durable, no arguments).
+    pub fn new() -> Self {
+        Self {
+            name: format!("br-test-{}", Uuid::new_v4().simple()),
+            dead_letters: None,
+        }
+    }
+
+    /// A queue declared beforehand as an operator would: quorum type, a dead-letter queue and
+    /// a length limit. The recorder must consume it without redeclaring it.
+    pub async fn with_dead_letters() -> Self {
+        let name = format!("br-test-{}", Uuid::new_v4().simple());
+        let dlq = format!("{name}.dlq");
+        let connection = connect().await;
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .queue_declare(dlq.as_str().into(), QueueDeclareOptions::durable(), FieldTable::default())
+            .await
+            .expect("declare dead-letter queue");
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(dlq.as_str().into()));
+        args.insert("x-max-length".into(), AMQPValue::LongLongInt(1_000_000));
+        channel
+            .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
+            .await
+            .expect("declare queue with arguments");
+        let _ = connection.close(200, "ok".into()).await;
+        Self {
+            name,
+            dead_letters: Some(dlq),
+        }
+    }
+
+    /// Messages ready in `queue` (unacknowledged ones are not counted).
+    pub async fn ready(queue: &str) -> u32 {
+        let connection = connect().await;
+        let channel = connection.create_channel().await.expect("channel");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let count = match channel.queue_declare(queue.into(), passive, FieldTable::default()).await {
+            Ok(q) => q.message_count(),
+            Err(_) => 0,
+        };
+        let _ = connection.close(200, "ok".into()).await;
+        count
+    }
+
+    pub async fn publish(&self, plan: &publish::PublishPlan) -> publish::Published {
+        publish::publish(&rabbitmq_url(), &self.name, plan).await.expect("publish")
+    }
+
+    /// Publishes the given transactions, then the raw bodies, in that order.
+    pub async fn publish_transactions(&self, transactions: &[Transaction], format: Format) {
+        let connection = connect().await;
+        bulk_recorder::broker::ensure_queue(&connection, &self.name).await.expect("queue");
+        let bodies = transactions
+            .iter()
+            .map(|t| (publish::encode(t, format), publish::content_type(format)));
+        publish::publish_bodies(&connection, &self.name, bodies).await.expect("publish");
+        let _ = connection.close(200, "ok".into()).await;
+    }
+
+    pub async fn publish_raw(&self, bodies: Vec<(Vec<u8>, &'static str)>) {
+        let connection = connect().await;
+        bulk_recorder::broker::ensure_queue(&connection, &self.name).await.expect("queue");
+        publish::publish_bodies(&connection, &self.name, bodies).await.expect("publish");
+        let _ = connection.close(200, "ok".into()).await;
+    }
+}
+
+impl Default for TestQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        let queues: Vec<String> = std::iter::once(self.name.clone()).chain(self.dead_letters.clone()).collect();
+        run_detached(async move {
+            if let Ok(connection) = Connection::connect(&rabbitmq_url(), ConnectionProperties::default()).await {
+                for queue in queues {
+                    if let Ok(channel) = connection.create_channel().await {
+                        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+                    }
+                }
+                let _ = connection.close(200, "ok".into()).await;
+            }
+        });
+    }
+}
+
+pub async fn connect() -> Connection {
+    Connection::connect(&rabbitmq_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ connection")
+}
+
+/// Cleanup from `Drop`, which may run inside a runtime: a thread with a runtime of its own.
+fn run_detached(work: impl Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(work)
+    })
+    .join();
+}
+
+/// The recorder configuration for this test's database and queue, with `overrides`.
+pub fn config(db: &TestDb, queue: &TestQueue, overrides: &[(&str, &str)]) -> Config {
+    Config::from_vars(&env(db, queue, overrides)).expect("valid test configuration")
+}
+
+/// The environment a recorder process would get.
+pub fn env(db: &TestDb, queue: &TestQueue, overrides: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = [
+        ("RABBITMQ_URL", rabbitmq_url()),
+        ("RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE", queue.name.clone()),
+        ("DATABASE_URL", db.url.clone()),
+        ("METRICS_ADDR", "127.0.0.1:0".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in overrides {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    vars
+}
+
+/// A recorder running in this process, as `bulk-recorder` runs it.
+pub struct RunningRecorder {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), RecorderError>>,
+}
+
+impl RunningRecorder {
+    pub fn start(config: Config) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(recorder::run(config, metrics.clone(), health.clone(), shutdown));
+        Self {
+            metrics,
+            health,
+            stop,
+            task,
+        }
+    }
+
+    /// Asks for a graceful shutdown (as SIGTERM does) and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the recorder stops within 30 s")
+            .expect("recorder task")
+            .expect("recorder result");
+    }
+
+    pub fn committed_transactions(&self) -> u64 {
+        self.metrics.totals().transactions.attempted
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The broker's own view of a queue: (ready, unacknowledged), from `rabbitmqctl`.
+pub fn broker_counts(queue: &str) -> (u64, u64) {
+    let output = Command::new("rabbitmqctl")
+        .args(["list_queues", "-q", "name", "messages_ready", "messages_unacknowledged", "--formatter", "json"])
+        .output()
+        .expect("rabbitmqctl runs");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("rabbitmqctl json");
+    rows.iter()
+        .find(|row| row["name"] == queue)
+        .map(|row| {
+            (
+                row["messages_ready"].as_u64().unwrap_or(0),
+                row["messages_unacknowledged"].as_u64().unwrap_or(0),
+            )
+        })
+        .unwrap_or((0, 0))
+}
+
+/// Closes, on the broker's side, the connections named `bulk-recorder:<queue>`.
+pub fn close_recorder_connections(queue: &str) -> usize {
+    let output = Command::new("rabbitmqctl")
+        .args(["list_connections", "-q", "pid", "client_properties", "--formatter", "json"])
+        .output()
+        .expect("rabbitmqctl runs");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("rabbitmqctl json");
+    let wanted = format!("bulk-recorder:{queue}");
+    let mut closed = 0;
+    for row in rows {
+        let named = row["client_properties"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p.as_array().is_some_and(|kv| kv.first() == Some(&"connection_name".into()) && kv.get(2) == Some(&wanted.as_str().into())));
+        if named && let Some(pid) = row["pid"].as_str() {
+            let status = Command::new("rabbitmqctl")
+                .args(["close_connection", pid, "test: broker connection closed"])
+                .status()
+                .expect("rabbitmqctl runs");
+            closed += usize::from(status.success());
+        }
+    }
+    closed
+}
+
+/// The `bulk-recorder` binary, built by `cargo test` for the recorder crate's own tests.
+pub fn recorder_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("BULK_RECORDER_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let binary = dir.join("bulk-recorder");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p bulk-recorder` first (scripts/test.sh does)",
+        binary.display()
+    );
+    binary
+}
+
+/// Ids of the transactions stored in the database.
+pub async fn stored_transaction_ids(db: &TestDb) -> std::collections::BTreeSet<Uuid> {
+    let pool = db.pool().await;
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM transaction").fetch_all(&pool).await.expect("query");
+    pool.close().await;
+    ids.into_iter().collect()
+}
