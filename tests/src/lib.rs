@@ -316,26 +316,21 @@ pub fn broker_counts(queue: &str) -> (u64, u64) {
 
 /// Closes, on the broker's side, the connections named `bulk-recorder:<queue>`.
 pub fn close_recorder_connections(queue: &str) -> usize {
+    // The plain listing prints pids in the form `close_connection` accepts (the JSON one does not).
     let output = Command::new("rabbitmqctl")
-        .args(["list_connections", "-q", "pid", "client_properties", "--formatter", "json"])
+        .args(["list_connections", "-s", "pid", "client_properties"])
         .output()
         .expect("rabbitmqctl runs");
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("rabbitmqctl json");
-    let wanted = format!("bulk-recorder:{queue}");
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let wanted = format!("\"bulk-recorder:{queue}\"");
     let mut closed = 0;
-    for row in rows {
-        let named = row["client_properties"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|p| p.as_array().is_some_and(|kv| kv.first() == Some(&"connection_name".into()) && kv.get(2) == Some(&wanted.as_str().into())));
-        if named && let Some(pid) = row["pid"].as_str() {
-            let status = Command::new("rabbitmqctl")
-                .args(["close_connection", pid, "test: broker connection closed"])
-                .status()
-                .expect("rabbitmqctl runs");
-            closed += usize::from(status.success());
-        }
+    for line in listing.lines().filter(|line| line.contains(&wanted)) {
+        let pid = line.split('\t').next().unwrap_or_default();
+        let status = Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "test: broker connection closed"])
+            .status()
+            .expect("rabbitmqctl runs");
+        closed += usize::from(status.success());
     }
     closed
 }
@@ -362,4 +357,32 @@ pub async fn stored_transaction_ids(db: &TestDb) -> std::collections::BTreeSet<U
     let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM transaction").fetch_all(&pool).await.expect("query");
     pool.close().await;
     ids.into_iter().collect()
+}
+
+/// A free local port for a child process's METRICS_ADDR.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A plain HTTP/1.1 GET: (status code, body). Enough for /metrics and the probes.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// The value of an unlabelled sample in a Prometheus text exposition.
+pub fn metric(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
