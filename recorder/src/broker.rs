@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use lapin::{
     Channel, Connection, ConnectionProperties, Consumer,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-        QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+        BasicRejectOptions, QueueDeclareOptions,
     },
     types::FieldTable,
 };
@@ -14,7 +14,8 @@ use lapin::{
 /// Connects with a name that shows, in the management UI and `rabbitmqctl list_connections`,
 /// which queue this recorder serves.
 pub async fn connect(url: &str, queue: &str) -> Result<Connection, lapin::Error> {
-    let properties = ConnectionProperties::default().with_connection_name(format!("bulk-recorder:{queue}").into());
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("bulk-recorder:{queue}").into());
     Connection::connect(url, properties).await
 }
 
@@ -30,7 +31,10 @@ pub async fn ensure_queue(connection: &Connection, queue: &str) -> Result<(), la
         passive: true,
         ..Default::default()
     };
-    match probe.queue_declare(queue.into(), passive, FieldTable::default()).await {
+    match probe
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    {
         Ok(_) => {
             let _ = probe.close(200, "ok".into()).await;
             Ok(())
@@ -39,7 +43,11 @@ pub async fn ensure_queue(connection: &Connection, queue: &str) -> Result<(), la
             // A failed passive declare closes its channel; declare on a fresh one.
             let channel = connection.create_channel().await?;
             channel
-                .queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default())
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions::durable(),
+                    FieldTable::default(),
+                )
                 .await?;
             tracing::info!(queue, "declared durable queue");
             let _ = channel.close(200, "ok".into()).await;
@@ -56,7 +64,9 @@ pub async fn open_consumer(
     index: usize,
 ) -> Result<(Channel, Consumer, String), lapin::Error> {
     let channel = connection.create_channel().await?;
-    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
     let tag = format!("bulk-recorder-{}-{index}", std::process::id());
     let consumer = channel
         .basic_consume(
@@ -90,18 +100,32 @@ pub fn highest_per_channel(tags: impl IntoIterator<Item = Tag>) -> BTreeMap<usiz
 ///
 /// Correct only because bulks are settled in the order they were collected: every lower tag on
 /// that channel is then part of this bulk, of an earlier settled bulk, or already rejected.
-pub async fn ack_up_to(channels: &[Channel], tags: impl IntoIterator<Item = Tag>) -> Result<(), lapin::Error> {
+pub async fn ack_up_to(
+    channels: &[Channel],
+    tags: impl IntoIterator<Item = Tag>,
+) -> Result<(), lapin::Error> {
     for (channel, tag) in highest_per_channel(tags) {
-        channels[channel].basic_ack(tag, BasicAckOptions { multiple: true }).await?;
+        channels[channel]
+            .basic_ack(tag, BasicAckOptions { multiple: true })
+            .await?;
     }
     Ok(())
 }
 
 /// Returns messages to the queue for another try, one frame per channel.
-pub async fn requeue_up_to(channels: &[Channel], tags: impl IntoIterator<Item = Tag>) -> Result<(), lapin::Error> {
+pub async fn requeue_up_to(
+    channels: &[Channel],
+    tags: impl IntoIterator<Item = Tag>,
+) -> Result<(), lapin::Error> {
     for (channel, tag) in highest_per_channel(tags) {
         channels[channel]
-            .basic_nack(tag, BasicNackOptions { multiple: true, requeue: true })
+            .basic_nack(
+                tag,
+                BasicNackOptions {
+                    multiple: true,
+                    requeue: true,
+                },
+            )
             .await?;
     }
     Ok(())
@@ -109,17 +133,27 @@ pub async fn requeue_up_to(channels: &[Channel], tags: impl IntoIterator<Item = 
 
 /// Acknowledges one message alone.
 pub async fn ack_one(channel: &Channel, delivery: u64) -> Result<(), lapin::Error> {
-    channel.basic_ack(delivery, BasicAckOptions { multiple: false }).await
+    channel
+        .basic_ack(delivery, BasicAckOptions { multiple: false })
+        .await
 }
 
 /// Returns one message alone to the queue.
 pub async fn requeue_one(channel: &Channel, delivery: u64) -> Result<(), lapin::Error> {
     channel
-        .basic_nack(delivery, BasicNackOptions { multiple: false, requeue: true })
+        .basic_nack(
+            delivery,
+            BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            },
+        )
         .await
 }
 
 /// Rejects one message for good: the queue's dead-letter exchange gets it when it has one.
 pub async fn reject(channel: &Channel, delivery: u64) -> Result<(), lapin::Error> {
-    channel.basic_reject(delivery, BasicRejectOptions { requeue: false }).await
+    channel
+        .basic_reject(delivery, BasicRejectOptions { requeue: false })
+        .await
 }

@@ -9,7 +9,10 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{var} is required: {hint}")]
-    Missing { var: &'static str, hint: &'static str },
+    Missing {
+        var: &'static str,
+        hint: &'static str,
+    },
     #[error("{var}={value:?} is invalid: expected {expected}")]
     Invalid {
         var: &'static str,
@@ -70,8 +73,8 @@ impl Config {
         let env = Env(vars);
         let workers = env.int("RABBITMQ_NUMBERS_OF_WORKERS", 5, 1, 256)? as u16;
         let prefetch = env.int("RABBITMQ_NUMBERS_OF_PREFETCH", 10, 1, 65535)? as u16;
-        let bulk_enabled =
-            env.bool("RABBITMQ_TRANSACTION_ASYNC", true)? && env.bool("BULK_RECORDER_ENABLED", true)?;
+        let bulk_enabled = env.bool("RABBITMQ_TRANSACTION_ASYNC", true)?
+            && env.bool("BULK_RECORDER_ENABLED", true)?;
         // A bulk can never hold more than the unacked messages the broker hands out.
         let unacked_limit = u64::from(workers) * u64::from(prefetch);
         let size = env.int("BULK_RECORDER_SIZE", 0, 0, u64::MAX)?;
@@ -182,7 +185,12 @@ impl Env<'_> {
             .ok_or(ConfigError::Missing { var, hint })
     }
 
-    fn url(&self, var: &'static str, schemes: &[&str], hint: &'static str) -> Result<String, ConfigError> {
+    fn url(
+        &self,
+        var: &'static str,
+        schemes: &[&str],
+        hint: &'static str,
+    ) -> Result<String, ConfigError> {
         let value = self.required(var, hint)?;
         if schemes.iter().any(|s| value.starts_with(s)) {
             Ok(value)
@@ -196,7 +204,9 @@ impl Env<'_> {
     }
 
     fn int(&self, var: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-        let Some(raw) = self.get(var) else { return Ok(default) };
+        let Some(raw) = self.get(var) else {
+            return Ok(default);
+        };
         match raw.parse::<u64>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
             _ => Err(ConfigError::Invalid {
@@ -212,7 +222,9 @@ impl Env<'_> {
     }
 
     fn bool(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
-        let Some(raw) = self.get(var) else { return Ok(default) };
+        let Some(raw) = self.get(var) else {
+            return Ok(default);
+        };
         match raw.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(true),
             "false" | "0" | "no" | "off" => Ok(false),
@@ -231,7 +243,12 @@ pub fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             match userinfo.find(':') {
-                Some(colon) => format!("{}://{}:***{}", &url[..scheme], &userinfo[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}://{}:***{}",
+                    &url[..scheme],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
                 None => url.to_string(),
             }
         }
@@ -246,7 +263,10 @@ mod tests {
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         let mut map: HashMap<String, String> = [
             ("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-            ("RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE", "transactions"),
+            (
+                "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
+                "transactions",
+            ),
             ("DATABASE_URL", "postgres://postgres@127.0.0.1/test"),
         ]
         .into_iter()
@@ -286,7 +306,10 @@ mod tests {
         ]))
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("BULK_RECORDER_SIZE=\"7\" is invalid"), "{err}");
+        assert!(
+            err.starts_with("BULK_RECORDER_SIZE=\"7\" is invalid"),
+            "{err}"
+        );
         assert!(err.contains("1..=6"), "{err}");
     }
 
@@ -310,10 +333,15 @@ mod tests {
             ("LOG_FORMAT", "xml", "text or json"),
         ];
         for (var, value, expected) in cases {
-            let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err().to_string();
-            assert_eq!(err, format!("{var}={value:?} is invalid: expected an integer in {expected}")
-                .replace("an integer in true or false", "true or false")
-                .replace("an integer in text or json", "text or json"));
+            let err = Config::from_vars(&vars(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                format!("{var}={value:?} is invalid: expected an integer in {expected}")
+                    .replace("an integer in true or false", "true or false")
+                    .replace("an integer in text or json", "text or json")
+            );
         }
     }
 
@@ -322,7 +350,10 @@ mod tests {
         let mut map = vars(&[]);
         map.remove("DATABASE_URL");
         let err = Config::from_vars(&map).unwrap_err().to_string();
-        assert!(err.starts_with("DATABASE_URL is required: set it to postgres://"), "{err}");
+        assert!(
+            err.starts_with("DATABASE_URL is required: set it to postgres://"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,7 +14,10 @@ pub struct RowCounts {
 impl RowCounts {
     /// Counts for `attempted` rows of which `inserted` were written.
     pub fn new(attempted: u64, inserted: u64) -> Self {
-        debug_assert!(inserted <= attempted, "inserted {inserted} > attempted {attempted}");
+        debug_assert!(
+            inserted <= attempted,
+            "inserted {inserted} > attempted {attempted}"
+        );
         Self {
             attempted,
             inserted,

@@ -31,7 +31,11 @@ impl WriteError {
             sqlx::Error::Encode(_) => true,
             _ => false,
         };
-        if is_data { WriteError::Data(error) } else { WriteError::Transient(error) }
+        if is_data {
+            WriteError::Data(error)
+        } else {
+            WriteError::Transient(error)
+        }
     }
 
     pub fn is_data(&self) -> bool {

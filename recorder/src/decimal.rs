@@ -21,7 +21,9 @@ pub fn parse(text: &str) -> Result<Decimal, String> {
     } else {
         Decimal::from_str_exact(text)
     };
-    parsed.map_err(|e| format!("{text:?} is not an exact decimal of at most 28 significant digits ({e})"))
+    parsed.map_err(|e| {
+        format!("{text:?} is not an exact decimal of at most 28 significant digits ({e})")
+    })
 }
 
 fn from_f64(value: f64) -> Result<Decimal, String> {
@@ -80,7 +82,10 @@ pub mod option {
     }
 
     /// Written as a string, the exact form every reader understands.
-    pub fn serialize<S: serde::Serializer>(value: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        value: &Option<Decimal>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match value {
             Some(v) => s.collect_str(v),
             None => s.serialize_none(),
@@ -99,24 +104,41 @@ mod tests {
     }
 
     fn json(body: &str) -> Result<Option<Decimal>, String> {
-        serde_json::from_str::<Holder>(body).map(|h| h.v).map_err(|e| e.to_string())
+        serde_json::from_str::<Holder>(body)
+            .map(|h| h.v)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn strings_and_integers_are_exact() {
-        assert_eq!(json(r#"{"v":"1500.25"}"#).unwrap().unwrap().to_string(), "1500.25");
         assert_eq!(
-            json(r#"{"v":"12345678901234567890.12345678"}"#).unwrap().unwrap().to_string(),
+            json(r#"{"v":"1500.25"}"#).unwrap().unwrap().to_string(),
+            "1500.25"
+        );
+        assert_eq!(
+            json(r#"{"v":"12345678901234567890.12345678"}"#)
+                .unwrap()
+                .unwrap()
+                .to_string(),
             "12345678901234567890.12345678"
         );
-        assert_eq!(json(r#"{"v":9007199254740993}"#).unwrap().unwrap().to_string(), "9007199254740993");
+        assert_eq!(
+            json(r#"{"v":9007199254740993}"#)
+                .unwrap()
+                .unwrap()
+                .to_string(),
+            "9007199254740993"
+        );
         assert_eq!(json(r#"{"v":"1e3"}"#).unwrap().unwrap().to_string(), "1000");
         assert_eq!(json(r#"{"v":null}"#).unwrap(), None);
     }
 
     #[test]
     fn short_json_fractions_keep_their_digits() {
-        assert_eq!(json(r#"{"v":1500.25}"#).unwrap().unwrap().to_string(), "1500.25");
+        assert_eq!(
+            json(r#"{"v":1500.25}"#).unwrap().unwrap().to_string(),
+            "1500.25"
+        );
         assert_eq!(json(r#"{"v":0.1}"#).unwrap().unwrap().to_string(), "0.1");
     }
 

@@ -59,7 +59,8 @@ impl Flusher {
     pub async fn flush(&self, bulk: Bulk) -> Outcome {
         self.metrics.flushed(bulk.trigger, bulk.messages.len());
         let tags = || bulk.messages.iter().map(|m| m.tag).collect::<Vec<_>>();
-        let transactions: Vec<&Transaction> = bulk.messages.iter().map(|m| &m.transaction).collect();
+        let transactions: Vec<&Transaction> =
+            bulk.messages.iter().map(|m| &m.transaction).collect();
         match self.write_with_retry(&transactions).await {
             Ok(()) => Outcome {
                 ack: tags(),
@@ -127,7 +128,9 @@ impl Flusher {
             match self.write(transactions).await {
                 Ok(written) => {
                     self.health.set_database(true);
-                    self.metrics.bulk_duration.observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .bulk_duration
+                        .observe(started.elapsed().as_secs_f64());
                     self.metrics.statements.inc_by(written.statements);
                     self.metrics.add_committed(written.counts);
                     return Ok(());

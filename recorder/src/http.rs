@@ -36,7 +36,9 @@ pub async fn serve(
     Ok(bound)
 }
 
-async fn render_metrics(State(state): State<AppState>) -> ([(&'static str, &'static str); 1], String) {
+async fn render_metrics(
+    State(state): State<AppState>,
+) -> ([(&'static str, &'static str); 1], String) {
     (
         [("content-type", "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -45,6 +47,10 @@ async fn render_metrics(State(state): State<AppState>) -> ([(&'static str, &'sta
 
 async fn readiness(State(state): State<AppState>) -> (StatusCode, String) {
     let (broker, database) = (state.health.broker(), state.health.database());
-    let code = if broker && database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if broker && database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, format!("broker={broker} database={database}\n"))
 }

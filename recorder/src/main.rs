@@ -17,8 +17,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(version, about = "Persists ledger transactions from RabbitMQ into PostgreSQL in bulk.\n\
-Without a subcommand it runs the recorder, configured by environment variables (see the README).")]
+#[command(
+    version,
+    about = "Persists ledger transactions from RabbitMQ into PostgreSQL in bulk.\n\
+Without a subcommand it runs the recorder, configured by environment variables (see the README)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -42,9 +45,17 @@ enum Command {
         invalid: usize,
         #[arg(long, value_enum, default_value_t = BodyFormat::Json)]
         format: BodyFormat,
-        #[arg(long, env = "RABBITMQ_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        #[arg(
+            long,
+            env = "RABBITMQ_URL",
+            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        )]
         rabbitmq_url: String,
-        #[arg(long, env = "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE", default_value = "transaction_balance_operation")]
+        #[arg(
+            long,
+            env = "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
+            default_value = "transaction_balance_operation"
+        )]
         queue: String,
     },
 }
@@ -81,7 +92,9 @@ async fn main() -> anyhow::Result<()> {
                 },
             };
             let started = std::time::Instant::now();
-            let published = publish(&rabbitmq_url, &queue, &plan).await.context("publishing")?;
+            let published = publish(&rabbitmq_url, &queue, &plan)
+                .await
+                .context("publishing")?;
             println!(
                 "published={} unique_transactions={} duplicates={} invalid={} operations_per_transaction={} seconds={:.2}",
                 published.messages,
@@ -123,18 +136,24 @@ async fn run_recorder() -> anyhow::Result<()> {
 }
 
 async fn wait_for_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
 }
 
+/// lapin logs every closed channel as an error, including the expected NOT_FOUND of the
+/// passive declare that checks whether the queue exists; real failures reach our own logs.
+const DEFAULT_LOG_FILTER: &str = "info,lapin::channel=off";
+
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -120,7 +120,10 @@ pub enum DecodeError {
     #[error("unsupported content type {0:?}: send application/json or application/msgpack")]
     ContentType(String),
     #[error("malformed {format}: {detail}")]
-    Malformed { format: &'static str, detail: String },
+    Malformed {
+        format: &'static str,
+        detail: String,
+    },
     #[error("invalid transaction: {0}")]
     Invalid(String),
 }
@@ -147,8 +150,15 @@ pub enum Format {
 impl Format {
     /// The format named by an AMQP `content_type`; JSON when there is none.
     pub fn from_content_type(content_type: Option<&str>) -> Result<Self, DecodeError> {
-        let Some(raw) = content_type else { return Ok(Format::Json) };
-        let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let Some(raw) = content_type else {
+            return Ok(Format::Json);
+        };
+        let essence = raw
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match essence.as_str() {
             "" | "application/json" | "text/json" => Ok(Format::Json),
             "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
@@ -160,7 +170,11 @@ impl Format {
 }
 
 /// Decodes and validates one message body.
-pub fn decode(body: &[u8], content_type: Option<&str>, max_bytes: usize) -> Result<Transaction, DecodeError> {
+pub fn decode(
+    body: &[u8],
+    content_type: Option<&str>,
+    max_bytes: usize,
+) -> Result<Transaction, DecodeError> {
     if body.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -192,7 +206,10 @@ impl Transaction {
         not_negative("amount", self.amount)?;
         for (field, value) in [
             ("description", Some(self.description.as_str())),
-            ("chartOfAccountsGroupName", Some(self.chart_of_accounts_group_name.as_str())),
+            (
+                "chartOfAccountsGroupName",
+                Some(self.chart_of_accounts_group_name.as_str()),
+            ),
             ("status.description", self.status.description.as_deref()),
             ("route", self.route.as_deref()),
         ] {
@@ -202,7 +219,8 @@ impl Transaction {
             return Err("parentTransactionId equals the transaction's own id".into());
         }
         for (i, op) in self.operations.iter().enumerate() {
-            op.validate(self.id).map_err(|e| format!("operations[{i}] ({}): {e}", op.id))?;
+            op.validate(self.id)
+                .map_err(|e| format!("operations[{i}] ({}): {e}", op.id))?;
         }
         Ok(())
     }
@@ -224,7 +242,9 @@ impl Operation {
         if let Some(direction) = &self.direction
             && direction.chars().count() > 10
         {
-            return Err(format!("direction {direction:?} is longer than 10 characters"));
+            return Err(format!(
+                "direction {direction:?} is longer than 10 characters"
+            ));
         }
         for (field, value) in [
             ("description", Some(self.description.as_str())),

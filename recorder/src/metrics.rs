@@ -35,15 +35,23 @@ struct TableCounters {
 impl TableCounters {
     fn new(registry: &Registry, table: &str) -> Self {
         let counter = |what: &str, help: &str| {
-            let c = IntCounter::new(format!("bulk_recorder_{table}_{what}_total"), help.replace("{}", table))
-                .expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            let c = IntCounter::new(
+                format!("bulk_recorder_{table}_{what}_total"),
+                help.replace("{}", table),
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         Self {
             attempted: counter("attempted", "{} rows the recorder tried to insert"),
             inserted: counter("inserted", "{} rows actually inserted (committed)"),
-            ignored: counter("ignored", "{} rows skipped because their id already existed"),
+            ignored: counter(
+                "ignored",
+                "{} rows skipped because their id already existed",
+            ),
         }
     }
 
@@ -92,16 +100,24 @@ impl Metrics {
                 "bulk_recorder_bulk_duration_seconds",
                 "Time to write and commit one bulk",
             )
-            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
         )
         .expect("valid metric");
         let bulk_size = Histogram::with_opts(
-            HistogramOpts::new("bulk_recorder_bulk_size", "Messages per flushed bulk")
-                .buckets(vec![1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0]),
+            HistogramOpts::new("bulk_recorder_bulk_size", "Messages per flushed bulk").buckets(
+                vec![
+                    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+                ],
+            ),
         )
         .expect("valid metric");
         let flushes = IntCounterVec::new(
-            Opts::new("bulk_recorder_flushes_total", "Bulks flushed, by what triggered the flush"),
+            Opts::new(
+                "bulk_recorder_flushes_total",
+                "Bulks flushed, by what triggered the flush",
+            ),
             &["trigger"],
         )
         .expect("valid metric");
@@ -129,13 +145,19 @@ impl Metrics {
         )
         .expect("valid metric");
         for c in [&bulk_duration, &bulk_size] {
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
         }
         for c in [&flushes, &rejected] {
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
         }
         for c in [&fallbacks, &statements, &retries] {
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
         }
         Self {
             registry,

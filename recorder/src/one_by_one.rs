@@ -66,7 +66,10 @@ pub async fn write(pool: &PgPool, t: &Transaction) -> Result<Written, WriteError
     })
 }
 
-async fn insert_operation(db: &mut sqlx::Transaction<'_, Postgres>, o: &Operation) -> Result<u64, WriteError> {
+async fn insert_operation(
+    db: &mut sqlx::Transaction<'_, Postgres>,
+    o: &Operation,
+) -> Result<u64, WriteError> {
     let before = o.balance.as_ref();
     let after = o.balance_after.as_ref();
     Ok(sqlx::query(INSERT_OPERATION)

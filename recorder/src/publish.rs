@@ -56,18 +56,30 @@ pub fn sample_transaction(operations: usize) -> Transaction {
             Operation {
                 id: Uuid::now_v7(),
                 transaction_id: id,
-                description: if debit { "debit".into() } else { "credit".into() },
-                kind: if debit { "DEBIT".into() } else { "CREDIT".into() },
+                description: if debit {
+                    "debit".into()
+                } else {
+                    "credit".into()
+                },
+                kind: if debit {
+                    "DEBIT".into()
+                } else {
+                    "CREDIT".into()
+                },
                 asset_code: "BRL".into(),
                 chart_of_accounts: "1000".into(),
-                amount: Some(Amount { value: Some(amount) }),
+                amount: Some(Amount {
+                    value: Some(amount),
+                }),
                 balance: Some(Balance {
-                    available: Some(Decimal::new(1_000_000_00, 2)),
+                    available: Some(Decimal::new(100_000_000, 2)),
                     on_hold: Some(Decimal::ZERO),
                     version: Some(7),
                 }),
                 balance_after: Some(Balance {
-                    available: Some(Decimal::new(1_000_000_00, 2) + if debit { -amount } else { amount }),
+                    available: Some(
+                        Decimal::new(100_000_000, 2) + if debit { -amount } else { amount },
+                    ),
                     on_hold: Some(Decimal::ZERO),
                     version: Some(8),
                 }),
@@ -81,7 +93,11 @@ pub fn sample_transaction(operations: usize) -> Transaction {
                 route: Some("transfer".into()),
                 route_id: None,
                 balance_affected: Some(true),
-                direction: Some(if debit { "debit".into() } else { "credit".into() }),
+                direction: Some(if debit {
+                    "debit".into()
+                } else {
+                    "credit".into()
+                }),
                 created_at: now,
                 updated_at: Some(now),
                 deleted_at: None,
@@ -147,7 +163,9 @@ pub async fn publish_bodies(
     bodies: impl IntoIterator<Item = (Vec<u8>, &'static str)>,
 ) -> Result<usize, lapin::Error> {
     let channel = connection.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let mut confirms = Vec::with_capacity(1024);
     let mut sent = 0;
     for (i, (body, content_type)) in bodies.into_iter().enumerate() {
@@ -157,7 +175,13 @@ pub async fn publish_bodies(
             .with_message_id(format!("msg-{i}").into());
         confirms.push(
             channel
-                .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, properties)
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
                 .await?,
         );
         sent += 1;
@@ -175,7 +199,11 @@ pub async fn publish_bodies(
 }
 
 /// Publishes according to `plan`; the queue is declared (durable) when missing.
-pub async fn publish(url: &str, queue: &str, plan: &PublishPlan) -> Result<Published, lapin::Error> {
+pub async fn publish(
+    url: &str,
+    queue: &str,
+    plan: &PublishPlan,
+) -> Result<Published, lapin::Error> {
     let connection = broker::connect(url, &format!("{queue}-publisher")).await?;
     broker::ensure_queue(&connection, queue).await?;
     let mut published = Published {
@@ -183,7 +211,10 @@ pub async fn publish(url: &str, queue: &str, plan: &PublishPlan) -> Result<Publi
         ..Default::default()
     };
     let mut sent: Vec<Vec<u8>> = Vec::new();
-    let every_invalid = if plan.invalid == 0 { usize::MAX } else { (plan.count / plan.invalid).max(1) };
+    let every_invalid = plan
+        .count
+        .checked_div(plan.invalid)
+        .map_or(usize::MAX, |n| n.max(1));
     let mut bodies = Vec::with_capacity(plan.count + plan.invalid);
     let mut invalid_left = plan.invalid;
     for i in 0..plan.count {
@@ -199,7 +230,10 @@ pub async fn publish(url: &str, queue: &str, plan: &PublishPlan) -> Result<Publi
         };
         bodies.push((body, content_type(plan.format)));
         if invalid_left > 0 && i % every_invalid == 0 {
-            bodies.push((invalid_body(plan.invalid - invalid_left), "application/json"));
+            bodies.push((
+                invalid_body(plan.invalid - invalid_left),
+                "application/json",
+            ));
             invalid_left -= 1;
         }
     }

@@ -26,7 +26,9 @@ pub const RETRY_FOR: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecorderError {
-    #[error("running the migrations failed (set BULK_RECORDER_MIGRATE=false to write into existing tables): {0}")]
+    #[error(
+        "running the migrations failed (set BULK_RECORDER_MIGRATE=false to write into existing tables): {0}"
+    )]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
@@ -43,14 +45,20 @@ pub async fn run(
         // The baseline writes like the reference's workers: one message each, in parallel.
         (Mode::OneByOne, usize::from(config.workers))
     };
-    let Some(pool) = connect_database(&config, in_flight as u32 + 1, &health, shutdown.clone()).await else {
+    let Some(pool) =
+        connect_database(&config, in_flight as u32 + 1, &health, shutdown.clone()).await
+    else {
         return Ok(());
     };
     if config.migrate {
         db::migrate(&pool).await?;
         tracing::info!("migrations applied");
     }
-    tokio::spawn(probe_database(pool.clone(), health.clone(), shutdown.clone()));
+    tokio::spawn(probe_database(
+        pool.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
 
     let flusher = Arc::new(Flusher {
         writer: BulkWriter::new(pool.clone(), config.max_rows_per_insert),
@@ -65,8 +73,15 @@ pub async fn run(
     let mut stop = shutdown.clone();
     while !*stop.borrow() {
         let started = Instant::now();
-        let outcome =
-            session::run(&config, flusher.clone(), in_flight, metrics.clone(), health.clone(), shutdown.clone()).await;
+        let outcome = session::run(
+            &config,
+            flusher.clone(),
+            in_flight,
+            metrics.clone(),
+            health.clone(),
+            shutdown.clone(),
+        )
+        .await;
         match outcome {
             Ok(()) => break,
             Err(error) => {
@@ -116,9 +131,12 @@ async fn connect_database(
 /// Keeps readiness true to the database while no bulk is being written.
 async fn probe_database(pool: PgPool, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let up = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&pool))
-            .await
-            .is_ok_and(|r| r.is_ok());
+        let up = tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(&pool),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
         health.set_database(up);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}

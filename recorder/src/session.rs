@@ -76,21 +76,31 @@ pub async fn run(
     drop(deliveries);
 
     let (bulk_out, bulk_in) = mpsc::channel::<Bulk>(1);
-    let collector = tokio::spawn(collect(incoming, bulk_out, config.bulk_size, config.flush_timeout));
+    let collector = tokio::spawn(collect(
+        incoming,
+        bulk_out,
+        config.bulk_size,
+        config.flush_timeout,
+    ));
 
-    let settle_in_order = async {
-        let bulks = futures::stream::unfold(bulk_in, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-        let mut outcomes = std::pin::pin!(bulks
-            .map(|bulk| {
-                let flusher = flusher.clone();
-                async move { flusher.flush(bulk).await }
-            })
-            .buffered(bulks_in_flight));
-        while let Some(outcome) = outcomes.next().await {
-            settle(&channels, outcome).await?;
-        }
-        Ok::<(), lapin::Error>(())
-    };
+    let settle_in_order =
+        async {
+            let bulks = futures::stream::unfold(bulk_in, |mut rx| async move {
+                rx.recv().await.map(|b| (b, rx))
+            });
+            let mut outcomes = std::pin::pin!(
+                bulks
+                    .map(|bulk| {
+                        let flusher = flusher.clone();
+                        async move { flusher.flush(bulk).await }
+                    })
+                    .buffered(bulks_in_flight)
+            );
+            while let Some(outcome) = outcomes.next().await {
+                settle(&channels, outcome).await?;
+            }
+            Ok::<(), lapin::Error>(())
+        };
 
     // At shutdown, stop deliveries; the consumers' streams then end, the collector flushes
     // what it holds, and `settle_in_order` finishes once that last bulk is acknowledged.
@@ -98,7 +108,10 @@ pub async fn run(
     let cancel_at_shutdown = async move {
         let _ = stop_signal.wait_for(|stop| *stop).await;
         for (channel, tag) in &consumer_tags {
-            if let Err(error) = channel.basic_cancel(tag.as_str().into(), Default::default()).await {
+            if let Err(error) = channel
+                .basic_cancel(tag.as_str().into(), Default::default())
+                .await
+            {
                 tracing::warn!(%error, "could not cancel consumer");
             }
         }

@@ -85,7 +85,10 @@ pub struct BulkWriter {
 
 impl BulkWriter {
     pub fn new(pool: PgPool, max_rows_per_insert: usize) -> Self {
-        assert!(max_rows_per_insert > 0, "max_rows_per_insert must be positive");
+        assert!(
+            max_rows_per_insert > 0,
+            "max_rows_per_insert must be positive"
+        );
         Self {
             pool,
             max_rows_per_insert,
@@ -143,13 +146,19 @@ type Chunk = (std::ops::Range<usize>, std::ops::Range<usize>);
 /// last transaction chunk shares its statement with the first operation chunk.
 pub fn plan(txns: usize, ops: usize, max: usize) -> Vec<Chunk> {
     let ranges = |n: usize| -> Vec<std::ops::Range<usize>> {
-        (0..n.div_ceil(max)).map(|i| i * max..((i + 1) * max).min(n)).collect()
+        (0..n.div_ceil(max))
+            .map(|i| i * max..((i + 1) * max).min(n))
+            .collect()
     };
     let (t, o) = (ranges(txns), ranges(ops));
     let mut chunks: Vec<Chunk> = Vec::with_capacity(t.len() + o.len());
     let empty = 0..0;
     for (i, range) in t.iter().enumerate() {
-        let ops_here = if i + 1 == t.len() { o.first().cloned().unwrap_or(empty.clone()) } else { empty.clone() };
+        let ops_here = if i + 1 == t.len() {
+            o.first().cloned().unwrap_or(empty.clone())
+        } else {
+            empty.clone()
+        };
         chunks.push((range.clone(), ops_here));
     }
     let skip = usize::from(!t.is_empty());
@@ -176,7 +185,11 @@ async fn insert_chunks(
 }
 
 /// Sends one statement; returns the rows inserted into each table.
-async fn insert<'c, E>(executor: E, txns: &[&Transaction], ops: &[&Operation]) -> Result<(u64, u64), WriteError>
+async fn insert<'c, E>(
+    executor: E,
+    txns: &[&Transaction],
+    ops: &[&Operation],
+) -> Result<(u64, u64), WriteError>
 where
     E: sqlx::Executor<'c, Database = Postgres>,
 {
@@ -263,7 +276,8 @@ impl<'a> From<&[&'a Transaction]> for TransactionColumns<'a> {
             c.status_description.push(t.status.description.as_deref());
             c.amount.push(t.amount);
             c.asset_code.push(&t.asset_code);
-            c.chart_of_accounts_group_name.push(&t.chart_of_accounts_group_name);
+            c.chart_of_accounts_group_name
+                .push(&t.chart_of_accounts_group_name);
             c.ledger_id.push(t.ledger_id);
             c.organization_id.push(t.organization_id);
             c.route.push(t.route.as_deref());
@@ -323,9 +337,11 @@ impl<'a> From<&[&'a Operation]> for OperationColumns<'a> {
             c.amount.push(o.amount.as_ref().and_then(|a| a.value));
             c.available_balance.push(before.and_then(|b| b.available));
             c.on_hold_balance.push(before.and_then(|b| b.on_hold));
-            c.available_balance_after.push(after.and_then(|b| b.available));
+            c.available_balance_after
+                .push(after.and_then(|b| b.available));
             c.on_hold_balance_after.push(after.and_then(|b| b.on_hold));
-            c.balance_version_before.push(before.and_then(|b| b.version));
+            c.balance_version_before
+                .push(before.and_then(|b| b.version));
             c.balance_version_after.push(after.and_then(|b| b.version));
             c.status.push(&o.status.code);
             c.status_description.push(o.status.description.as_deref());
@@ -369,7 +385,13 @@ mod tests {
         let chunks = plan(25, 30, 10);
         assert_eq!(
             chunks,
-            vec![(0..10, 0..0), (10..20, 0..0), (20..25, 0..10), (0..0, 10..20), (0..0, 20..30)]
+            vec![
+                (0..10, 0..0),
+                (10..20, 0..0),
+                (20..25, 0..10),
+                (0..0, 10..20),
+                (0..0, 20..30)
+            ]
         );
     }
 }

@@ -33,11 +33,13 @@ use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
 pub fn postgres_admin_url() -> String {
-    std::env::var("TEST_POSTGRES_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_POSTGRES_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn rabbitmq_url() -> String {
-    std::env::var("TEST_RABBITMQ_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("TEST_RABBITMQ_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// A database of this test's own, dropped (with its connections) when the value is dropped.
@@ -49,10 +51,18 @@ pub struct TestDb {
 impl TestDb {
     pub async fn create() -> Self {
         let name = format!("br_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&postgres_admin_url()).await.expect("PostgreSQL admin connection");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+        let mut admin = PgConnection::connect(&postgres_admin_url())
+            .await
+            .expect("PostgreSQL admin connection");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
         let base = postgres_admin_url();
-        let url = format!("{}/{name}", &base[..base.rfind('/').expect("a database in the URL")]);
+        let url = format!(
+            "{}/{name}",
+            &base[..base.rfind('/').expect("a database in the URL")]
+        );
         Self { name, url }
     }
 
@@ -62,7 +72,9 @@ impl TestDb {
 
     /// Rows in `table` (`transaction` or `operation`).
     pub async fn count(&self, table: &str) -> i64 {
-        let mut conn = PgConnection::connect(&self.url).await.expect("test database");
+        let mut conn = PgConnection::connect(&self.url)
+            .await
+            .expect("test database");
         let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(table)
             .fetch_one(&mut conn)
@@ -80,7 +92,9 @@ impl TestDb {
 
     /// Ends every connection the recorder holds to this database (as a failover would).
     pub async fn terminate_backends(&self) -> i64 {
-        let mut admin = PgConnection::connect(&postgres_admin_url()).await.expect("admin");
+        let mut admin = PgConnection::connect(&postgres_admin_url())
+            .await
+            .expect("admin");
         sqlx::query_scalar(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
              WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name = 'bulk-recorder'",
@@ -97,7 +111,9 @@ impl Drop for TestDb {
         let name = self.name.clone();
         run_detached(async move {
             if let Ok(mut admin) = PgConnection::connect(&postgres_admin_url()).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
             }
         });
     }
@@ -126,13 +142,26 @@ impl TestQueue {
         let connection = connect().await;
         let channel = connection.create_channel().await.expect("channel");
         channel
-            .queue_declare(dlq.as_str().into(), QueueDeclareOptions::durable(), FieldTable::default())
+            .queue_declare(
+                dlq.as_str().into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
             .await
             .expect("declare dead-letter queue");
         let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(dlq.as_str().into()));
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(dlq.as_str().into()),
+        );
         args.insert("x-max-length".into(), AMQPValue::LongLongInt(1_000_000));
         channel
             .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
@@ -153,7 +182,10 @@ impl TestQueue {
             passive: true,
             ..Default::default()
         };
-        let count = match channel.queue_declare(queue.into(), passive, FieldTable::default()).await {
+        let count = match channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+        {
             Ok(q) => q.message_count(),
             Err(_) => 0,
         };
@@ -162,24 +194,34 @@ impl TestQueue {
     }
 
     pub async fn publish(&self, plan: &publish::PublishPlan) -> publish::Published {
-        publish::publish(&rabbitmq_url(), &self.name, plan).await.expect("publish")
+        publish::publish(&rabbitmq_url(), &self.name, plan)
+            .await
+            .expect("publish")
     }
 
     /// Publishes the given transactions, then the raw bodies, in that order.
     pub async fn publish_transactions(&self, transactions: &[Transaction], format: Format) {
         let connection = connect().await;
-        bulk_recorder::broker::ensure_queue(&connection, &self.name).await.expect("queue");
+        bulk_recorder::broker::ensure_queue(&connection, &self.name)
+            .await
+            .expect("queue");
         let bodies = transactions
             .iter()
             .map(|t| (publish::encode(t, format), publish::content_type(format)));
-        publish::publish_bodies(&connection, &self.name, bodies).await.expect("publish");
+        publish::publish_bodies(&connection, &self.name, bodies)
+            .await
+            .expect("publish");
         let _ = connection.close(200, "ok".into()).await;
     }
 
     pub async fn publish_raw(&self, bodies: Vec<(Vec<u8>, &'static str)>) {
         let connection = connect().await;
-        bulk_recorder::broker::ensure_queue(&connection, &self.name).await.expect("queue");
-        publish::publish_bodies(&connection, &self.name, bodies).await.expect("publish");
+        bulk_recorder::broker::ensure_queue(&connection, &self.name)
+            .await
+            .expect("queue");
+        publish::publish_bodies(&connection, &self.name, bodies)
+            .await
+            .expect("publish");
         let _ = connection.close(200, "ok".into()).await;
     }
 }
@@ -192,12 +234,18 @@ impl Default for TestQueue {
 
 impl Drop for TestQueue {
     fn drop(&mut self) {
-        let queues: Vec<String> = std::iter::once(self.name.clone()).chain(self.dead_letters.clone()).collect();
+        let queues: Vec<String> = std::iter::once(self.name.clone())
+            .chain(self.dead_letters.clone())
+            .collect();
         run_detached(async move {
-            if let Ok(connection) = Connection::connect(&rabbitmq_url(), ConnectionProperties::default()).await {
+            if let Ok(connection) =
+                Connection::connect(&rabbitmq_url(), ConnectionProperties::default()).await
+            {
                 for queue in queues {
                     if let Ok(channel) = connection.create_channel().await {
-                        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+                        let _ = channel
+                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                            .await;
                     }
                 }
                 let _ = connection.close(200, "ok".into()).await;
@@ -233,7 +281,10 @@ pub fn config(db: &TestDb, queue: &TestQueue, overrides: &[(&str, &str)]) -> Con
 pub fn env(db: &TestDb, queue: &TestQueue, overrides: &[(&str, &str)]) -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = [
         ("RABBITMQ_URL", rabbitmq_url()),
-        ("RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE", queue.name.clone()),
+        (
+            "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
+            queue.name.clone(),
+        ),
         ("DATABASE_URL", db.url.clone()),
         ("METRICS_ADDR", "127.0.0.1:0".into()),
     ]
@@ -259,7 +310,12 @@ impl RunningRecorder {
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
         let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(recorder::run(config, metrics.clone(), health.clone(), shutdown));
+        let task = tokio::spawn(recorder::run(
+            config,
+            metrics.clone(),
+            health.clone(),
+            shutdown,
+        ));
         Self {
             metrics,
             health,
@@ -291,7 +347,10 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !condition().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -299,10 +358,19 @@ where
 /// The broker's own view of a queue: (ready, unacknowledged), from `rabbitmqctl`.
 pub fn broker_counts(queue: &str) -> (u64, u64) {
     let output = Command::new("rabbitmqctl")
-        .args(["list_queues", "-q", "name", "messages_ready", "messages_unacknowledged", "--formatter", "json"])
+        .args([
+            "list_queues",
+            "-q",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+            "--formatter",
+            "json",
+        ])
         .output()
         .expect("rabbitmqctl runs");
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("rabbitmqctl json");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&output.stdout).expect("rabbitmqctl json");
     rows.iter()
         .find(|row| row["name"] == queue)
         .map(|row| {
@@ -341,7 +409,10 @@ pub fn recorder_binary() -> PathBuf {
         return path.into();
     }
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
     let binary = dir.join("bulk-recorder");
     assert!(
         binary.exists(),
@@ -354,7 +425,10 @@ pub fn recorder_binary() -> PathBuf {
 /// Ids of the transactions stored in the database.
 pub async fn stored_transaction_ids(db: &TestDb) -> std::collections::BTreeSet<Uuid> {
     let pool = db.pool().await;
-    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM transaction").fetch_all(&pool).await.expect("query");
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM transaction")
+        .fetch_all(&pool)
+        .await
+        .expect("query");
     pool.close().await;
     ids.into_iter().collect()
 }
@@ -370,19 +444,28 @@ pub fn free_port() -> u16 {
 /// A plain HTTP/1.1 GET: (status code, body). Enough for /metrics and the probes.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
 /// The value of an unlabelled sample in a Prometheus text exposition.
 pub fn metric(exposition: &str, name: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    exposition.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

@@ -31,20 +31,34 @@ async fn with_fallback_a_poison_message_costs_only_itself() {
     let mut transactions: Vec<_> = (0..9).map(|_| sample_transaction(2)).collect();
     let bad = poison();
     transactions.insert(4, bad.clone());
-    queue.publish_transactions(&transactions, Format::Json).await;
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
 
-    let recorder = RunningRecorder::start(config(&db, &queue, &[("RABBITMQ_NUMBERS_OF_WORKERS", "1")]));
-    wait_until(DRAIN, "9 good ones committed", || async { recorder.committed_transactions() == 9 }).await;
+    let recorder =
+        RunningRecorder::start(config(&db, &queue, &[("RABBITMQ_NUMBERS_OF_WORKERS", "1")]));
+    wait_until(DRAIN, "9 good ones committed", || async {
+        recorder.committed_transactions() == 9
+    })
+    .await;
     let metrics = recorder.metrics.clone();
     recorder.stop().await;
 
-    let good: Vec<_> = transactions.iter().filter(|t| t.id != bad.id).cloned().collect();
+    let good: Vec<_> = transactions
+        .iter()
+        .filter(|t| t.id != bad.id)
+        .cloned()
+        .collect();
     assert_eq!(stored_transaction_ids(&db).await, ids(&good));
     assert_eq!(db.count("operation").await, 18);
     assert_eq!(metrics.fallbacks.get(), 1);
     assert_eq!(metrics.rejected("database"), 1);
     assert_eq!(TestQueue::ready(&queue.name).await, 0);
-    assert_eq!(TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await, 1, "the poison is dead-lettered");
+    assert_eq!(
+        TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await,
+        1,
+        "the poison is dead-lettered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,29 +66,49 @@ async fn without_fallback_a_poison_bulk_is_requeued_and_nothing_committed() {
     let (db, queue) = (TestDb::create().await, TestQueue::with_dead_letters().await);
     let mut transactions: Vec<_> = (0..5).map(|_| sample_transaction(2)).collect();
     transactions.push(poison());
-    queue.publish_transactions(&transactions, Format::Json).await;
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
     let overrides = [
         ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
         ("BULK_RECORDER_FALLBACK_ENABLED", "false"),
     ];
     let recorder = RunningRecorder::start(config(&db, &queue, &overrides));
     wait_until(DRAIN, "the bulk to be refused twice", || async {
-        recorder.metrics.flushes(bulk_recorder::metrics::FlushTrigger::Timeout) >= 2
+        recorder
+            .metrics
+            .flushes(bulk_recorder::metrics::FlushTrigger::Timeout)
+            >= 2
     })
     .await;
     let metrics = recorder.metrics.clone();
     recorder.stop().await;
     assert_eq!(db.count("transaction").await, 0, "the bulk never commits");
-    assert_eq!(metrics.totals().transactions.attempted, 0, "counters move only after COMMIT");
+    assert_eq!(
+        metrics.totals().transactions.attempted,
+        0,
+        "counters move only after COMMIT"
+    );
     assert_eq!(metrics.fallbacks.get(), 0);
-    assert_eq!(TestQueue::ready(&queue.name).await, 6, "all six are back in the queue");
+    assert_eq!(
+        TestQueue::ready(&queue.name).await,
+        6,
+        "all six are back in the queue"
+    );
 
     // The same messages, with fallback on: the five good ones once, the poison dead-lettered.
-    let recorder = RunningRecorder::start(config(&db, &queue, &[("RABBITMQ_NUMBERS_OF_WORKERS", "1")]));
-    wait_until(DRAIN, "5 committed", || async { recorder.committed_transactions() == 5 }).await;
+    let recorder =
+        RunningRecorder::start(config(&db, &queue, &[("RABBITMQ_NUMBERS_OF_WORKERS", "1")]));
+    wait_until(DRAIN, "5 committed", || async {
+        recorder.committed_transactions() == 5
+    })
+    .await;
     recorder.stop().await;
     assert_eq!(stored_transaction_ids(&db).await, ids(&transactions[..5]));
-    assert_eq!(TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await, 1);
+    assert_eq!(
+        TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +126,10 @@ async fn undecodable_and_invalid_messages_never_reach_the_database() {
         (encode(&mismatched, Format::Json), "application/json"),
         (vec![b' '; 2 * 1024 * 1024], "application/json"),
     ];
-    bodies.extend(good.iter().map(|t| (encode(t, Format::Json), "application/json")));
+    bodies.extend(
+        good.iter()
+            .map(|t| (encode(t, Format::Json), "application/json")),
+    );
     queue.publish_raw(bodies).await;
 
     let recorder = RunningRecorder::start(config(&db, &queue, &[]));
@@ -104,43 +141,73 @@ async fn undecodable_and_invalid_messages_never_reach_the_database() {
     recorder.stop().await;
 
     assert_eq!(stored_transaction_ids(&db).await, ids(&good));
-    for (reason, expected) in [("malformed", 3), ("empty", 1), ("content_type", 1), ("invalid", 1), ("too_large", 1)] {
+    for (reason, expected) in [
+        ("malformed", 3),
+        ("empty", 1),
+        ("content_type", 1),
+        ("invalid", 1),
+        ("too_large", 1),
+    ] {
         assert_eq!(metrics.rejected(reason), expected, "reason {reason}");
     }
     assert_eq!(metrics.fallbacks.get(), 0, "bad messages never fail a bulk");
     assert_eq!(TestQueue::ready(&queue.name).await, 0);
-    assert_eq!(TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await, 7);
+    assert_eq!(
+        TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await,
+        7
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_loses_nothing_and_readiness_follows_it() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
     let transactions: Vec<_> = (0..1500).map(|_| sample_transaction(2)).collect();
-    queue.publish_transactions(&transactions, Format::Json).await;
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
     let recorder = RunningRecorder::start(config(
         &db,
         &queue,
-        &[("RABBITMQ_NUMBERS_OF_WORKERS", "1"), ("RABBITMQ_NUMBERS_OF_PREFETCH", "20")],
+        &[
+            ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
+            ("RABBITMQ_NUMBERS_OF_PREFETCH", "20"),
+        ],
     ));
-    wait_until(DRAIN, "some committed", || async { recorder.committed_transactions() >= 60 }).await;
+    wait_until(DRAIN, "some committed", || async {
+        recorder.committed_transactions() >= 60
+    })
+    .await;
 
     // The database goes away: new connections are refused and existing ones are killed.
     let mut admin = PgConnection::connect(&postgres_admin_url()).await.unwrap();
-    sqlx::query(&format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", db.name))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
+        db.name
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
     db.terminate_backends().await;
     wait_until(DRAIN, "not ready", || async { !recorder.health.ready() }).await;
     let during = recorder.committed_transactions();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(recorder.committed_transactions(), during, "nothing commits while the database is away");
+    assert_eq!(
+        recorder.committed_transactions(),
+        during,
+        "nothing commits while the database is away"
+    );
 
-    sqlx::query(&format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", db.name))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    wait_until(DRAIN, "all committed", || async { db.count("transaction").await == 1500 }).await;
+    sqlx::query(&format!(
+        "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+        db.name
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    wait_until(DRAIN, "all committed", || async {
+        db.count("transaction").await == 1500
+    })
+    .await;
     wait_until(DRAIN, "ready again", || async { recorder.health.ready() }).await;
     let metrics = recorder.metrics.clone();
     recorder.stop().await;
@@ -149,7 +216,10 @@ async fn a_database_outage_loses_nothing_and_readiness_follows_it() {
     assert_eq!(stored_transaction_ids(&db).await, ids(&transactions));
     assert_eq!(db.count("operation").await, 3000);
     let totals = metrics.totals();
-    assert_eq!(totals.transactions.inserted, 1500, "every row inserted once");
+    assert_eq!(
+        totals.transactions.inserted, 1500,
+        "every row inserted once"
+    );
     assert_eq!(TestQueue::ready(&queue.name).await, 0);
 }
 
@@ -157,18 +227,31 @@ async fn a_database_outage_loses_nothing_and_readiness_follows_it() {
 async fn a_closed_broker_connection_is_reopened_and_nothing_is_lost() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
     let transactions: Vec<_> = (0..1500).map(|_| sample_transaction(2)).collect();
-    queue.publish_transactions(&transactions, Format::Json).await;
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
     let recorder = RunningRecorder::start(config(
         &db,
         &queue,
-        &[("RABBITMQ_NUMBERS_OF_WORKERS", "2"), ("RABBITMQ_NUMBERS_OF_PREFETCH", "10")],
+        &[
+            ("RABBITMQ_NUMBERS_OF_WORKERS", "2"),
+            ("RABBITMQ_NUMBERS_OF_PREFETCH", "10"),
+        ],
     ));
-    wait_until(DRAIN, "some committed", || async { recorder.committed_transactions() >= 40 }).await;
+    wait_until(DRAIN, "some committed", || async {
+        recorder.committed_transactions() >= 40
+    })
+    .await;
     let name = queue.name.clone();
-    let closed = tokio::task::spawn_blocking(move || close_recorder_connections(&name)).await.unwrap();
+    let closed = tokio::task::spawn_blocking(move || close_recorder_connections(&name))
+        .await
+        .unwrap();
     assert_eq!(closed, 1, "the recorder's connection was found and closed");
 
-    wait_until(DRAIN, "all committed", || async { db.count("transaction").await == 1500 }).await;
+    wait_until(DRAIN, "all committed", || async {
+        db.count("transaction").await == 1500
+    })
+    .await;
     wait_until(DRAIN, "ready again", || async { recorder.health.ready() }).await;
     let metrics = recorder.metrics.clone();
     recorder.stop().await;

@@ -23,7 +23,10 @@ fn spawn(db: &TestDb, queue: &TestQueue, port: u16, overrides: &[(&str, &str)]) 
 
 fn signal(child: &Child, name: &str) {
     let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill").args([name, &pid]).status().expect("kill runs");
+    let status = std::process::Command::new("kill")
+        .args([name, &pid])
+        .status()
+        .expect("kill runs");
     assert!(status.success());
 }
 
@@ -50,12 +53,23 @@ async fn an_invalid_setting_stops_start_up_with_one_line_naming_it() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("bulk-recorder: BULK_RECORDER_SIZE=\"500\" is invalid"), "{stderr}");
+    assert!(
+        stderr.starts_with("bulk-recorder: BULK_RECORDER_SIZE=\"500\" is invalid"),
+        "{stderr}"
+    );
     assert!(stderr.contains("1..=20"), "{stderr}");
 
-    let output = Command::new(recorder_binary()).env_clear().output().await.expect("runs");
+    let output = Command::new(recorder_binary())
+        .env_clear()
+        .output()
+        .await
+        .expect("runs");
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8(output.stderr).unwrap().contains("RABBITMQ_URL is required"));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("RABBITMQ_URL is required")
+    );
 }
 
 #[tokio::test]
@@ -63,43 +77,77 @@ async fn sigterm_flushes_the_partial_bulk_acknowledges_and_exits_zero() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
     let port = free_port();
     // A bulk that neither the size (50) nor the timer (60 s) would flush during the test.
-    let mut child = spawn(&db, &queue, port, &[("BULK_RECORDER_FLUSH_TIMEOUT_MS", "60000")]);
-    wait_until(Duration::from_secs(30), "ready", || async { matches!(http_get(port, "/readyz").await, Some((200, _))) }).await;
-    let transactions: Vec<_> = (0..7).map(|_| sample_transaction(5)).collect();
-    queue.publish_transactions(&transactions, Format::Json).await;
-    let name = queue.name.clone();
-    wait_until(Duration::from_secs(30), "7 messages held by the recorder", || {
-        let name = name.clone();
-        async move { tokio::task::spawn_blocking(move || broker_counts(&name)).await.unwrap() == (0, 7) }
+    let mut child = spawn(
+        &db,
+        &queue,
+        port,
+        &[("BULK_RECORDER_FLUSH_TIMEOUT_MS", "60000")],
+    );
+    wait_until(Duration::from_secs(30), "ready", || async {
+        matches!(http_get(port, "/readyz").await, Some((200, _)))
     })
+    .await;
+    let transactions: Vec<_> = (0..7).map(|_| sample_transaction(5)).collect();
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
+    let name = queue.name.clone();
+    wait_until(
+        Duration::from_secs(30),
+        "7 messages held by the recorder",
+        || {
+            let name = name.clone();
+            async move {
+                tokio::task::spawn_blocking(move || broker_counts(&name))
+                    .await
+                    .unwrap()
+                    == (0, 7)
+            }
+        },
+    )
     .await;
     assert_eq!(db.count("transaction").await, 0, "held, not yet written");
 
     let stopped_at = std::time::Instant::now();
     signal(&child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits promptly").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits promptly")
+        .unwrap();
     assert!(status.success(), "{status}");
     assert!(stopped_at.elapsed() < Duration::from_secs(10));
     assert_eq!(db.count("transaction").await, 7);
     assert_eq!(db.count("operation").await, 35);
-    assert_eq!(TestQueue::ready(&queue.name).await, 0, "all seven acknowledged");
+    assert_eq!(
+        TestQueue::ready(&queue.name).await,
+        0,
+        "all seven acknowledged"
+    );
 }
 
 #[tokio::test]
 async fn kill_9_mid_drain_then_restart_stores_every_transaction_exactly_once() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
     let transactions: Vec<_> = (0..3000).map(|_| sample_transaction(5)).collect();
-    queue.publish_transactions(&transactions, Format::Json).await;
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
     let port = free_port();
     let mut first = spawn(&db, &queue, port, &[]);
-    wait_until(Duration::from_secs(60), "some committed", || async { db.count("transaction").await >= 300 }).await;
+    wait_until(Duration::from_secs(60), "some committed", || async {
+        db.count("transaction").await >= 300
+    })
+    .await;
     signal(&first, "-KILL");
     first.wait().await.unwrap();
     let after_crash = db.count("transaction").await;
 
     let port = free_port();
     let mut second = spawn(&db, &queue, port, &[]);
-    wait_until(Duration::from_secs(120), "all committed", || async { db.count("transaction").await == 3000 }).await;
+    wait_until(Duration::from_secs(120), "all committed", || async {
+        db.count("transaction").await == 3000
+    })
+    .await;
     let attempted = scrape(port, "bulk_recorder_transactions_attempted_total").await;
     let inserted = scrape(port, "bulk_recorder_transactions_inserted_total").await;
     let ignored = scrape(port, "bulk_recorder_transactions_ignored_total").await;
@@ -109,7 +157,15 @@ async fn kill_9_mid_drain_then_restart_stores_every_transaction_exactly_once() {
     let expected: BTreeSet<_> = transactions.iter().map(|t| t.id).collect();
     assert_eq!(stored_transaction_ids(&db).await, expected);
     assert_eq!(db.count("operation").await, 15_000);
-    assert_eq!(inserted as i64, 3000 - after_crash, "the second process inserted the rest");
-    assert_eq!(attempted, inserted + ignored, "redelivered rows are counted as ignored");
+    assert_eq!(
+        inserted as i64,
+        3000 - after_crash,
+        "the second process inserted the rest"
+    );
+    assert_eq!(
+        attempted,
+        inserted + ignored,
+        "redelivered rows are counted as ignored"
+    );
     assert_eq!(TestQueue::ready(&queue.name).await, 0);
 }

@@ -33,7 +33,13 @@ async fn exactly_max_rows_is_one_statement_and_one_more_is_two() {
     let mut above: Vec<_> = vec![sample_transaction(5), sample_transaction(6)];
     let written = write(&writer, &above).await;
     assert_eq!(written.statements, 2);
-    assert_eq!((written.counts.transactions.inserted, written.counts.operations.inserted), (2, 11));
+    assert_eq!(
+        (
+            written.counts.transactions.inserted,
+            written.counts.operations.inserted
+        ),
+        (2, 11)
+    );
 
     // The same for transaction rows: 10 are one statement, 11 are two.
     let ten: Vec<_> = (0..10).map(|_| sample_transaction(0)).collect();
@@ -49,17 +55,43 @@ async fn exactly_max_rows_is_one_statement_and_one_more_is_two() {
 #[tokio::test]
 async fn duplicates_within_a_bulk_and_across_bulks_are_ignored_and_counted() {
     let (db, writer) = writer(1000).await;
-    let (a, b, c) = (sample_transaction(2), sample_transaction(2), sample_transaction(2));
+    let (a, b, c) = (
+        sample_transaction(2),
+        sample_transaction(2),
+        sample_transaction(2),
+    );
     let written = write(&writer, &[a.clone(), b.clone(), a.clone()]).await;
     assert_eq!(
-        (written.counts.transactions.attempted, written.counts.transactions.inserted, written.counts.transactions.ignored),
+        (
+            written.counts.transactions.attempted,
+            written.counts.transactions.inserted,
+            written.counts.transactions.ignored
+        ),
         (3, 2, 1)
     );
-    assert_eq!((written.counts.operations.attempted, written.counts.operations.inserted), (6, 4));
+    assert_eq!(
+        (
+            written.counts.operations.attempted,
+            written.counts.operations.inserted
+        ),
+        (6, 4)
+    );
 
     let written = write(&writer, &[c.clone(), b.clone()]).await;
-    assert_eq!((written.counts.transactions.inserted, written.counts.transactions.ignored), (1, 1));
-    assert_eq!((written.counts.operations.inserted, written.counts.operations.ignored), (2, 2));
+    assert_eq!(
+        (
+            written.counts.transactions.inserted,
+            written.counts.transactions.ignored
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        (
+            written.counts.operations.inserted,
+            written.counts.operations.ignored
+        ),
+        (2, 2)
+    );
 
     // A redelivered bulk of nothing new changes nothing.
     let written = write(&writer, &[a, b, c]).await;
@@ -117,7 +149,7 @@ async fn a_bulk_refused_on_data_commits_nothing() {
     let mut orphan = sample_transaction(1);
     orphan.parent_transaction_id = Some(uuid::Uuid::now_v7());
     // Several statements in one database transaction: the refused last one undoes the first.
-    let bulk = vec![sample_transaction(1), sample_transaction(1), orphan];
+    let bulk = [sample_transaction(1), sample_transaction(1), orphan];
     let refs: Vec<&Transaction> = bulk.iter().collect();
     let error = writer.write(&refs).await.unwrap_err();
     assert!(error.is_data(), "{error}");

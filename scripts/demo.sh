@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The demo: the recorder against real RabbitMQ and PostgreSQL on this machine.
+#
+# Starts (or installs) the services when they do not answer, creates the database
+# `bulk_recorder_demo`, publishes 10,000 transactions (5 operations each, ~5% duplicates, 12
+# invalid messages), runs the recorder until the queue is drained, prints what it counted and
+# its throughput, then stops the recorder and whatever services it started.
+# Usage: ./scripts/demo.sh [--count N] [more `bulk-recorder publish` flags]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+ensure_services
+
+DB=bulk_recorder_demo
+QUEUE=bulk_recorder_demo
+PORT=${DEMO_METRICS_PORT:-9090}
+export RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672/%2f"
+export RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE=$QUEUE
+export DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/$DB"
+export METRICS_ADDR="127.0.0.1:$PORT"
+
+RECORDER_PID=""
+cleanup() {
+  [ -z "$RECORDER_PID" ] || kill -TERM "$RECORDER_PID" 2>/dev/null || true
+  [ -z "$RECORDER_PID" ] || wait "$RECORDER_PID" 2>/dev/null || true
+  rabbitmqctl -q delete_queue "$QUEUE" >/dev/null 2>&1 || true
+  stop_started_services
+}
+trap cleanup EXIT
+
+echo "== building the recorder (release)"
+cargo build --release --locked -q -p bulk-recorder
+BIN=target/release/bulk-recorder
+
+echo "== fresh database $DB and queue $QUEUE"
+psql -q "postgres://postgres:postgres@127.0.0.1:5432/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+rabbitmqctl -q delete_queue "$QUEUE" >/dev/null 2>&1 || true
+
+echo "== publishing"
+published=$("$BIN" publish --count 10000 --operations 5 --duplicates 5 --invalid 12 "$@")
+echo "$published"
+messages=$(sed -E 's/.*published=([0-9]+).*/\1/' <<<"$published")
+
+metric() { curl -fsS "http://127.0.0.1:$PORT/metrics" 2>/dev/null | awk -v n="$1" '$1 == n { printf "%d", $2 }'; }
+rejected() { curl -fsS "http://127.0.0.1:$PORT/metrics" 2>/dev/null | awk '/^bulk_recorder_messages_rejected_total/ { s += $2 } END { printf "%d", s }'; }
+
+echo "== running the recorder until the queue is drained"
+LOG=$(mktemp /tmp/bulk-recorder-demo.XXXXXX.log)
+"$BIN" 2>"$LOG" &
+RECORDER_PID=$!
+start=$(date +%s.%N)
+while :; do
+  done_count=$(( $(metric bulk_recorder_transactions_attempted_total || echo 0) + $(rejected || echo 0) ))
+  [ "$done_count" -ge "$messages" ] && break
+  kill -0 "$RECORDER_PID" 2>/dev/null || { echo "the recorder exited; its log: $LOG" >&2; tail -20 "$LOG" >&2; exit 1; }
+  sleep 0.05
+done
+end=$(date +%s.%N)
+
+t_att=$(metric bulk_recorder_transactions_attempted_total); t_ins=$(metric bulk_recorder_transactions_inserted_total)
+t_ign=$(metric bulk_recorder_transactions_ignored_total); o_att=$(metric bulk_recorder_operations_attempted_total)
+o_ins=$(metric bulk_recorder_operations_inserted_total); o_ign=$(metric bulk_recorder_operations_ignored_total)
+rej=$(rejected); statements=$(metric bulk_recorder_db_statements_total)
+flushes=$(curl -fsS "http://127.0.0.1:$PORT/metrics" | awk '/^bulk_recorder_flushes_total/ { s += $2 } END { printf "%d", s }')
+rows_t=$(psql -At "$DATABASE_URL" -c "SELECT count(*) FROM transaction")
+rows_o=$(psql -At "$DATABASE_URL" -c "SELECT count(*) FROM operation")
+ready=$(rabbitmqctl -q list_queues name messages_ready messages_unacknowledged | awk -v q="$QUEUE" '$1 == q { print $2 "/" $3 }')
+seconds=$(echo "$end - $start" | bc -l)
+
+kill -TERM "$RECORDER_PID"; wait "$RECORDER_PID"; RECORDER_PID=""
+
+printf '\n%-14s %10s %10s %10s\n' "" attempted inserted ignored
+printf '%-14s %10d %10d %10d\n' transactions "$t_att" "$t_ins" "$t_ign"
+printf '%-14s %10d %10d %10d\n' operations "$o_att" "$o_ins" "$o_ign"
+printf 'rejected messages: %d (dead-lettered or dropped by the queue policy)\n' "$rej"
+printf 'rows in PostgreSQL: transaction=%d operation=%d\n' "$rows_t" "$rows_o"
+printf 'queue ready/unacked after the run: %s\n' "${ready:-0/0}"
+printf 'bulks: %d, INSERT statements: %d (%.2f per bulk)\n' "$flushes" "$statements" "$(echo "$statements / $flushes" | bc -l)"
+printf 'throughput: %.0f transactions/s (%.0f operations/s) over %.2f s\n' \
+  "$(echo "$t_att / $seconds" | bc -l)" "$(echo "$o_att / $seconds" | bc -l)" "$seconds"
+echo "recorder log: $LOG"

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Makes sure PostgreSQL (127.0.0.1:5432) and RabbitMQ (127.0.0.1:5672) answer, and that this
+# machine can build the project. Reuses whatever already answers; otherwise installs (apt) and
+# starts it. Meant to be sourced: it sets STARTED_SERVICES (what it started) and defines
+# stop_started_services, so callers can stop exactly what they started.
+#
+# The PostgreSQL role `postgres` gets the password `postgres` when this script installs the
+# server, so the URLs below work with both trust and password authentication.
+
+STARTED_SERVICES=()
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root (or sudo) to run: $*" >&2; return 1; fi
+}
+
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for_port() {
+  for _ in $(seq 1 120); do answers "$1" && return 0; sleep 0.5; done
+  echo "nothing answers on 127.0.0.1:$1 after 60 s" >&2; return 1
+}
+
+APT_UPDATED=""
+apt_install() {
+  [ -n "$APT_UPDATED" ] || { as_root apt-get update -qq && APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_build_tools() {
+  command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; return 1; }
+  command -v cc >/dev/null || { echo "installing a C compiler (ring, the TLS crypto, needs one)"; apt_install build-essential; }
+  local tool missing=()
+  for tool in curl bc; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
+}
+
+ensure_postgres() {
+  if answers 5432; then echo "PostgreSQL: already answering on 127.0.0.1:5432, reusing it"; return 0; fi
+  if ! command -v pg_ctlcluster >/dev/null; then
+    echo "PostgreSQL: installing (apt)"
+    apt_install postgresql postgresql-client
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -1)
+  echo "PostgreSQL: starting cluster $version/main"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || as_root pg_ctlcluster "$version" main start
+  wait_for_port 5432
+  as_root runuser -u postgres -- psql -q -c "ALTER USER postgres PASSWORD 'postgres'" >/dev/null
+  STARTED_SERVICES+=("postgresql:$version")
+}
+
+ensure_rabbitmq() {
+  if answers 5672; then echo "RabbitMQ: already answering on 127.0.0.1:5672, reusing it"; return 0; fi
+  if ! command -v rabbitmq-server >/dev/null; then
+    echo "RabbitMQ: installing (apt)"
+    apt_install rabbitmq-server
+  fi
+  echo "RabbitMQ: starting"
+  as_root rabbitmq-server -detached
+  wait_for_port 5672
+  as_root rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+  STARTED_SERVICES+=("rabbitmq")
+}
+
+stop_started_services() {
+  local service
+  for service in "${STARTED_SERVICES[@]}"; do
+    case "$service" in
+      postgresql:*) echo "PostgreSQL: stopping (this script started it)"
+                    as_root pg_ctlcluster --skip-systemctl-redirect "${service#postgresql:}" main stop || true ;;
+      rabbitmq) echo "RabbitMQ: stopping (this script started it)"; as_root rabbitmqctl -q stop >/dev/null || true ;;
+    esac
+  done
+  STARTED_SERVICES=()
+}
+
+ensure_services() {
+  ensure_build_tools && ensure_postgres && ensure_rabbitmq
+}
