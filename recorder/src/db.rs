@@ -50,8 +50,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .max_connections(max_connections)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(5))
-        // A connection killed by the server is noticed before it is handed out again.
-        .test_before_acquire(true)
+        // No ping before each bulk (a round-trip per bulk): a connection the server killed
+        // fails its statement as a transient error, and the retry gets a fresh one.
+        .test_before_acquire(false)
         .connect_with(options.application_name("bulk-recorder"))
         .await
 }

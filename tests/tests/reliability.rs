@@ -26,9 +26,17 @@ async fn three_recorders_with_overlapping_duplicates_neither_deadlock_nor_miscou
     let recorders: Vec<_> = (0..3)
         .map(|_| RunningRecorder::start(config(&db, &queue, &[("BULK_RECORDER_SIZE", "25")])))
         .collect();
-    wait_until(DRAIN, "3000 messages committed across recorders", || async {
-        recorders.iter().map(|r| r.committed_transactions()).sum::<u64>() == 3000
-    })
+    wait_until(
+        DRAIN,
+        "3000 messages committed across recorders",
+        || async {
+            recorders
+                .iter()
+                .map(|r| r.committed_transactions())
+                .sum::<u64>()
+                == 3000
+        },
+    )
     .await;
     let totals: Vec<_> = recorders.iter().map(|r| r.metrics.totals()).collect();
     for recorder in recorders {
@@ -50,32 +58,61 @@ async fn three_recorders_with_overlapping_duplicates_neither_deadlock_nor_miscou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_table_makes_the_recorder_wait_without_acking_or_hoarding() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
-    let overrides = [("RABBITMQ_NUMBERS_OF_WORKERS", "2"), ("RABBITMQ_NUMBERS_OF_PREFETCH", "10")];
+    let overrides = [
+        ("RABBITMQ_NUMBERS_OF_WORKERS", "2"),
+        ("RABBITMQ_NUMBERS_OF_PREFETCH", "10"),
+    ];
     let recorder = RunningRecorder::start(config(&db, &queue, &overrides));
     wait_until(DRAIN, "ready", || async { recorder.health.ready() }).await;
 
     // Somebody holds the table for a few seconds (a long migration, a VACUUM FULL...).
     let mut locker = PgConnection::connect(&db.url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("LOCK TABLE operation IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE operation IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
     let transactions: Vec<_> = (0..500).map(|_| sample_transaction(2)).collect();
-    queue.publish_transactions(&transactions, Format::Json).await;
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
 
     let name = queue.name.clone();
     wait_until(DRAIN, "the prefetch window to be full", || {
         let name = name.clone();
-        async move { tokio::task::spawn_blocking(move || broker_counts(&name)).await.unwrap().1 == 20 }
+        async move {
+            tokio::task::spawn_blocking(move || broker_counts(&name))
+                .await
+                .unwrap()
+                .1
+                == 20
+        }
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let name = queue.name.clone();
-    let (ready, unacked) = tokio::task::spawn_blocking(move || broker_counts(&name)).await.unwrap();
-    assert_eq!(unacked, 20, "the recorder holds at most workers x prefetch messages");
-    assert_eq!(ready, 480, "the rest waits in the broker, not in the recorder's memory");
-    assert_eq!(recorder.committed_transactions(), 0, "nothing is counted while nothing commits");
+    let (ready, unacked) = tokio::task::spawn_blocking(move || broker_counts(&name))
+        .await
+        .unwrap();
+    assert_eq!(
+        unacked, 20,
+        "the recorder holds at most workers x prefetch messages"
+    );
+    assert_eq!(
+        ready, 480,
+        "the rest waits in the broker, not in the recorder's memory"
+    );
+    assert_eq!(
+        recorder.committed_transactions(),
+        0,
+        "nothing is counted while nothing commits"
+    );
 
     sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
-    wait_until(DRAIN, "caught up", || async { recorder.committed_transactions() == 500 }).await;
+    wait_until(DRAIN, "caught up", || async {
+        recorder.committed_transactions() == 500
+    })
+    .await;
     recorder.stop().await;
     assert_eq!(db.count("transaction").await, 500);
     assert_eq!(TestQueue::ready(&queue.name).await, 0);
