@@ -267,3 +267,35 @@ async fn a_closed_broker_connection_is_reopened_and_nothing_is_lost() {
     );
     assert_eq!(TestQueue::ready(&queue.name).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_migrations_the_recorder_waits_for_the_ledgers_tables() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let transactions: Vec<_> = (0..10).map(|_| sample_transaction(2)).collect();
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
+    let recorder =
+        RunningRecorder::start(config(&db, &queue, &[("BULK_RECORDER_MIGRATE", "false")]));
+    wait_until(DRAIN, "the missing table to be retried", || async {
+        recorder.metrics.retries.get() >= 2
+    })
+    .await;
+    assert_eq!(recorder.committed_transactions(), 0);
+    assert_eq!(
+        db.count("transaction").await,
+        0,
+        "the recorder created nothing"
+    );
+
+    // The ledger creates its tables; the recorder writes into them without restarting.
+    let pool = db.pool().await;
+    bulk_recorder::db::migrate(&pool).await.unwrap();
+    wait_until(DRAIN, "10 committed", || async {
+        recorder.committed_transactions() == 10
+    })
+    .await;
+    recorder.stop().await;
+    assert_eq!(stored_transaction_ids(&db).await, ids(&transactions));
+    assert_eq!(TestQueue::ready(&queue.name).await, 0);
+}
