@@ -1,0 +1,215 @@
+//! What a user asks for.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A pool of recorders that persist ledger transactions from one RabbitMQ queue into
+/// PostgreSQL in bulk.
+// Each printer column repeats `type_`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "bulkrecorder.io",
+    version = "v1alpha1",
+    kind = "BulkRecorder",
+    plural = "bulkrecorders",
+    shortname = "br",
+    namespaced,
+    status = "crate::BulkRecorderStatus",
+    printcolumn(name = "Workers", type_ = "integer", json_path = ".spec.workers"),
+    printcolumn(name = "Prefetch", type_ = "integer", json_path = ".spec.prefetch"),
+    printcolumn(
+        name = "Size",
+        type_ = "integer",
+        description = "Effective bulk size",
+        json_path = ".status.effectiveSize"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Attempted",
+        type_ = "integer",
+        json_path = ".status.counts.transactions.attempted"
+    ),
+    printcolumn(
+        name = "Inserted",
+        type_ = "integer",
+        json_path = ".status.counts.transactions.inserted"
+    ),
+    printcolumn(
+        name = "Ignored",
+        type_ = "integer",
+        json_path = ".status.counts.transactions.ignored"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!has(self.size) || self.size <= self.workers * self.prefetch").message(
+    "spec.size must not exceed spec.workers * spec.prefetch (RabbitMQ never hands out more unacknowledged messages than that): lower size, raise workers or prefetch, or remove size to use workers * prefetch"
+))]
+#[serde(rename_all = "camelCase")]
+pub struct BulkRecorderSpec {
+    /// Recorder container image. Defaults to the image the operator was started with
+    /// (`--recorder-image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+
+    /// Recorder pods. 0 stops recording without deleting the resource.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+
+    /// Consumer channels per pod (RABBITMQ_NUMBERS_OF_WORKERS).
+    #[serde(default = "default_workers")]
+    #[schemars(range(min = 1, max = 256))]
+    pub workers: i32,
+
+    /// basic.qos prefetch per channel (RABBITMQ_NUMBERS_OF_PREFETCH).
+    #[serde(default = "default_prefetch")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub prefetch: i32,
+
+    /// Messages per bulk (BULK_RECORDER_SIZE). Unset: workers * prefetch. At most
+    /// workers * prefetch; below it, the next bulk is received while one is being written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub size: Option<i32>,
+
+    /// Longest wait, in milliseconds, after a bulk's first message before a partial bulk is
+    /// written (BULK_RECORDER_FLUSH_TIMEOUT_MS).
+    #[serde(default = "default_flush_timeout_ms")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub flush_timeout_ms: i32,
+
+    /// Rows of one table per INSERT statement (BULK_RECORDER_MAX_ROWS_PER_INSERT). At most 2000:
+    /// 2000 rows of the widest table stay under PostgreSQL's 65535 bind parameters.
+    #[serde(default = "default_max_rows_per_insert")]
+    #[schemars(range(min = 1, max = 2000))]
+    pub max_rows_per_insert: i32,
+
+    /// Retry a bulk that PostgreSQL refuses on data one message at a time, so that one bad
+    /// message costs only itself (BULK_RECORDER_FALLBACK_ENABLED).
+    #[serde(default = "default_true")]
+    pub fallback_enabled: bool,
+
+    /// Write in bulk. false: one message at a time, one INSERT per row (the baseline).
+    #[serde(default = "default_true")]
+    pub bulk_enabled: bool,
+
+    /// Where the transactions come from.
+    pub rabbitmq: RabbitMqSpec,
+
+    /// Where they are written.
+    pub postgres: PostgresSpec,
+
+    /// CPU and memory for the recorder container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// The RabbitMQ side.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RabbitMqSpec {
+    /// Secret key holding the amqp:// or amqps:// URL (RABBITMQ_URL).
+    pub url_secret_ref: SecretKeyRef,
+    /// Queue the ledger publishes transactions to. Declared durable only when missing; an
+    /// existing queue is used with its own arguments.
+    #[schemars(length(min = 1, max = 255))]
+    pub queue: String,
+}
+
+/// The PostgreSQL side.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSpec {
+    /// Secret key holding the postgres:// URL (DATABASE_URL); `sslmode` is honoured.
+    pub url_secret_ref: SecretKeyRef,
+    /// Create the transaction and operation tables at start-up. false: write into tables the
+    /// ledger already created.
+    #[serde(default = "default_true")]
+    pub migrate: bool,
+}
+
+/// A key of a Secret in the resource's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_workers() -> i32 {
+    5
+}
+fn default_prefetch() -> i32 {
+    10
+}
+fn default_flush_timeout_ms() -> i32 {
+    100
+}
+fn default_max_rows_per_insert() -> i32 {
+    1000
+}
+fn default_true() -> bool {
+    true
+}
+
+impl BulkRecorderSpec {
+    /// Messages per bulk: `size` when set, otherwise `workers * prefetch`.
+    pub fn effective_size(&self) -> i64 {
+        self.size
+            .map(i64::from)
+            .unwrap_or_else(|| i64::from(self.workers) * i64::from(self.prefetch))
+    }
+
+    /// What the schema cannot catch (it is skipped when the API server has no CEL, or an
+    /// object predates the rule): the reason, for a Degraded condition.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let limit = i64::from(self.workers) * i64::from(self.prefetch);
+        if let Some(size) = self.size
+            && (size < 1 || i64::from(size) > limit)
+        {
+            problems.push(format!(
+                "spec.size {size} is outside 1..={limit} (workers * prefetch): lower it or remove it"
+            ));
+        }
+        if !(1..=256).contains(&self.workers) {
+            problems.push(format!("spec.workers {} is outside 1..=256", self.workers));
+        }
+        if !(1..=65535).contains(&self.prefetch) {
+            problems.push(format!(
+                "spec.prefetch {} is outside 1..=65535",
+                self.prefetch
+            ));
+        }
+        if !(1..=2000).contains(&self.max_rows_per_insert) {
+            problems.push(format!(
+                "spec.maxRowsPerInsert {} is outside 1..=2000",
+                self.max_rows_per_insert
+            ));
+        }
+        if !(1..=60000).contains(&self.flush_timeout_ms) {
+            problems.push(format!(
+                "spec.flushTimeoutMs {} is outside 1..=60000",
+                self.flush_timeout_ms
+            ));
+        }
+        problems
+    }
+}

@@ -1,0 +1,103 @@
+//! What the operator and the recorders report.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The observed state of a BulkRecorder.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkRecorderStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Messages per bulk the recorders use (spec.size, or workers * prefetch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_size: Option<i64>,
+    /// Recorder pods the Deployment has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Recorder pods that are ready (connected to the broker and the database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Ready, Progressing and Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Rows written by every recorder that ever ran for this resource: `folded` plus the
+    /// entries in `recorders`. Only grows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Counts>,
+    /// Counts of recorder processes that are gone (their pod deleted, or their container
+    /// restarted), folded in exactly once when their entry was removed from `recorders`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded: Option<Counts>,
+    /// One entry per recorder process, written by that process only (its own field manager).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pod", "startId"]))]
+    pub recorders: Vec<RecorderReport>,
+}
+
+/// Cumulative counts of one recorder process.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecorderReport {
+    /// The pod the recorder runs in.
+    pub pod: String,
+    /// Identifies the process inside the pod: a restarted container starts a new entry with
+    /// its counters at zero.
+    pub start_id: String,
+    /// Transaction rows.
+    pub transactions: RowCounts,
+    /// Operation rows.
+    pub operations: RowCounts,
+    /// When the recorder last reported (RFC 3339).
+    pub last_report: String,
+}
+
+/// Counts for both tables.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct Counts {
+    /// Transaction rows.
+    pub transactions: RowCounts,
+    /// Operation rows.
+    pub operations: RowCounts,
+}
+
+/// Rows one table was asked to store, actually stored, and skipped as already present.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct RowCounts {
+    /// Rows the recorders tried to insert.
+    #[schemars(range(min = 0))]
+    pub attempted: i64,
+    /// Rows actually inserted (committed).
+    #[schemars(range(min = 0))]
+    pub inserted: i64,
+    /// Rows whose id already existed (redeliveries, duplicates).
+    #[schemars(range(min = 0))]
+    pub ignored: i64,
+}
+
+impl std::ops::AddAssign for RowCounts {
+    fn add_assign(&mut self, rhs: Self) {
+        self.attempted += rhs.attempted;
+        self.inserted += rhs.inserted;
+        self.ignored += rhs.ignored;
+    }
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, rhs: Self) {
+        self.transactions += rhs.transactions;
+        self.operations += rhs.operations;
+    }
+}
+
+impl RecorderReport {
+    pub fn counts(&self) -> Counts {
+        Counts {
+            transactions: self.transactions,
+            operations: self.operations,
+        }
+    }
+}

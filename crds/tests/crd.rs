@@ -1,0 +1,141 @@
+//! The generated CRD: committed, structural, and carrying the rules users rely on.
+
+use bulk_recorder_crds::{BulkRecorder, BulkRecorderSpec, crd_yaml};
+use kube::CustomResourceExt;
+use serde_json::Value;
+
+#[test]
+fn the_committed_yaml_is_what_the_type_generates() {
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/bulkrecorder.yaml")).unwrap();
+    assert!(
+        committed == crd_yaml(),
+        "crds/bulkrecorder.yaml is stale: run `cargo run -p bulk-recorder-crds --bin crdgen > crds/bulkrecorder.yaml`"
+    );
+}
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(BulkRecorder::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// A structural schema: every node says its type (or preserves unknown fields / is
+/// int-or-string), which a real API server requires of a CRD.
+fn assert_structural(node: &Value, path: &str) {
+    let obj = node
+        .as_object()
+        .unwrap_or_else(|| panic!("{path} is not an object"));
+    let typed = obj.contains_key("type")
+        || obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+        || obj.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+    assert!(typed, "{path} has no type: {node}");
+    for forbidden in ["$ref", "allOf", "anyOf", "oneOf", "definitions", "$defs"] {
+        assert!(
+            !obj.contains_key(forbidden)
+                || forbidden == "anyOf" && obj.contains_key("x-kubernetes-int-or-string"),
+            "{path} uses {forbidden}"
+        );
+    }
+    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            assert_structural(child, &format!("{path}.{name}"));
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        assert_structural(items, &format!("{path}[]"));
+    }
+    if let Some(additional) = obj.get("additionalProperties").filter(|v| v.is_object()) {
+        assert_structural(additional, &format!("{path}{{}}"));
+    }
+}
+
+#[test]
+fn the_schema_is_structural() {
+    assert_structural(&schema(), "");
+}
+
+#[test]
+fn defaults_ranges_and_the_cel_rule_are_in_the_schema() {
+    let spec = &schema()["properties"]["spec"];
+    let props = &spec["properties"];
+    for (field, default) in [
+        ("replicas", 1),
+        ("workers", 5),
+        ("prefetch", 10),
+        ("flushTimeoutMs", 100),
+        ("maxRowsPerInsert", 1000),
+    ] {
+        assert_eq!(props[field]["default"], default, "{field}");
+    }
+    assert_eq!(props["fallbackEnabled"]["default"], true);
+    assert_eq!(props["postgres"]["properties"]["migrate"]["default"], true);
+    assert_eq!(props["maxRowsPerInsert"]["maximum"].as_f64(), Some(2000.0));
+    assert_eq!(props["workers"]["maximum"].as_f64(), Some(256.0));
+    let rules = spec["x-kubernetes-validations"].as_array().unwrap();
+    assert_eq!(
+        rules[0]["rule"],
+        "!has(self.size) || self.size <= self.workers * self.prefetch"
+    );
+    assert!(rules[0]["message"].as_str().unwrap().contains("lower size"));
+    let required: Vec<&str> = spec["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(required.contains(&"rabbitmq") && required.contains(&"postgres"));
+    let secret_ref = &props["rabbitmq"]["properties"]["urlSecretRef"];
+    assert_eq!(secret_ref["properties"]["name"]["minLength"], 1);
+}
+
+#[test]
+fn the_printer_columns_match_the_design() {
+    let crd = serde_json::to_value(BulkRecorder::crd()).unwrap();
+    let columns: Vec<&str> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Workers",
+            "Prefetch",
+            "Size",
+            "Ready",
+            "Attempted",
+            "Inserted",
+            "Ignored",
+            "Age"
+        ]
+    );
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "br");
+    assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
+}
+
+#[test]
+fn the_effective_size_is_the_size_or_workers_times_prefetch() {
+    let example: BulkRecorder =
+        serde_yaml::from_str(include_str!("../../examples/bulkrecorder.yaml")).unwrap();
+    let spec: BulkRecorderSpec = example.spec;
+    assert_eq!(
+        spec.effective_size(),
+        i64::from(spec.workers) * i64::from(spec.prefetch)
+    );
+    let sized = BulkRecorderSpec {
+        size: Some(7),
+        ..spec.clone()
+    };
+    assert_eq!(sized.effective_size(), 7);
+    assert!(sized.problems().is_empty());
+    let too_big = BulkRecorderSpec {
+        size: Some(10_000),
+        ..spec
+    };
+    assert!(
+        too_big.problems()[0].contains("outside 1..=50"),
+        "{:?}",
+        too_big.problems()
+    );
+}

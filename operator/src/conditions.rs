@@ -1,0 +1,233 @@
+//! The Ready, Progressing and Degraded conditions, computed from what the reconciler saw.
+
+use k8s_openapi::{
+    api::apps::v1::Deployment,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+
+/// What the conditions are computed from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    /// Spec problems the schema did not catch.
+    pub problems: Vec<String>,
+    /// Missing Secrets or keys, as "secret/key" descriptions.
+    pub missing_secrets: Vec<String>,
+    pub desired_replicas: i32,
+    pub ready_replicas: i32,
+    pub updated_replicas: i32,
+    /// Whether the Deployment controller has seen the latest Deployment spec.
+    pub rollout_observed: bool,
+}
+
+impl Observed {
+    pub fn with_deployment(mut self, deployment: Option<&Deployment>) -> Self {
+        if let Some(d) = deployment {
+            let status = d.status.clone().unwrap_or_default();
+            self.ready_replicas = status.ready_replicas.unwrap_or(0);
+            self.updated_replicas = status.updated_replicas.unwrap_or(0);
+            self.rollout_observed = status.observed_generation.is_some()
+                && status.observed_generation >= d.metadata.generation;
+        }
+        self
+    }
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+    }
+}
+
+/// The three conditions; `previous` keeps transition times of conditions that did not change.
+pub fn compute(
+    observed: &Observed,
+    generation: Option<i64>,
+    previous: &[Condition],
+) -> Vec<Condition> {
+    let degraded = if !observed.problems.is_empty() {
+        condition(
+            "Degraded",
+            true,
+            "InvalidSpec",
+            observed.problems.join("; "),
+            generation,
+        )
+    } else if !observed.missing_secrets.is_empty() {
+        condition(
+            "Degraded",
+            true,
+            "SecretMissing",
+            format!(
+                "missing {}: create it in this namespace (the recorders cannot start without it)",
+                observed.missing_secrets.join(", ")
+            ),
+            generation,
+        )
+    } else {
+        condition(
+            "Degraded",
+            false,
+            "AsExpected",
+            "the spec is valid and its Secrets exist".into(),
+            generation,
+        )
+    };
+    let is_degraded = degraded.status == "True";
+    let (desired, ready) = (observed.desired_replicas, observed.ready_replicas);
+    let rolling = !is_degraded
+        && (!observed.rollout_observed || observed.updated_replicas < desired || ready < desired);
+    let progressing = if rolling {
+        condition(
+            "Progressing",
+            true,
+            "RollingOut",
+            format!("{ready} of {desired} recorders ready on the latest spec"),
+            generation,
+        )
+    } else {
+        condition(
+            "Progressing",
+            false,
+            "Complete",
+            "no rollout in progress".into(),
+            generation,
+        )
+    };
+    let ready_condition = if is_degraded {
+        condition(
+            "Ready",
+            false,
+            "Degraded",
+            "see the Degraded condition".into(),
+            generation,
+        )
+    } else if desired == 0 {
+        condition(
+            "Ready",
+            false,
+            "ScaledToZero",
+            "spec.replicas is 0: nothing is recording".into(),
+            generation,
+        )
+    } else if ready >= desired && observed.rollout_observed {
+        condition(
+            "Ready",
+            true,
+            "AllReady",
+            format!("{ready} of {desired} recorders ready"),
+            generation,
+        )
+    } else {
+        condition(
+            "Ready",
+            false,
+            "RecordersNotReady",
+            format!(
+                "{ready} of {desired} recorders ready (a recorder is ready when it reaches both RabbitMQ and PostgreSQL)"
+            ),
+            generation,
+        )
+    };
+    [ready_condition, progressing, degraded]
+        .into_iter()
+        .map(|mut c| {
+            if let Some(old) = previous.iter().find(|p| p.type_ == c.type_)
+                && old.status == c.status
+            {
+                c.last_transition_time = old.last_transition_time.clone();
+            }
+            c
+        })
+        .collect()
+}
+
+/// Conditions equal but for their transition times.
+pub fn same(a: &[Condition], b: &[Condition]) -> bool {
+    let key = |c: &Condition| {
+        (
+            c.type_.clone(),
+            c.status.clone(),
+            c.reason.clone(),
+            c.message.clone(),
+            c.observed_generation,
+        )
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find<'a>(conditions: &'a [Condition], t: &str) -> &'a Condition {
+        conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    fn healthy() -> Observed {
+        Observed {
+            desired_replicas: 2,
+            ready_replicas: 2,
+            updated_replicas: 2,
+            rollout_observed: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn all_replicas_ready_is_ready_and_not_progressing() {
+        let c = compute(&healthy(), Some(3), &[]);
+        assert_eq!(find(&c, "Ready").status, "True");
+        assert_eq!(find(&c, "Progressing").status, "False");
+        assert_eq!(find(&c, "Degraded").status, "False");
+        assert_eq!(find(&c, "Ready").observed_generation, Some(3));
+    }
+
+    #[test]
+    fn a_missing_secret_is_degraded_with_a_message_that_says_what_to_create() {
+        let observed = Observed {
+            missing_secrets: vec!["secret rabbitmq (key url)".into()],
+            ..healthy()
+        };
+        let c = compute(&observed, Some(1), &[]);
+        let degraded = find(&c, "Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "SecretMissing")
+        );
+        assert!(degraded.message.contains("secret rabbitmq (key url)"));
+        assert!(degraded.message.contains("create it"));
+        assert_eq!(find(&c, "Ready").status, "False");
+    }
+
+    #[test]
+    fn a_rollout_in_progress_is_progressing_and_not_ready() {
+        let observed = Observed {
+            ready_replicas: 1,
+            updated_replicas: 1,
+            ..healthy()
+        };
+        let c = compute(&observed, Some(1), &[]);
+        assert_eq!(find(&c, "Progressing").status, "True");
+        assert_eq!(find(&c, "Ready").reason, "RecordersNotReady");
+    }
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time() {
+        let first = compute(&healthy(), Some(1), &[]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let second = compute(&healthy(), Some(1), &first);
+        assert_eq!(first, second);
+        assert!(same(&first, &second));
+    }
+}

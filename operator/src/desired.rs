@@ -1,0 +1,291 @@
+//! The objects a BulkRecorder should own, as pure functions of the resource: what the
+//! reconciler applies, and what the unit tests read.
+
+use std::collections::BTreeMap;
+
+use bulk_recorder_crds::{BulkRecorder, SecretKeyRef};
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
+        core::v1::{
+            Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+            ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+            SeccompProfile, SecretKeySelector, SecurityContext, Service, ServiceAccount,
+            ServicePort, ServiceSpec,
+        },
+        rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use kube::{Resource, ResourceExt, api::ObjectMeta};
+
+/// The recorder's metrics and probe port.
+pub const METRICS_PORT: i32 = 9090;
+/// The uid the recorder runs as (distroless "nonroot").
+pub const RUN_AS_USER: i64 = 65532;
+
+/// Labels every owned object carries.
+pub fn labels(br: &BulkRecorder) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "bulk-recorder".into()),
+        ("app.kubernetes.io/instance".into(), br.name_any()),
+        ("app.kubernetes.io/component".into(), "recorder".into()),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "bulk-recorder-operator".into(),
+        ),
+    ])
+}
+
+/// The label selector of the recorder pods of `br`.
+pub fn selector(br: &BulkRecorder) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "bulk-recorder".into()),
+        ("app.kubernetes.io/instance".into(), br.name_any()),
+    ])
+}
+
+/// `key=value,...` for listing the recorder pods.
+pub fn selector_string(br: &BulkRecorder) -> String {
+    selector(br)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn metadata(br: &BulkRecorder, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: br.namespace(),
+        labels: Some(labels(br)),
+        owner_references: br.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+pub fn service_account_name(br: &BulkRecorder) -> String {
+    format!("{}-recorder", br.name_any())
+}
+
+fn env(name: &str, value: impl ToString) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.to_string()),
+        ..Default::default()
+    }
+}
+
+fn env_from_secret(name: &str, secret: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn env_from_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The recorder's environment (the README's table), the derived size included.
+pub fn recorder_env(br: &BulkRecorder) -> Vec<EnvVar> {
+    let spec = &br.spec;
+    vec![
+        env_from_secret("RABBITMQ_URL", &spec.rabbitmq.url_secret_ref),
+        env(
+            "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
+            &spec.rabbitmq.queue,
+        ),
+        env("RABBITMQ_NUMBERS_OF_WORKERS", spec.workers),
+        env("RABBITMQ_NUMBERS_OF_PREFETCH", spec.prefetch),
+        env("RABBITMQ_TRANSACTION_ASYNC", true),
+        env("BULK_RECORDER_ENABLED", spec.bulk_enabled),
+        env("BULK_RECORDER_SIZE", spec.effective_size()),
+        env("BULK_RECORDER_FLUSH_TIMEOUT_MS", spec.flush_timeout_ms),
+        env(
+            "BULK_RECORDER_MAX_ROWS_PER_INSERT",
+            spec.max_rows_per_insert,
+        ),
+        env("BULK_RECORDER_FALLBACK_ENABLED", spec.fallback_enabled),
+        env_from_secret("DATABASE_URL", &spec.postgres.url_secret_ref),
+        env("BULK_RECORDER_MIGRATE", spec.postgres.migrate),
+        env("LOG_FORMAT", "json"),
+        env("METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
+        env("BULK_RECORDER_NAME", br.name_any()),
+        env_from_field("POD_NAMESPACE", "metadata.namespace"),
+        env_from_field("POD_NAME", "metadata.name"),
+    ]
+}
+
+fn probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("metrics".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
+/// The recorders.
+pub fn deployment(br: &BulkRecorder, default_image: &str) -> Deployment {
+    let spec = &br.spec;
+    let labels = labels(br);
+    Deployment {
+        metadata: metadata(br, br.name_any()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(br)),
+                ..Default::default()
+            },
+            // One pod at a time: each holds up to workers x prefetch messages.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(service_account_name(br)),
+                    // SIGTERM: flush, ack, report; a bulk plus the flush timeout is far less.
+                    termination_grace_period_seconds: Some(60),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        run_as_group: Some(RUN_AS_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![Container {
+                        name: "recorder".into(),
+                        image: Some(spec.image.clone().unwrap_or_else(|| default_image.into())),
+                        env: Some(recorder_env(br)),
+                        ports: Some(vec![ContainerPort {
+                            name: Some("metrics".into()),
+                            container_port: METRICS_PORT,
+                            protocol: Some("TCP".into()),
+                            ..Default::default()
+                        }]),
+                        liveness_probe: Some(probe("/healthz", 10)),
+                        readiness_probe: Some(probe("/readyz", 5)),
+                        resources: spec.resources.clone(),
+                        security_context: Some(SecurityContext {
+                            allow_privilege_escalation: Some(false),
+                            read_only_root_filesystem: Some(true),
+                            run_as_non_root: Some(true),
+                            capabilities: Some(Capabilities {
+                                drop: Some(vec!["ALL".into()]),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The recorders' metrics endpoint.
+pub fn service(br: &BulkRecorder) -> Service {
+    Service {
+        metadata: metadata(br, format!("{}-metrics", br.name_any())),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(br)),
+            ports: Some(vec![ServicePort {
+                name: Some("metrics".into()),
+                port: METRICS_PORT,
+                target_port: Some(IntOrString::String("metrics".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn service_account(br: &BulkRecorder) -> ServiceAccount {
+    ServiceAccount {
+        metadata: metadata(br, service_account_name(br)),
+        automount_service_account_token: Some(true),
+        ..Default::default()
+    }
+}
+
+/// What a recorder pod may do: read its own BulkRecorder and write its own status entry.
+pub fn role(br: &BulkRecorder) -> Role {
+    let group = BulkRecorder::group(&()).into_owned();
+    let plural = BulkRecorder::plural(&()).into_owned();
+    Role {
+        metadata: metadata(br, service_account_name(br)),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec![group.clone()]),
+                resources: Some(vec![plural.clone()]),
+                resource_names: Some(vec![br.name_any()]),
+                verbs: vec!["get".into()],
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![group]),
+                resources: Some(vec![format!("{plural}/status")]),
+                resource_names: Some(vec![br.name_any()]),
+                verbs: vec!["get".into(), "patch".into()],
+                ..Default::default()
+            },
+        ]),
+    }
+}
+
+pub fn role_binding(br: &BulkRecorder) -> RoleBinding {
+    RoleBinding {
+        metadata: metadata(br, service_account_name(br)),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: service_account_name(br),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: service_account_name(br),
+            namespace: br.namespace(),
+            ..Default::default()
+        }]),
+    }
+}
