@@ -21,4 +21,5 @@ pub mod one_by_one;
 pub mod publish;
 pub mod recorder;
 pub mod session;
+pub mod status_report;
 pub mod writer;

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bulk_recorder::{
-    config::{Config, LogFormat},
+    config::{Config, LogFormat, ReportTarget},
     health::Health,
     http,
     message::Format,
     metrics::Metrics,
     publish::{PublishPlan, publish},
     recorder,
+    status_report::Reporter,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
@@ -131,8 +132,38 @@ async fn run_recorder() -> anyhow::Result<()> {
         tracing::info!("shutdown requested: stop consuming, flush, acknowledge");
         let _ = stop.send(true);
     });
+    let reporter = match &config.report {
+        Some(target) => start_reporting(target.clone(), metrics.clone(), shutdown.clone()).await,
+        None => None,
+    };
     recorder::run(config, metrics, health, shutdown).await?;
+    if let Some(reporter) = reporter {
+        // The counts after the final flush.
+        if let Err(error) = reporter.report().await {
+            tracing::warn!(%error, "could not report the final counts");
+        }
+    }
     Ok(())
+}
+
+/// Starts reporting counts into the BulkRecorder's status; without a cluster API the recorder
+/// still records, and says why it does not report.
+async fn start_reporting(
+    target: ReportTarget,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> Option<Arc<Reporter>> {
+    match kube::Client::try_default().await {
+        Ok(client) => {
+            let reporter = Arc::new(Reporter::new(client, target, metrics));
+            tokio::spawn(reporter.clone().run(shutdown));
+            Some(reporter)
+        }
+        Err(error) => {
+            tracing::error!(%error, "BULK_RECORDER_NAME is set but the Kubernetes API is unreachable: counts are not reported");
+            None
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -1,0 +1,155 @@
+//! Reporting this recorder's counts into its BulkRecorder's status, when it runs in a cluster.
+//!
+//! Each process server-side-applies only its own entry of `status.recorders` (keyed by pod and
+//! start id) under a field manager of its own, so recorders never conflict with each other or
+//! with the operator, which folds the entries of processes that are gone into the totals.
+
+use std::{sync::Arc, time::Duration};
+
+use bulk_recorder_crds::BulkRecorder;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::{
+    config::ReportTarget,
+    counts::{RowCounts, WriteCounts},
+    metrics::Metrics,
+};
+
+/// How often counts are reported: a few seconds per pod keeps the API server's load modest.
+pub const INTERVAL: Duration = Duration::from_secs(5);
+
+/// Identifies this process among the incarnations of its pod (a restarted container starts
+/// over at zero and must not overwrite the previous entry).
+pub fn start_id() -> String {
+    format!(
+        "{}-{:08x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        fastrand::u32(..)
+    )
+}
+
+fn rows(r: RowCounts) -> Value {
+    json!({"attempted": r.attempted, "inserted": r.inserted, "ignored": r.ignored})
+}
+
+/// The apply body: this process's entry and nothing else.
+pub fn entry_patch(
+    target: &ReportTarget,
+    start_id: &str,
+    totals: WriteCounts,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    json!({
+        "apiVersion": "bulkrecorder.io/v1alpha1",
+        "kind": "BulkRecorder",
+        "metadata": {"name": target.name},
+        "status": {"recorders": [{
+            "pod": target.pod,
+            "startId": start_id,
+            "transactions": rows(totals.transactions),
+            "operations": rows(totals.operations),
+            "lastReport": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }]}
+    })
+}
+
+/// The field manager that owns this pod's entry.
+pub fn field_manager(pod: &str) -> String {
+    format!("bulk-recorder-recorder-{pod}")
+}
+
+/// Reports to one BulkRecorder.
+pub struct Reporter {
+    api: Api<BulkRecorder>,
+    target: ReportTarget,
+    start_id: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Reporter {
+    pub fn new(client: Client, target: ReportTarget, metrics: Arc<Metrics>) -> Self {
+        Self {
+            api: Api::namespaced(client, &target.namespace),
+            start_id: start_id(),
+            target,
+            metrics,
+        }
+    }
+
+    /// Applies this process's entry with its current counts.
+    pub async fn report(&self) -> Result<(), kube::Error> {
+        let body = entry_patch(
+            &self.target,
+            &self.start_id,
+            self.metrics.totals(),
+            chrono::Utc::now(),
+        );
+        let params = PatchParams::apply(&field_manager(&self.target.pod)).force();
+        self.api
+            .patch_status(&self.target.name, &params, &Patch::Apply(&body))
+            .await?;
+        Ok(())
+    }
+
+    /// Reports every [`INTERVAL`] until `stop` turns true; the caller reports once more after
+    /// draining, so the final counts are the committed ones.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(error) = self.report().await {
+                tracing::warn!(%error, resource = self.target.name, "could not report counts to the BulkRecorder status");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_carries_only_this_processs_entry() {
+        let target = ReportTarget {
+            name: "orders".into(),
+            namespace: "ledger".into(),
+            pod: "orders-7d9f-abcde".into(),
+        };
+        let totals = WriteCounts {
+            transactions: RowCounts::new(10, 8),
+            operations: RowCounts::new(50, 40),
+        };
+        let now = "2026-11-24T10:00:00Z".parse().unwrap();
+        let patch = entry_patch(&target, "s1", totals, now);
+        assert_eq!(patch["metadata"], json!({"name": "orders"}));
+        assert_eq!(
+            patch["status"].as_object().unwrap().len(),
+            1,
+            "no other status field is claimed"
+        );
+        let entry = &patch["status"]["recorders"][0];
+        assert_eq!(entry["pod"], "orders-7d9f-abcde");
+        assert_eq!(entry["startId"], "s1");
+        assert_eq!(
+            entry["transactions"],
+            json!({"attempted": 10, "inserted": 8, "ignored": 2})
+        );
+        assert_eq!(entry["lastReport"], "2026-11-24T10:00:00Z");
+        assert_eq!(
+            field_manager(&target.pod),
+            "bulk-recorder-recorder-orders-7d9f-abcde"
+        );
+    }
+
+    #[test]
+    fn each_process_gets_a_new_start_id() {
+        assert_ne!(start_id(), start_id());
+    }
+}

@@ -1,0 +1,278 @@
+//! The operator and a recorder against a real Kubernetes API server: the one `KUBECONFIG`
+//! points at. Without `KUBECONFIG` every test here says so and passes without doing anything.
+//!
+//! Each test works in a namespace of its own, deleted at the end. The CRD is applied from
+//! `crds/bulkrecorder.yaml`; the operator runs in this process; the recorder runs locally
+//! against the local RabbitMQ and PostgreSQL and reports into the cluster.
+
+use std::{sync::Arc, time::Duration};
+
+use bulk_recorder::{config::ReportTarget, status_report::Reporter};
+use bulk_recorder_crds::BulkRecorder;
+use bulk_recorder_e2e::*;
+use bulk_recorder_operator::{context::Context, controller};
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Namespace, Secret},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+/// A client for the cluster, or `None` (with a message) when there is none to test against.
+async fn cluster() -> Option<Client> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        eprintln!(
+            "skipped: KUBECONFIG is not set, so there is no cluster to test the operator against"
+        );
+        return None;
+    }
+    Some(
+        Client::try_default()
+            .await
+            .expect("KUBECONFIG is set but the cluster is unreachable"),
+    )
+}
+
+async fn install_crd(client: &Client) {
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&bulk_recorder_crds::crd_yaml()).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        "bulkrecorders.bulkrecorder.io",
+        &PatchParams::apply("bulk-recorder-e2e").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("the CRD is accepted: its schema is structural");
+    wait_until(Duration::from_secs(30), "the CRD to be established", || {
+        let api = api.clone();
+        async move {
+            api.get("bulkrecorders.bulkrecorder.io")
+                .await
+                .ok()
+                .and_then(|c| c.status?.conditions)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        }
+    })
+    .await;
+}
+
+/// A namespace with the two Secrets the example references.
+async fn namespace(client: &Client) -> String {
+    let name = format!("br-e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &name);
+    for (secret, url) in [
+        ("bulk-recorder-rabbitmq", rabbitmq_url()),
+        ("bulk-recorder-postgres", postgres_admin_url()),
+    ] {
+        let body = json!({"metadata": {"name": secret}, "stringData": {"url": url}});
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(body).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    name
+}
+
+async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+fn example(name: &str) -> serde_json::Value {
+    let mut value: serde_json::Value =
+        serde_yaml::from_str(include_str!("../../examples/bulkrecorder.yaml")).unwrap();
+    value["metadata"]["name"] = json!(name);
+    value
+}
+
+fn start_operator(client: &Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        "bulk-recorder:e2e".into(),
+        "e2e".into(),
+    ));
+    tokio::spawn(controller::run(
+        client.clone(),
+        ctx,
+        Some(ns.to_string()),
+        std::future::pending(),
+    ))
+}
+
+#[tokio::test]
+async fn a_bulk_recorder_becomes_a_deployment_with_the_derived_size() {
+    let Some(client) = cluster().await else {
+        return;
+    };
+    install_crd(&client).await;
+    let ns = namespace(&client).await;
+    let operator = start_operator(&client, &ns);
+    let recorders: Api<BulkRecorder> = Api::namespaced(client.clone(), &ns);
+    let mut resource = example("orders");
+    resource["spec"]["prefetch"] = json!(20);
+    recorders
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(resource).unwrap(),
+        )
+        .await
+        .expect("created");
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    wait_until(Duration::from_secs(60), "the Deployment", || {
+        let deployments = deployments.clone();
+        async move { deployments.get_opt("orders").await.ok().flatten().is_some() }
+    })
+    .await;
+    let deployment = deployments.get("orders").await.unwrap();
+    let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+    let size = container
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "BULK_RECORDER_SIZE")
+        .unwrap();
+    assert_eq!(
+        size.value.as_deref(),
+        Some("100"),
+        "5 workers x 20 prefetch"
+    );
+    assert_eq!(
+        deployment.metadata.owner_references.unwrap()[0].kind,
+        "BulkRecorder"
+    );
+    wait_until(Duration::from_secs(60), "status.effectiveSize", || {
+        let recorders = recorders.clone();
+        async move {
+            recorders
+                .get("orders")
+                .await
+                .ok()
+                .and_then(|r| r.status?.effective_size)
+                == Some(100)
+        }
+    })
+    .await;
+    operator.abort();
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn invalid_resources_are_rejected_with_the_rule_that_says_how_to_fix_them() {
+    let Some(client) = cluster().await else {
+        return;
+    };
+    install_crd(&client).await;
+    let ns = namespace(&client).await;
+    let recorders: Api<BulkRecorder> = Api::namespaced(client.clone(), &ns);
+    for (file, expected) in [
+        (
+            include_str!("../../examples/invalid/size-above-unacked-limit.yaml"),
+            "spec.size must not exceed",
+        ),
+        (
+            include_str!("../../examples/invalid/max-rows-over-limit.yaml"),
+            "maxRowsPerInsert",
+        ),
+        (
+            include_str!("../../examples/invalid/missing-secret-ref-key.yaml"),
+            "key",
+        ),
+    ] {
+        let value: serde_json::Value = serde_yaml::from_str(file).unwrap();
+        let error = recorders
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(value).unwrap(),
+            )
+            .await
+            .expect_err("the API server refuses it");
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_reported_by_a_recorder_appear_in_the_status() {
+    let Some(client) = cluster().await else {
+        return;
+    };
+    install_crd(&client).await;
+    let ns = namespace(&client).await;
+    let operator = start_operator(&client, &ns);
+    let recorders: Api<BulkRecorder> = Api::namespaced(client.clone(), &ns);
+    recorders
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(example("orders")).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // A recorder running here, reporting as a pod of that resource would.
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    queue
+        .publish(&bulk_recorder::publish::PublishPlan {
+            count: 20,
+            operations: 5,
+            duplicate_percent: 0,
+            invalid: 0,
+            format: bulk_recorder::message::Format::Json,
+        })
+        .await;
+    let recorder = RunningRecorder::start(config(&db, &queue, &[]));
+    wait_until(Duration::from_secs(60), "20 committed", || async {
+        recorder.committed_transactions() == 20
+    })
+    .await;
+    let target = ReportTarget {
+        name: "orders".into(),
+        namespace: ns.clone(),
+        pod: "orders-local".into(),
+    };
+    let reporter = Reporter::new(client.clone(), target, recorder.metrics.clone());
+    reporter
+        .report()
+        .await
+        .expect("the recorder may write its own entry");
+
+    wait_until(Duration::from_secs(60), "counts in the status", || {
+        let recorders = recorders.clone();
+        async move {
+            recorders
+                .get("orders")
+                .await
+                .ok()
+                .and_then(|r| r.status?.counts)
+                .is_some_and(|c| c.transactions.inserted == 20 && c.operations.inserted == 100)
+        }
+    })
+    .await;
+    let status = recorders.get("orders").await.unwrap().status.unwrap();
+    assert_eq!(status.recorders[0].pod, "orders-local");
+    recorder.stop().await;
+    operator.abort();
+    delete_namespace(&client, &ns).await;
+}
