@@ -11,12 +11,11 @@ trap stop_started_services EXIT
 export TEST_POSTGRES_ADMIN_URL="${TEST_POSTGRES_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export TEST_RABBITMQ_URL="${TEST_RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 
+# The Helm chart: lint, render, RBAC against the operator's calls (fetches helm if needed).
+./scripts/check-chart.sh
+
 # The process tests run the real binary; build it first.
 cargo build --locked -p bulk-recorder --bin bulk-recorder
 # Tests share one broker and one server: a bounded number of them at once (each has its own
 # database and queues).
 cargo test --locked --workspace -- --test-threads="${TEST_THREADS:-4}" "$@"
-
-if [ -x scripts/check-chart.sh ]; then
-  ./scripts/check-chart.sh
-fi
