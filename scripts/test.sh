@@ -18,4 +18,12 @@ export TEST_RABBITMQ_URL="${TEST_RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672
 cargo build --locked -p bulk-recorder --bin bulk-recorder
 # Tests share one broker and one server: a bounded number of them at once (each has its own
 # database and queues).
-cargo test --locked --workspace -- --test-threads="${TEST_THREADS:-4}" "$@"
+log=$(mktemp)
+set +e
+cargo test --locked --workspace -- --test-threads="${TEST_THREADS:-4}" "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite, whatever order the test binaries ran in.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
+rm -f "$log"
+exit "$status"

@@ -383,3 +383,44 @@ async fn entries_of_gone_pods_are_folded_into_the_totals_in_one_atomic_patch() {
         json!({"attempted": 114, "inserted": 110, "ignored": 4})
     );
 }
+
+#[tokio::test]
+async fn a_hand_edited_deployment_is_restored() {
+    let mut br = bulk_recorder("orders", "ledger");
+    br.status = Some(settled_status(&br));
+    let mut script = secrets_exist();
+    let mut owned = existing(&br);
+    // Somebody scaled the Deployment by hand and changed an environment variable.
+    let deployment = owned.last_mut().unwrap();
+    // The apply answers with the restored object, its status included.
+    let restored_answer = deployment.answer.clone().unwrap();
+    let answer = deployment.answer.as_mut().unwrap();
+    answer["spec"]["replicas"] = json!(3);
+    answer["spec"]["template"]["spec"]["containers"][0]["env"][3]["value"] = json!("999");
+    script.extend(owned);
+    script.push(expect(
+        "PATCH",
+        format!("{APPS}/deployments/orders"),
+        200,
+        restored_answer,
+    ));
+    script.push(expect(
+        "GET",
+        format!("{NS}/pods"),
+        200,
+        pod_list(&["orders-abc"]),
+    ));
+    script.push(expect("POST", EVENTS, 201, json!({})));
+    let (ctx, server, sent) = serve(script);
+
+    reconcile(Arc::new(br), ctx).await.expect("reconciled");
+    server.await.expect("the Deployment was applied again");
+    let sent = sent.lock().unwrap();
+    let restored = &sent
+        .iter()
+        .find(|(m, p, _)| m == "PATCH" && p.contains("/deployments/"))
+        .unwrap()
+        .2;
+    assert_eq!(restored["spec"]["replicas"], 1);
+    assert_eq!(env(restored, "RABBITMQ_NUMBERS_OF_PREFETCH")["value"], "10");
+}

@@ -96,10 +96,20 @@ pub async fn run(
                     })
                     .buffered(bulks_in_flight)
             );
+            let mut failure = None;
             while let Some(outcome) = outcomes.next().await {
-                settle(&channels, outcome).await?;
+                // Once the broker is gone nothing can be settled, but the bulks already in the
+                // database still finish, so that the counters match what was committed; their
+                // messages come back as redeliveries and are counted as ignored.
+                if failure.is_none()
+                    && let Err(error) = settle(&channels, outcome).await
+                {
+                    // End the other channels' deliveries too: this session is over.
+                    let _ = connection.close(320, "settlement failed".into()).await;
+                    failure = Some(error);
+                }
             }
-            Ok::<(), lapin::Error>(())
+            failure.map_or(Ok(()), Err)
         };
 
     // At shutdown, stop deliveries; the consumers' streams then end, the collector flushes
@@ -118,21 +128,32 @@ pub async fn run(
         pending::<()>().await
     };
 
-    let consumer_failure = async {
+    // The consumers end at shutdown (cancelled) or when their channel fails; either way the
+    // collector then flushes what it holds and `settle_in_order` drains.
+    let consumers_ended = async {
+        let mut first_error = None;
         while let Some(joined) = consumer_tasks.join_next().await {
             match joined {
-                Ok(Err(error)) if !*shutdown.borrow() => return SessionError::Broker(error),
+                Ok(Err(error)) if first_error.is_none() => {
+                    // One failed channel ends the session: close the others so it drains.
+                    let _ = connection.close(320, "a channel failed".into()).await;
+                    first_error = Some(error);
+                }
                 Ok(_) => {}
                 Err(panic) => std::panic::resume_unwind(panic.into_panic()),
             }
         }
-        pending().await
+        first_error
     };
 
-    let result = tokio::select! {
-        done = settle_in_order => done.map_err(SessionError::from),
-        error = consumer_failure => Err(error),
+    let (settled, consumer_error) = tokio::select! {
+        done = async { tokio::join!(settle_in_order, consumers_ended) } => done,
         _ = cancel_at_shutdown => unreachable!("waits forever"),
+    };
+    let result = match (consumer_error, settled) {
+        (Some(error), _) if !*shutdown.borrow() => Err(SessionError::Broker(error)),
+        (_, Err(error)) => Err(SessionError::Broker(error)),
+        (_, Ok(())) => Ok(()),
     };
     collector.abort();
     health.set_broker(false);
