@@ -142,6 +142,8 @@ struct Row {
     p99_ms: Option<f64>,
     statements_per_bulk: Option<f64>,
     peak_rss_mib: Option<f64>,
+    /// CPU seconds the recorder process used (user + system).
+    cpu_seconds: Option<f64>,
 }
 
 impl Row {
@@ -213,6 +215,14 @@ fn quantile(exposition: &str, q: f64) -> Option<f64> {
     None
 }
 
+/// User + system CPU time of a process, from /proc (clock ticks of 1/100 s on Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status
@@ -272,6 +282,7 @@ async fn drain(
     };
     let seconds = started.elapsed().as_secs_f64();
     let rss = peak_rss_mib(child.id().unwrap());
+    let cpu = cpu_seconds(child.id().unwrap());
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().unwrap().to_string()])
         .status();
@@ -312,6 +323,7 @@ async fn drain(
         statements_per_bulk: (flushes > 0.0)
             .then(|| sample(&exposition, "bulk_recorder_db_statements_total") / flushes),
         peak_rss_mib: rss,
+        cpu_seconds: cpu,
     }
 }
 
@@ -364,6 +376,7 @@ async fn broker_limit(bodies: &[Vec<u8>]) -> Row {
         p99_ms: None,
         statements_per_bulk: None,
         peak_rss_mib: None,
+        cpu_seconds: None,
     }
 }
 
@@ -479,6 +492,7 @@ async fn database_limit(transactions: &[Transaction]) -> Row {
         p99_ms: None,
         statements_per_bulk: None,
         peak_rss_mib: None,
+        cpu_seconds: None,
     }
 }
 
@@ -498,29 +512,35 @@ async fn main() {
         .collect();
 
     let mut rows = Vec::new();
-    // (workers, prefetch, size; 0 = workers x prefetch). A size below workers x prefetch lets
-    // the next bulk be collected while one is in the database.
-    let settings: [(u16, u16, usize); 4] = [(5, 10, 0), (5, 100, 0), (4, 250, 500), (8, 250, 1000)];
-    for (workers, prefetch, size) in settings {
+    // (workers, prefetch, size, maxRowsPerInsert); size 0 = workers x prefetch. A size below
+    // workers x prefetch lets the next bulk be delivered while one is in the database.
+    let settings: [(u16, u16, usize, usize); 4] = [
+        (5, 10, 0, 1000),
+        (5, 100, 0, 2000),
+        (4, 250, 400, 2000),
+        (8, 250, 1000, 2000),
+    ];
+    for (workers, prefetch, size, max_rows) in settings {
         let label = format!("bulk w{workers} p{prefetch} s{size}");
         let shown = if size == 0 {
             workers as usize * prefetch as usize
         } else {
             size
         };
+        let defaults = if (workers, prefetch, size, max_rows) == (5, 10, 0, 1000) {
+            " (defaults)"
+        } else {
+            ""
+        };
         let text = format!(
-            "workers={workers} prefetch={prefetch} size={shown}{}",
-            if (workers, prefetch) == (5, 10) {
-                " (defaults)"
-            } else {
-                ""
-            }
+            "workers={workers} prefetch={prefetch} size={shown} maxRowsPerInsert={max_rows}{defaults}"
         );
         eprintln!("draining {} messages: {text}", bodies.len());
         let env = [
             ("RABBITMQ_NUMBERS_OF_WORKERS", workers.to_string()),
             ("RABBITMQ_NUMBERS_OF_PREFETCH", prefetch.to_string()),
             ("BULK_RECORDER_SIZE", size.to_string()),
+            ("BULK_RECORDER_MAX_ROWS_PER_INSERT", max_rows.to_string()),
         ];
         rows.push(drain(&label, &text, &bodies, OPS, &env).await);
     }
@@ -546,13 +566,13 @@ async fn main() {
     let mut table = String::new();
     writeln!(
         table,
-        "| mode | settings | transactions | txn/s | ops/s | p50 bulk ms | p99 bulk ms | statements/bulk | peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| mode | settings | transactions | txn/s | ops/s | p50 bulk ms | p99 bulk ms | statements/bulk | peak RSS MiB | recorder CPU s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     .unwrap();
     for row in &rows {
         writeln!(
             table,
-            "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
             row.mode,
             row.settings,
             row.transactions,
@@ -562,6 +582,7 @@ async fn main() {
             opt(row.p99_ms, 2),
             opt(row.statements_per_bulk, 2),
             opt(row.peak_rss_mib, 1),
+            opt(row.cpu_seconds, 1),
         )
         .unwrap();
     }
