@@ -147,6 +147,22 @@ struct Row {
 }
 
 impl Row {
+    /// A limit measurement: a rate, nothing about bulks.
+    fn limit(settings: &str, transactions: usize, seconds: f64) -> Self {
+        Row {
+            mode: "limit".into(),
+            settings: settings.into(),
+            transactions,
+            seconds,
+            operations_per_transaction: 5,
+            p50_ms: None,
+            p99_ms: None,
+            statements_per_bulk: None,
+            peak_rss_mib: None,
+            cpu_seconds: None,
+        }
+    }
+
     fn rate(&self) -> f64 {
         self.transactions as f64 / self.seconds
     }
@@ -366,18 +382,11 @@ async fn broker_limit(bodies: &[Vec<u8>]) -> Row {
     let seconds = started.elapsed().as_secs_f64();
     let _ = connection.close(200, "ok".into()).await;
     delete_queue(name).await;
-    Row {
-        mode: "limit".into(),
-        settings: "RabbitMQ consume+ack only, prefetch 1000".into(),
-        transactions: received,
+    Row::limit(
+        "RabbitMQ consume+ack only, prefetch 1000",
+        received,
         seconds,
-        operations_per_transaction: 5,
-        p50_ms: None,
-        p99_ms: None,
-        statements_per_bulk: None,
-        peak_rss_mib: None,
-        cpu_seconds: None,
-    }
+    )
 }
 
 fn csv_field(out: &mut String, value: Option<&dyn std::fmt::Display>) {
@@ -482,18 +491,11 @@ async fn database_limit(transactions: &[Transaction]) -> Row {
     let seconds = started.elapsed().as_secs_f64();
     conn.close().await.unwrap();
     drop_database(name).await;
-    Row {
-        mode: "limit".into(),
-        settings: "PostgreSQL COPY only (csv, same rows and indexes)".into(),
-        transactions: transactions.len(),
+    Row::limit(
+        "PostgreSQL COPY only (csv, same rows and indexes)",
+        transactions.len(),
         seconds,
-        operations_per_transaction: 5,
-        p50_ms: None,
-        p99_ms: None,
-        statements_per_bulk: None,
-        peak_rss_mib: None,
-        cpu_seconds: None,
-    }
+    )
 }
 
 fn opt(value: Option<f64>, precision: usize) -> String {

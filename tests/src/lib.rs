@@ -469,3 +469,55 @@ pub fn metric(exposition: &str, name: &str) -> Option<f64> {
             .ok()
     })
 }
+
+/// The start of every fault test: `count` transactions of `operations` each are queued, a
+/// recorder with `overrides` is draining them, and at least `committed` are already stored.
+pub async fn recorder_mid_drain(
+    db: &TestDb,
+    queue: &TestQueue,
+    count: usize,
+    operations: usize,
+    overrides: &[(&str, &str)],
+    committed: u64,
+) -> (Vec<Transaction>, RunningRecorder) {
+    let transactions: Vec<_> = (0..count)
+        .map(|_| publish::sample_transaction(operations))
+        .collect();
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
+    let recorder = RunningRecorder::start(config(db, queue, overrides));
+    wait_until(
+        Duration::from_secs(60),
+        "the first bulks committed",
+        || async { recorder.committed_transactions() >= committed },
+    )
+    .await;
+    (transactions, recorder)
+}
+
+/// The end of every fault test: each transaction is stored exactly once with all its
+/// operations, and nothing is left in the queue.
+pub async fn assert_stored_exactly_once(
+    db: &TestDb,
+    queue: &TestQueue,
+    transactions: &[Transaction],
+) {
+    let expected: std::collections::BTreeSet<Uuid> = transactions.iter().map(|t| t.id).collect();
+    assert_eq!(
+        stored_transaction_ids(db).await,
+        expected,
+        "every transaction stored once"
+    );
+    let operations: usize = transactions.iter().map(|t| t.operations.len()).sum();
+    assert_eq!(
+        db.count("operation").await as usize,
+        operations,
+        "every operation stored once"
+    );
+    assert_eq!(
+        TestQueue::ready(&queue.name).await,
+        0,
+        "nothing left in the queue"
+    );
+}

@@ -3,9 +3,8 @@
 //! It stops the whole broker for a few seconds, so it lives in a test binary of its own:
 //! `cargo test` runs test binaries one after another, so no other test sees the outage.
 
-use std::{collections::BTreeSet, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
-use bulk_recorder::{message::Format, publish::sample_transaction};
 use bulk_recorder_e2e::*;
 
 fn rabbitmqctl(command: &str) {
@@ -19,22 +18,11 @@ fn rabbitmqctl(command: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_mid_run_loses_nothing() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
-    let transactions: Vec<_> = (0..2000).map(|_| sample_transaction(2)).collect();
-    queue
-        .publish_transactions(&transactions, Format::Json)
-        .await;
-    let recorder = RunningRecorder::start(config(
-        &db,
-        &queue,
-        &[
-            ("RABBITMQ_NUMBERS_OF_WORKERS", "2"),
-            ("RABBITMQ_NUMBERS_OF_PREFETCH", "10"),
-        ],
-    ));
-    wait_until(Duration::from_secs(60), "some committed", || async {
-        recorder.committed_transactions() >= 100
-    })
-    .await;
+    let overrides = [
+        ("RABBITMQ_NUMBERS_OF_WORKERS", "2"),
+        ("RABBITMQ_NUMBERS_OF_PREFETCH", "10"),
+    ];
+    let (transactions, recorder) = recorder_mid_drain(&db, &queue, 2000, 2, &overrides, 100).await;
 
     tokio::task::spawn_blocking(|| rabbitmqctl("stop_app"))
         .await
@@ -65,9 +53,7 @@ async fn a_broker_restart_mid_run_loses_nothing() {
     let totals = recorder.metrics.totals();
     recorder.stop().await;
 
-    let expected: BTreeSet<_> = transactions.iter().map(|t| t.id).collect();
-    assert_eq!(stored_transaction_ids(&db).await, expected);
-    assert_eq!(db.count("operation").await, 4000);
+    assert_stored_exactly_once(&db, &queue, &transactions).await;
     assert_eq!(totals.transactions.inserted, 2000);
     assert_eq!(TestQueue::ready(&queue.name).await, 0);
 }
