@@ -398,6 +398,17 @@ fn csv_field(out: &mut String, value: Option<&dyn std::fmt::Display>) {
     }
 }
 
+/// One CSV line; `None` is an empty (NULL) field.
+fn csv_line(out: &mut String, fields: &[Option<&dyn std::fmt::Display>]) {
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        csv_field(out, *field);
+    }
+    out.push('\n');
+}
+
 fn csv_rows(transactions: &[Transaction]) -> (String, String) {
     let (mut t_csv, mut o_csv) = (String::new(), String::new());
     for t in transactions {
@@ -414,13 +425,7 @@ fn csv_rows(transactions: &[Transaction]) -> (String, String) {
             Some(&t.created_at),
             t.updated_at.as_ref().map(|u| u as _),
         ];
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                t_csv.push(',');
-            }
-            csv_field(&mut t_csv, *f);
-        }
-        t_csv.push('\n');
+        csv_line(&mut t_csv, &fields);
         for o in &t.operations {
             let before = o.balance.as_ref().unwrap();
             let after = o.balance_after.as_ref().unwrap();
@@ -449,13 +454,7 @@ fn csv_rows(transactions: &[Transaction]) -> (String, String) {
                 Some(&o.created_at),
                 o.updated_at.as_ref().map(|u| u as _),
             ];
-            for (i, f) in fields.iter().enumerate() {
-                if i > 0 {
-                    o_csv.push(',');
-                }
-                csv_field(&mut o_csv, *f);
-            }
-            o_csv.push('\n');
+            csv_line(&mut o_csv, &fields);
         }
     }
     (t_csv, o_csv)
