@@ -289,3 +289,106 @@ pub fn role_binding(br: &BulkRecorder) -> RoleBinding {
         }]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::bulk_recorder;
+
+    /// Deleting a BulkRecorder deletes what it owns through the garbage collector: every
+    /// owned object names it as its controller, so no finalizer is needed.
+    #[test]
+    fn every_owned_object_is_garbage_collected_with_its_bulk_recorder() {
+        let br = bulk_recorder("orders", "ledger");
+        let metas = [
+            deployment(&br, "img").metadata,
+            service(&br).metadata,
+            service_account(&br).metadata,
+            role(&br).metadata,
+            role_binding(&br).metadata,
+        ];
+        for meta in metas {
+            let owner = &meta.owner_references.as_ref().expect("owned")[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.name.as_str()),
+                ("BulkRecorder", "orders")
+            );
+            assert_eq!(owner.uid, br.metadata.uid.clone().unwrap());
+            assert_eq!(owner.controller, Some(true));
+            assert_eq!(meta.namespace.as_deref(), Some("ledger"));
+            assert_eq!(
+                meta.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+                "bulk-recorder-operator"
+            );
+        }
+    }
+
+    #[test]
+    fn the_recorder_pod_is_hardened_and_probed() {
+        let br = bulk_recorder("orders", "ledger");
+        let pod = deployment(&br, "registry/bulk-recorder:1")
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("orders-recorder"));
+        let security = pod.security_context.unwrap();
+        assert_eq!(
+            (security.run_as_non_root, security.run_as_user),
+            (Some(true), Some(65532))
+        );
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("registry/bulk-recorder:1"),
+            "the operator's default image"
+        );
+        let sc = container.security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+        let path = |p: &Option<Probe>| {
+            p.as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(path(&container.liveness_probe), "/healthz");
+        assert_eq!(path(&container.readiness_probe), "/readyz");
+        // No connection string is ever a plain value.
+        for e in container.env.as_ref().unwrap() {
+            if e.name.ends_with("_URL") {
+                assert!(
+                    e.value.is_none() && e.value_from.as_ref().unwrap().secret_key_ref.is_some(),
+                    "{}",
+                    e.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_spec_image_overrides_the_default_and_the_selector_matches_the_pods() {
+        let mut br = bulk_recorder("orders", "ledger");
+        br.spec.image = Some("mine:2".into());
+        let d = deployment(&br, "default:1");
+        let spec = d.spec.unwrap();
+        assert_eq!(
+            spec.template.spec.unwrap().containers[0].image.as_deref(),
+            Some("mine:2")
+        );
+        let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
+        for (k, v) in spec.selector.match_labels.unwrap() {
+            assert_eq!(pod_labels[&k], v);
+        }
+        assert_eq!(
+            selector_string(&br),
+            "app.kubernetes.io/instance=orders,app.kubernetes.io/name=bulk-recorder"
+        );
+    }
+}

@@ -175,6 +175,21 @@ async fn a_bulk_recorder_becomes_a_deployment_with_the_derived_size() {
         }
     })
     .await;
+
+    // Deleting the resource deletes what it owns (owner references; the garbage collector).
+    recorders
+        .delete("orders", &Default::default())
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the Deployment to be garbage-collected",
+        || {
+            let deployments = deployments.clone();
+            async move { deployments.get_opt("orders").await.ok().flatten().is_none() }
+        },
+    )
+    .await;
     operator.abort();
     delete_namespace(&client, &ns).await;
 }
