@@ -27,9 +27,16 @@ use serde_json::json;
 /// A client for the cluster, or `None` (with a message) when there is none to test against.
 async fn cluster() -> Option<Client> {
     if std::env::var_os("KUBECONFIG").is_none() {
-        eprintln!(
-            "skipped: KUBECONFIG is not set, so there is no cluster to test the operator against"
-        );
+        // To the terminal itself, past the test harness's capture, so that logs show the skip.
+        use std::io::Write;
+        let message =
+            "skipped: KUBECONFIG is not set, so there is no cluster to test the operator against";
+        match std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
+            Ok(mut stderr) => {
+                let _ = writeln!(stderr, "{message}");
+            }
+            Err(_) => eprintln!("{message}"),
+        }
         return None;
     }
     Some(
