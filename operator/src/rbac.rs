@@ -2,6 +2,10 @@
 //! are checked against this table (`scripts/check-chart.sh`), so that they grant exactly this.
 
 /// (API group, resource, verbs) the operator uses.
+///
+/// Owned objects are written with server-side apply (`patch`); an apply that creates the object
+/// is also authorized as `create` by the API server, so both verbs are needed. Events go
+/// through `events.k8s.io/v1` (kube's event recorder creates them, then patches their series).
 pub const OPERATOR_CALLS: &[(&str, &str, &[&str])] = &[
     (
         "bulkrecorder.io",
@@ -9,18 +13,26 @@ pub const OPERATOR_CALLS: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch"],
     ),
     ("bulkrecorder.io", "bulkrecorders/status", &["get", "patch"]),
-    ("apps", "deployments", &["get", "list", "watch", "patch"]),
-    ("", "services", &["get", "list", "watch", "patch"]),
-    ("", "serviceaccounts", &["get", "list", "watch", "patch"]),
+    (
+        "apps",
+        "deployments",
+        &["get", "list", "watch", "create", "patch"],
+    ),
+    ("", "services", &["get", "list", "watch", "create", "patch"]),
+    (
+        "",
+        "serviceaccounts",
+        &["get", "list", "watch", "create", "patch"],
+    ),
     (
         "rbac.authorization.k8s.io",
         "roles",
-        &["get", "list", "watch", "patch"],
+        &["get", "list", "watch", "create", "patch"],
     ),
     (
         "rbac.authorization.k8s.io",
         "rolebindings",
-        &["get", "list", "watch", "patch"],
+        &["get", "list", "watch", "create", "patch"],
     ),
     ("", "secrets", &["get"]),
     ("", "pods", &["list"]),
@@ -41,6 +53,52 @@ pub const RECORDER_CALLS: &[(&str, &str, &[&str])] = &[
 mod tests {
     use super::*;
     use crate::desired;
+
+    #[test]
+    fn requests_map_to_the_permissions_the_api_server_checks() {
+        use crate::fixtures::permission;
+        let apply = "application/apply-patch+yaml";
+        assert_eq!(
+            permission(
+                "PATCH",
+                "/apis/apps/v1/namespaces/ledger/deployments/orders?fieldManager=x&force=true",
+                apply
+            ),
+            ("apps".into(), "deployments".into(), vec!["patch", "create"])
+        );
+        assert_eq!(
+            permission(
+                "PATCH",
+                "/apis/bulkrecorder.io/v1alpha1/namespaces/ledger/bulkrecorders/orders/status?",
+                "application/merge-patch+json"
+            ),
+            (
+                "bulkrecorder.io".into(),
+                "bulkrecorders/status".into(),
+                vec!["patch"]
+            )
+        );
+        assert_eq!(
+            permission(
+                "GET",
+                "/api/v1/namespaces/ledger/pods?labelSelector=a%3Db",
+                ""
+            ),
+            ("".into(), "pods".into(), vec!["list"])
+        );
+        assert_eq!(
+            permission(
+                "GET",
+                "/apis/bulkrecorder.io/v1alpha1/bulkrecorders?watch=true&resourceVersion=1",
+                ""
+            ),
+            (
+                "bulkrecorder.io".into(),
+                "bulkrecorders".into(),
+                vec!["watch"]
+            )
+        );
+    }
 
     /// The Role the operator gives recorder pods grants exactly what they call.
     #[test]
