@@ -139,3 +139,38 @@ fn the_effective_size_is_the_size_or_workers_times_prefetch() {
         too_big.problems()
     );
 }
+
+/// The examples users copy: the good one passes every rule; each one under `examples/invalid/`
+/// breaks one (a missing required field, or a range or CEL rule that `problems()` mirrors).
+#[test]
+fn the_good_example_is_valid_and_every_invalid_example_breaks_a_rule() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let good: BulkRecorder = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{root}/bulkrecorder.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        good.spec.problems().is_empty(),
+        "{:?}",
+        good.spec.problems()
+    );
+    let mut checked = 0;
+    for file in std::fs::read_dir(format!("{root}/invalid")).unwrap() {
+        let path = file.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        match serde_yaml::from_str::<BulkRecorder>(&text) {
+            Err(missing) => assert!(
+                missing.to_string().contains("missing field"),
+                "{}: {missing}",
+                path.display()
+            ),
+            Ok(br) => assert!(
+                !br.spec.problems().is_empty(),
+                "{} is accepted by every rule",
+                path.display()
+            ),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} invalid examples");
+}

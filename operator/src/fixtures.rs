@@ -11,7 +11,7 @@ use http::{Request, Response};
 use kube::{Client, client::Body};
 use serde_json::{Value, json};
 
-use crate::context::Context;
+use crate::{context::Context, rbac::OPERATOR_CALLS};
 
 pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -128,6 +128,13 @@ pub fn serve(script: Vec<Exchange>) -> (Arc<Context>, tokio::task::JoinHandle<()
                 .path_and_query()
                 .map(|p| p.to_string())
                 .unwrap_or_default();
+            let content_type = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            assert_granted(&method, &path, &content_type);
             let bytes = request.into_body().collect_bytes().await.unwrap();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             assert_eq!(
@@ -154,4 +161,67 @@ pub fn serve(script: Vec<Exchange>) -> (Arc<Context>, tokio::task::JoinHandle<()
         }
     });
     (ctx, server, sent)
+}
+
+/// The (API group, resource, verbs) RBAC checks for one request. An apply may create the
+/// object, and the API server then also checks `create`.
+pub fn permission(
+    method: &str,
+    path_and_query: &str,
+    content_type: &str,
+) -> (String, String, Vec<&'static str>) {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // /api/v1/... (core group) or /apis/<group>/<version>/...
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => panic!("not a resource path: {path}"),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [resource] => (resource.to_string(), false),
+        [resource, _name] => (resource.to_string(), true),
+        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+        _ => panic!("not a resource path: {path}"),
+    };
+    let watch = query
+        .split('&')
+        .any(|q| q == "watch=true" || q == "watch=1");
+    let verbs = match (method, named) {
+        ("GET", true) => vec!["get"],
+        ("GET", false) if watch => vec!["watch"],
+        ("GET", false) => vec!["list"],
+        ("POST", _) => vec!["create"],
+        ("PUT", _) => vec!["update"],
+        ("PATCH", _) if content_type.starts_with("application/apply-patch") => {
+            vec!["patch", "create"]
+        }
+        ("PATCH", _) => vec!["patch"],
+        ("DELETE", _) => vec!["delete"],
+        (other, _) => panic!("unexpected method {other}"),
+    };
+    (group.to_string(), resource, verbs)
+}
+
+/// Fails when a request needs a permission that `rbac::OPERATOR_CALLS` (and so the chart)
+/// does not list: the table must be the operator's real calls.
+fn assert_granted(method: &str, path: &str, content_type: &str) {
+    let (group, resource, verbs) = permission(method, path, content_type);
+    let granted = OPERATOR_CALLS
+        .iter()
+        .find(|(g, r, _)| *g == group && *r == resource)
+        .map(|(_, _, v)| *v)
+        .unwrap_or_default();
+    for verb in verbs {
+        assert!(
+            granted.contains(&verb),
+            "{method} {path} needs {verb} on {group}/{resource}, which rbac::OPERATOR_CALLS does not list"
+        );
+    }
 }

@@ -424,3 +424,145 @@ async fn a_hand_edited_deployment_is_restored() {
     assert_eq!(restored["spec"]["replicas"], 1);
     assert_eq!(env(restored, "RABBITMQ_NUMBERS_OF_PREFETCH")["value"], "10");
 }
+
+#[tokio::test]
+async fn an_invalid_spec_that_slipped_past_the_schema_is_degraded_and_applies_nothing() {
+    // An API server without CEL (or an object stored before the rule) can hold this.
+    let mut br = bulk_recorder("orders", "ledger");
+    br.spec.size = Some(10_000);
+    let mut script = secrets_exist();
+    script.push(expect("GET", format!("{NS}/pods"), 200, pod_list(&[])));
+    script.push(expect(
+        "PATCH",
+        STATUS,
+        200,
+        serde_json::to_value(&br).unwrap(),
+    ));
+    script.push(expect("POST", EVENTS, 201, json!({})));
+    let (ctx, server, sent) = serve(script);
+
+    reconcile(Arc::new(br), ctx)
+        .await
+        .expect("reported, not failed");
+    server.await.expect("no owned object was touched");
+    let sent = sent.lock().unwrap();
+    let status = &sent
+        .iter()
+        .find(|(_, p, _)| p.starts_with(STATUS))
+        .unwrap()
+        .2["status"];
+    let degraded = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap();
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.size 10000 is outside 1..=50"),
+        "{degraded}"
+    );
+    let event = &sent.last().unwrap().2;
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("InvalidSpec"))
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_container_folds_its_previous_incarnation_while_the_pod_lives() {
+    let mut br = bulk_recorder("orders", "ledger");
+    let rows = |n: i64| RowCounts {
+        attempted: n,
+        inserted: n,
+        ignored: 0,
+    };
+    let mut status = settled_status(&br);
+    let now = chrono::Utc::now();
+    status.folded = Some(bulk_recorder_crds::Counts {
+        transactions: rows(1000),
+        operations: rows(5000),
+    });
+    status.recorders = vec![
+        RecorderReport {
+            pod: "orders-abc".into(),
+            start_id: "first".into(),
+            transactions: rows(40),
+            operations: rows(200),
+            last_report: (now - chrono::Duration::seconds(30)).to_rfc3339(),
+        },
+        RecorderReport {
+            pod: "orders-abc".into(),
+            start_id: "second".into(),
+            transactions: rows(2),
+            operations: rows(10),
+            last_report: now.to_rfc3339(),
+        },
+    ];
+    br.status = Some(status);
+    let mut script = secrets_exist();
+    script.extend(existing(&br));
+    script.push(expect(
+        "GET",
+        format!("{NS}/pods"),
+        200,
+        pod_list(&["orders-abc"]),
+    ));
+    script.push(expect(
+        "PATCH",
+        STATUS,
+        200,
+        serde_json::to_value(&br).unwrap(),
+    ));
+    script.push(expect(
+        "PATCH",
+        STATUS,
+        200,
+        serde_json::to_value(&br).unwrap(),
+    ));
+    let (ctx, server, sent) = serve(script);
+
+    reconcile(Arc::new(br), ctx).await.expect("reconciled");
+    server.await.expect("scripted");
+    let sent = sent.lock().unwrap();
+    let patches: Vec<&Value> = sent
+        .iter()
+        .filter(|(_, p, _)| p.starts_with(STATUS))
+        .map(|(_, _, b)| b)
+        .collect();
+    let ops = patches[0].as_array().unwrap();
+    assert_eq!(
+        ops[2],
+        json!({"op": "remove", "path": "/status/recorders/0"}),
+        "the older incarnation goes"
+    );
+    assert_eq!(
+        ops[3]["value"]["transactions"]["inserted"], 1040,
+        "added to what was already folded"
+    );
+    assert_eq!(
+        patches[1]["status"]["counts"]["transactions"]["inserted"], 1042,
+        "folded plus the live incarnation"
+    );
+}
+
+#[tokio::test]
+async fn failures_back_off_from_5_seconds_up_to_5_minutes() {
+    use crate::reconcile::{Error, error_policy};
+    use kube::runtime::controller::Action;
+    use std::time::Duration;
+
+    let br = Arc::new(bulk_recorder("orders", "ledger"));
+    let (ctx, server, _) = serve(vec![]);
+    let delays: Vec<Action> = (0..10)
+        .map(|_| error_policy(br.clone(), &Error::NoNamespace, ctx.clone()))
+        .collect();
+    assert_eq!(delays[0], Action::requeue(Duration::from_secs(5)));
+    assert_eq!(delays[1], Action::requeue(Duration::from_secs(10)));
+    assert_eq!(delays[9], Action::requeue(Duration::from_secs(300)));
+    assert_eq!(ctx.metrics.failures.get(), 10);
+    server.await.expect("no request");
+}
