@@ -335,40 +335,11 @@ async fn entries_of_gone_pods_are_folded_into_the_totals_in_one_atomic_patch() {
         },
     ];
     br.status = Some(status);
-    let mut script = secrets_exist();
-    script.extend(existing(&br));
-    script.push(expect(
-        "GET",
-        format!("{NS}/pods"),
-        200,
-        pod_list(&["orders-live"]),
-    ));
-    script.push(expect(
-        "PATCH",
-        STATUS,
-        200,
-        serde_json::to_value(&br).unwrap(),
-    ));
-    script.push(expect(
-        "PATCH",
-        STATUS,
-        200,
-        serde_json::to_value(&br).unwrap(),
-    ));
-    let (ctx, server, sent) = serve(script);
-
-    reconcile(Arc::new(br), ctx).await.expect("reconciled");
-    server.await.expect("scripted");
-    let sent = sent.lock().unwrap();
-    let patches: Vec<&Value> = sent
-        .iter()
-        .filter(|(_, p, _)| p.starts_with(STATUS))
-        .map(|(_, _, b)| b)
-        .collect();
+    let patches = fold_round(br, &["orders-live"]).await;
     // First: remove the gone pod's entry (guarded by tests) and add its counts to `folded`.
     assert_eq!(
         patches[0],
-        &json!([
+        json!([
             {"op": "test", "path": "/status/recorders/0/pod", "value": "orders-gone"},
             {"op": "test", "path": "/status/recorders/0/startId", "value": "a"},
             {"op": "remove", "path": "/status/recorders/0"},
@@ -503,36 +474,7 @@ async fn a_restarted_container_folds_its_previous_incarnation_while_the_pod_live
         },
     ];
     br.status = Some(status);
-    let mut script = secrets_exist();
-    script.extend(existing(&br));
-    script.push(expect(
-        "GET",
-        format!("{NS}/pods"),
-        200,
-        pod_list(&["orders-abc"]),
-    ));
-    script.push(expect(
-        "PATCH",
-        STATUS,
-        200,
-        serde_json::to_value(&br).unwrap(),
-    ));
-    script.push(expect(
-        "PATCH",
-        STATUS,
-        200,
-        serde_json::to_value(&br).unwrap(),
-    ));
-    let (ctx, server, sent) = serve(script);
-
-    reconcile(Arc::new(br), ctx).await.expect("reconciled");
-    server.await.expect("scripted");
-    let sent = sent.lock().unwrap();
-    let patches: Vec<&Value> = sent
-        .iter()
-        .filter(|(_, p, _)| p.starts_with(STATUS))
-        .map(|(_, _, b)| b)
-        .collect();
+    let patches = fold_round(br, &["orders-abc"]).await;
     let ops = patches[0].as_array().unwrap();
     assert_eq!(
         ops[2],
@@ -565,4 +507,33 @@ async fn failures_back_off_from_5_seconds_up_to_5_minutes() {
     assert_eq!(delays[9], Action::requeue(Duration::from_secs(300)));
     assert_eq!(ctx.metrics.failures.get(), 10);
     server.await.expect("no request");
+}
+
+/// A reconcile of `br` (objects and Secrets in place) with `live_pods` listed, expected to fold
+/// entries: returns its two status patches, the JSON patch that folds and the merge patch.
+async fn fold_round(br: bulk_recorder_crds::BulkRecorder, live_pods: &[&str]) -> Vec<Value> {
+    let mut script = secrets_exist();
+    script.extend(existing(&br));
+    script.push(expect(
+        "GET",
+        format!("{NS}/pods"),
+        200,
+        pod_list(live_pods),
+    ));
+    for _ in 0..2 {
+        script.push(expect(
+            "PATCH",
+            STATUS,
+            200,
+            serde_json::to_value(&br).unwrap(),
+        ));
+    }
+    let (ctx, server, sent) = serve(script);
+    reconcile(Arc::new(br), ctx).await.expect("reconciled");
+    server.await.expect("scripted");
+    let sent = sent.lock().unwrap();
+    sent.iter()
+        .filter(|(_, p, _)| p.starts_with(STATUS))
+        .map(|(_, _, b)| b.clone())
+        .collect()
 }
