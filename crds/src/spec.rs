@@ -46,6 +46,19 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.counts.transactions.ignored"
     ),
     printcolumn(
+        name = "Updated",
+        type_ = "integer",
+        description = "PENDING transactions moved to a final status",
+        json_path = ".status.counts.transactions.updated"
+    ),
+    printcolumn(
+        name = "Conflicting",
+        type_ = "integer",
+        description = "Transaction ids stored with other content (kept, not overwritten)",
+        json_path = ".status.counts.transactions.conflicting",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -104,6 +117,13 @@ pub struct BulkRecorderSpec {
     #[serde(default = "default_true")]
     pub bulk_enabled: bool,
 
+    /// Encoding of the queue's messages (BULK_RECORDER_MESSAGE_FORMAT): `auto` decides per
+    /// message from its body (the reference ledger labels its msgpack bodies
+    /// application/json); `json`, `msgpack` (the same object as a msgpack map) or `midaz` (the
+    /// reference ledger's own msgpack envelope) accept that encoding only.
+    #[serde(default)]
+    pub message_format: MessageFormat,
+
     /// Where the transactions come from.
     pub rabbitmq: RabbitMqSpec,
 
@@ -113,6 +133,32 @@ pub struct BulkRecorderSpec {
     /// CPU and memory for the recorder container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+}
+
+/// How the recorder decodes message bodies.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageFormat {
+    // No doc comments on the variants: they would turn the schema's plain `enum` into a `oneOf`.
+    #[default]
+    Auto,
+    Json,
+    Msgpack,
+    Midaz,
+}
+
+impl MessageFormat {
+    /// The value of BULK_RECORDER_MESSAGE_FORMAT.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Json => "json",
+            Self::Msgpack => "msgpack",
+            Self::Midaz => "midaz",
+        }
+    }
 }
 
 /// The RabbitMQ side.

@@ -64,18 +64,28 @@ pub struct Counts {
     pub operations: RowCounts,
 }
 
-/// Rows one table was asked to store, actually stored, and skipped as already present.
+/// Rows of one table: every attempted row is exactly one of inserted, updated, conflicting or
+/// ignored.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct RowCounts {
-    /// Rows the recorders tried to insert.
+    /// Rows the recorders tried to write.
     #[schemars(range(min = 0))]
     pub attempted: i64,
     /// Rows actually inserted (committed).
     #[schemars(range(min = 0))]
     pub inserted: i64,
-    /// Rows whose id already existed (redeliveries, duplicates).
+    /// Rows already stored as sent (redeliveries, duplicates, repeated transitions).
     #[schemars(range(min = 0))]
     pub ignored: i64,
+    /// Stored PENDING transactions moved to a final status (transactions only).
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub updated: i64,
+    /// Ids stored with other content that were no valid transition: the stored row was kept
+    /// (a producer reusing ids). Worth an alert when it grows.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub conflicting: i64,
 }
 
 impl std::ops::AddAssign for RowCounts {
@@ -83,6 +93,8 @@ impl std::ops::AddAssign for RowCounts {
         self.attempted += rhs.attempted;
         self.inserted += rhs.inserted;
         self.ignored += rhs.ignored;
+        self.updated += rhs.updated;
+        self.conflicting += rhs.conflicting;
     }
 }
 

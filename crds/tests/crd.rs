@@ -84,6 +84,18 @@ fn defaults_ranges_and_the_cel_rule_are_in_the_schema() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert!(required.contains(&"rabbitmq") && required.contains(&"postgres"));
+    assert_eq!(props["messageFormat"]["default"], "auto");
+    assert_eq!(
+        props["messageFormat"]["enum"],
+        serde_json::json!(["auto", "json", "msgpack", "midaz"])
+    );
+    assert!(
+        props["messageFormat"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("BULK_RECORDER_MESSAGE_FORMAT"),
+        "documented for kubectl explain"
+    );
     let secret_ref = &props["rabbitmq"]["properties"]["urlSecretRef"];
     assert_eq!(secret_ref["properties"]["name"]["minLength"], 1);
 }
@@ -107,6 +119,8 @@ fn the_printer_columns_match_the_design() {
             "Attempted",
             "Inserted",
             "Ignored",
+            "Updated",
+            "Conflicting",
             "Age"
         ]
     );
@@ -173,4 +187,35 @@ fn the_good_example_is_valid_and_every_invalid_example_breaks_a_rule() {
         checked += 1;
     }
     assert!(checked >= 3, "only {checked} invalid examples");
+}
+
+/// Status objects written before `updated` and `conflicting` existed still parse, and the
+/// schema does not require the new counters.
+#[test]
+fn counts_without_updated_and_conflicting_still_parse() {
+    let old: bulk_recorder_crds::RowCounts =
+        serde_json::from_value(serde_json::json!({"attempted": 3, "inserted": 2, "ignored": 1}))
+            .unwrap();
+    assert_eq!((old.updated, old.conflicting), (0, 0));
+    let rows =
+        &schema()["properties"]["status"]["properties"]["counts"]["properties"]["transactions"];
+    let required: Vec<&str> = rows["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(required, ["attempted", "ignored", "inserted"]);
+    assert_eq!(rows["properties"]["updated"]["default"], 0);
+}
+
+#[test]
+fn a_spec_without_message_format_is_auto() {
+    let example: BulkRecorder =
+        serde_yaml::from_str(include_str!("../../examples/bulkrecorder.yaml")).unwrap();
+    assert_eq!(
+        example.spec.message_format,
+        bulk_recorder_crds::MessageFormat::Auto
+    );
+    assert_eq!(bulk_recorder_crds::MessageFormat::Midaz.as_str(), "midaz");
 }

@@ -125,6 +125,7 @@ pub fn recorder_env(br: &BulkRecorder) -> Vec<EnvVar> {
             spec.max_rows_per_insert,
         ),
         env("BULK_RECORDER_FALLBACK_ENABLED", spec.fallback_enabled),
+        env("BULK_RECORDER_MESSAGE_FORMAT", spec.message_format.as_str()),
         env_from_secret("DATABASE_URL", &spec.postgres.url_secret_ref),
         env("BULK_RECORDER_MIGRATE", spec.postgres.migrate),
         env("LOG_FORMAT", "json"),
@@ -370,6 +371,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_message_format_reaches_the_recorder() {
+        let mut br = bulk_recorder("orders", "ledger");
+        let format = |br: &BulkRecorder| {
+            recorder_env(br)
+                .into_iter()
+                .find(|e| e.name == "BULK_RECORDER_MESSAGE_FORMAT")
+                .and_then(|e| e.value)
+        };
+        assert_eq!(format(&br).as_deref(), Some("auto"));
+        br.spec.message_format = bulk_recorder_crds::MessageFormat::Midaz;
+        assert_eq!(format(&br).as_deref(), Some("midaz"));
     }
 
     #[test]

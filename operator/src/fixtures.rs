@@ -29,6 +29,7 @@ pub fn bulk_recorder(name: &str, namespace: &str) -> BulkRecorder {
             max_rows_per_insert: 1000,
             fallback_enabled: true,
             bulk_enabled: true,
+            message_format: Default::default(),
             rabbitmq: RabbitMqSpec {
                 url_secret_ref: SecretKeyRef {
                     name: "rabbitmq".into(),

@@ -73,6 +73,7 @@ mod tests {
             attempted: inserted + 1,
             inserted,
             ignored: 1,
+            ..Default::default()
         };
         RecorderReport {
             pod: pod.into(),
@@ -150,6 +151,34 @@ mod tests {
         assert_eq!(
             f.counts.transactions.inserted, 103,
             "counters restarting at zero lose nothing"
+        );
+    }
+
+    #[test]
+    fn updated_and_conflicting_rows_are_folded_like_the_others() {
+        let mut gone = entry("a", "1", 10, "2026-11-24T12:00:00Z");
+        gone.transactions.updated = 4;
+        gone.transactions.conflicting = 1;
+        let mut live = entry("b", "1", 5, "2026-11-24T12:09:59Z");
+        live.transactions.updated = 2;
+        let status = BulkRecorderStatus {
+            recorders: vec![gone, live],
+            ..Default::default()
+        };
+        let f = fold(&status, &pods(&["b"]), now());
+        assert_eq!(
+            (
+                f.folded.transactions.updated,
+                f.folded.transactions.conflicting
+            ),
+            (4, 1)
+        );
+        assert_eq!(
+            (
+                f.counts.transactions.updated,
+                f.counts.transactions.conflicting
+            ),
+            (6, 1)
         );
     }
 

@@ -316,6 +316,7 @@ async fn entries_of_gone_pods_are_folded_into_the_totals_in_one_atomic_patch() {
         attempted: n + 2,
         inserted: n,
         ignored: 2,
+        ..Default::default()
     };
     let mut status = settled_status(&br);
     status.recorders = vec![
@@ -344,14 +345,14 @@ async fn entries_of_gone_pods_are_folded_into_the_totals_in_one_atomic_patch() {
             {"op": "test", "path": "/status/recorders/0/startId", "value": "a"},
             {"op": "remove", "path": "/status/recorders/0"},
             {"op": "add", "path": "/status/folded", "value": {
-                "transactions": {"attempted": 102, "inserted": 100, "ignored": 2},
-                "operations": {"attempted": 502, "inserted": 500, "ignored": 2}}}
+                "transactions": {"attempted": 102, "inserted": 100, "ignored": 2, "updated": 0, "conflicting": 0},
+                "operations": {"attempted": 502, "inserted": 500, "ignored": 2, "updated": 0, "conflicting": 0}}}
         ])
     );
     // Then the totals: folded plus the live entry.
     assert_eq!(
         patches[1]["status"]["counts"]["transactions"],
-        json!({"attempted": 114, "inserted": 110, "ignored": 4})
+        json!({"attempted": 114, "inserted": 110, "ignored": 4, "updated": 0, "conflicting": 0})
     );
 }
 
@@ -450,6 +451,7 @@ async fn a_restarted_container_folds_its_previous_incarnation_while_the_pod_live
         attempted: n,
         inserted: n,
         ignored: 0,
+        ..Default::default()
     };
     let mut status = settled_status(&br);
     let now = chrono::Utc::now();

@@ -34,7 +34,13 @@ pub fn start_id() -> String {
 }
 
 fn rows(r: RowCounts) -> Value {
-    json!({"attempted": r.attempted, "inserted": r.inserted, "ignored": r.ignored})
+    json!({
+        "attempted": r.attempted,
+        "inserted": r.inserted,
+        "ignored": r.ignored,
+        "updated": r.updated,
+        "conflicting": r.conflicting,
+    })
 }
 
 /// The apply body: this process's entry and nothing else.
@@ -139,7 +145,7 @@ mod tests {
         assert_eq!(entry["startId"], "s1");
         assert_eq!(
             entry["transactions"],
-            json!({"attempted": 10, "inserted": 8, "ignored": 2})
+            json!({"attempted": 10, "inserted": 8, "ignored": 2, "updated": 0, "conflicting": 0})
         );
         assert_eq!(entry["lastReport"], "2026-11-24T10:00:00Z");
         assert_eq!(
