@@ -63,6 +63,18 @@ ensure_rabbitmq() {
   STARTED_SERVICES+=("rabbitmq")
 }
 
+# What the TLS tests start themselves: a throwaway PostgreSQL cluster (initdb and pg_ctl, which
+# Debian keeps in /usr/lib/postgresql/<version>/bin) and a TLS terminator (socat) in front of
+# RabbitMQ.
+ensure_test_tools() {
+  local missing=()
+  command -v socat >/dev/null || missing+=(socat)
+  if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
+  fi
+  [ ${#missing[@]} = 0 ] || { echo "installing for the TLS tests (apt): ${missing[*]}"; apt_install "${missing[@]}"; }
+}
+
 stop_started_services() {
   local service
   for service in "${STARTED_SERVICES[@]}"; do

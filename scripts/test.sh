@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 ensure_services
 trap stop_started_services EXIT
+ensure_test_tools
 
 export TEST_POSTGRES_ADMIN_URL="${TEST_POSTGRES_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export TEST_RABBITMQ_URL="${TEST_RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"

@@ -1,6 +1,6 @@
 //! The RabbitMQ side: one connection, `workers` channels, and settling deliveries per channel.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, io};
 
 use lapin::{
     Channel, Connection, ConnectionProperties, Consumer,
@@ -12,11 +12,19 @@ use lapin::{
 };
 
 /// Connects with a name that shows, in the management UI and `rabbitmqctl list_connections`,
-/// which queue this recorder serves.
+/// which queue this recorder serves. An `amqps://` URL trusts the system's CA certificates and
+/// the one named by its `cacertfile` parameter.
 pub async fn connect(url: &str, queue: &str) -> Result<Connection, lapin::Error> {
+    let (uri, tls) = crate::connection_url::amqp_target(url).map_err(|p| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("RABBITMQ_URL: {}; {}", p.problem, p.fix),
+        )
+    })?;
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("bulk-recorder:{queue}").into());
-    Connection::connect(url, properties).await
+    Connection::connect_uri_with_config(uri, properties, tls, lapin::runtime::default_runtime()?)
+        .await
 }
 
 /// Makes sure `queue` exists without touching one that does.
@@ -56,18 +64,20 @@ pub async fn ensure_queue(connection: &Connection, queue: &str) -> Result<(), la
     }
 }
 
-/// One consuming channel: `basic.qos(prefetch)`, manual acknowledgements.
+/// One consuming channel: `basic.qos(prefetch)`, manual acknowledgements. Its consumer tag
+/// names the process (`instance`: the pod name, or a random suffix) and the channel.
 pub async fn open_consumer(
     connection: &Connection,
     queue: &str,
     prefetch: u16,
+    instance: &str,
     index: usize,
 ) -> Result<(Channel, Consumer, String), lapin::Error> {
     let channel = connection.create_channel().await?;
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
-    let tag = format!("bulk-recorder-{}-{index}", std::process::id());
+    let tag = consumer_tag(instance, index);
     let consumer = channel
         .basic_consume(
             queue.into(),
@@ -77,6 +87,12 @@ pub async fn open_consumer(
         )
         .await?;
     Ok((channel, consumer, tag))
+}
+
+/// `bulk-recorder-<instance>-<channel>`: tells the recorder's consumers apart in
+/// `rabbitmqctl list_consumers`.
+pub fn consumer_tag(instance: &str, index: usize) -> String {
+    format!("bulk-recorder-{instance}-{index}")
 }
 
 /// Where a message came from: its channel (by index) and its delivery tag on that channel.

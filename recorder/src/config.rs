@@ -5,6 +5,9 @@
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
+pub use crate::connection_url::redact;
+use crate::connection_url::{UrlProblem, check_database_url, check_rabbitmq_url};
+
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -18,6 +21,14 @@ pub enum ConfigError {
         var: &'static str,
         value: String,
         expected: String,
+    },
+    #[error("{var}={value:?} is invalid: {problem}; {fix}")]
+    Url {
+        var: &'static str,
+        /// With its passwords hidden.
+        value: String,
+        problem: String,
+        fix: &'static str,
     },
 }
 
@@ -53,14 +64,34 @@ pub struct Config {
     pub database_url: String,
     pub migrate: bool,
     pub max_message_bytes: usize,
+    /// `BULK_RECORDER_MESSAGE_FORMAT`: `None` is `auto` (decided per message from its body).
+    pub message_format: Option<crate::message::Format>,
     pub log_format: LogFormat,
+    /// `METRICS_ADDR`; the default `[::]` falls back to `0.0.0.0` where IPv6 is unavailable.
     pub metrics_addr: SocketAddr,
     pub report: Option<ReportTarget>,
+    /// PostgreSQL's `statement_timeout` for every connection of the recorder: no statement runs
+    /// longer, so a stalled write becomes a transient error instead of a stalled pipeline.
+    pub statement_timeout: Duration,
+    /// PostgreSQL's `lock_timeout`: the longest a statement waits for a lock (never above
+    /// `statement_timeout`, which would make it pointless).
+    pub lock_timeout: Duration,
+    /// Names this process in its consumer tags: `POD_NAME` when set, otherwise a random
+    /// suffix (the process id is 1 in every container, so it tells nothing apart).
+    pub instance: String,
 }
 
 /// Upper bound of `BULK_RECORDER_MAX_ROWS_PER_INSERT`: 2000 rows x 30 columns of the widest
 /// table stays under PostgreSQL's 65535 bind parameters, the limit of a multi-row VALUES.
 pub const MAX_ROWS_PER_INSERT_LIMIT: usize = 2000;
+
+/// 10 s: a bulk of 2000 rows takes well under a second; anything near this is a stall, and
+/// flush timeout + one statement must still fit Kubernetes' default 30 s grace period.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 10_000;
+pub const MAX_STATEMENT_TIMEOUT_MS: u64 = 600_000;
+/// 5 s: long enough for row locks held by another writer's bulk, short enough to give up on a
+/// table locked by maintenance and retry later (the retry backs off).
+pub const DEFAULT_LOCK_TIMEOUT_MS: u64 = 5_000;
 
 impl Config {
     /// Reads the process environment.
@@ -73,8 +104,10 @@ impl Config {
         let env = Env(vars);
         let workers = env.int("RABBITMQ_NUMBERS_OF_WORKERS", 5, 1, 256)? as u16;
         let prefetch = env.int("RABBITMQ_NUMBERS_OF_PREFETCH", 10, 1, 65535)? as u16;
-        let bulk_enabled = env.bool("RABBITMQ_TRANSACTION_ASYNC", true)?
-            && env.bool("BULK_RECORDER_ENABLED", true)?;
+        // Both are read (and checked) whatever the first one says.
+        let transaction_async = env.bool("RABBITMQ_TRANSACTION_ASYNC", true)?;
+        let bulk_recorder_enabled = env.bool("BULK_RECORDER_ENABLED", true)?;
+        let bulk_enabled = transaction_async && bulk_recorder_enabled;
         // A bulk can never hold more than the unacked messages the broker hands out.
         let unacked_limit = u64::from(workers) * u64::from(prefetch);
         let size = env.int("BULK_RECORDER_SIZE", 0, 0, u64::MAX)?;
@@ -94,12 +127,28 @@ impl Config {
             (true, 0) => unacked_limit as usize,
             (true, n) => n as usize,
         };
-        let metrics_addr = env.text("METRICS_ADDR", "0.0.0.0:9090");
+        let metrics_addr = env.text("METRICS_ADDR", "[::]:9090");
         let metrics_addr = metrics_addr.parse().map_err(|_| ConfigError::Invalid {
             var: "METRICS_ADDR",
             value: metrics_addr.clone(),
-            expected: "an address like 0.0.0.0:9090".into(),
+            expected: "an address like [::]:9090 or 0.0.0.0:9090".into(),
         })?;
+        let statement_timeout_ms = env.int(
+            "BULK_RECORDER_STATEMENT_TIMEOUT_MS",
+            DEFAULT_STATEMENT_TIMEOUT_MS,
+            1,
+            MAX_STATEMENT_TIMEOUT_MS,
+        )?;
+        let lock_timeout_ms = env.int(
+            "BULK_RECORDER_LOCK_TIMEOUT_MS",
+            DEFAULT_LOCK_TIMEOUT_MS.min(statement_timeout_ms),
+            1,
+            statement_timeout_ms,
+        )?;
+        let instance = match env.get("POD_NAME") {
+            Some(pod) => pod.to_string(),
+            None => format!("{:08x}", fastrand::u32(..)),
+        };
         let log_format = match env.text("LOG_FORMAT", "text").as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -135,6 +184,7 @@ impl Config {
                 "RABBITMQ_URL",
                 &["amqp://", "amqps://"],
                 "set it to amqp://user:password@host:5672/vhost (amqps:// for TLS)",
+                check_rabbitmq_url,
             )?,
             queue: env.required(
                 "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
@@ -155,13 +205,18 @@ impl Config {
             database_url: env.url(
                 "DATABASE_URL",
                 &["postgres://", "postgresql://"],
-                "set it to postgres://user:password@host:5432/database (add ?sslmode=require for TLS)",
+                "set it to postgres://user:password@host:5432/database (add ?sslmode=verify-full for TLS)",
+                check_database_url,
             )?,
             migrate: env.bool("BULK_RECORDER_MIGRATE", true)?,
             max_message_bytes: env.int("BULK_RECORDER_MAX_MESSAGE_BYTES", 1_048_576, 1, 134_217_728)? as usize,
+            message_format: env.message_format()?,
             log_format,
             metrics_addr,
             report,
+            statement_timeout: Duration::from_millis(statement_timeout_ms),
+            lock_timeout: Duration::from_millis(lock_timeout_ms),
+            instance,
         })
     }
 }
@@ -173,6 +228,15 @@ impl Env<'_> {
     /// A set, non-blank value.
     fn get(&self, var: &str) -> Option<&str> {
         self.0.get(var).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn message_format(&self) -> Result<Option<crate::message::Format>, ConfigError> {
+        let raw = self.text("BULK_RECORDER_MESSAGE_FORMAT", "auto");
+        crate::message::Format::parse_setting(&raw).map_err(|_| ConfigError::Invalid {
+            var: "BULK_RECORDER_MESSAGE_FORMAT",
+            value: raw,
+            expected: "auto, json, msgpack or midaz".into(),
+        })
     }
 
     fn text(&self, var: &str, default: &str) -> String {
@@ -190,17 +254,23 @@ impl Env<'_> {
         var: &'static str,
         schemes: &[&str],
         hint: &'static str,
+        check: fn(&str) -> Result<(), UrlProblem>,
     ) -> Result<String, ConfigError> {
         let value = self.required(var, hint)?;
-        if schemes.iter().any(|s| value.starts_with(s)) {
-            Ok(value)
-        } else {
-            Err(ConfigError::Invalid {
+        if !schemes.iter().any(|s| value.starts_with(s)) {
+            return Err(ConfigError::Invalid {
                 var,
                 value: redact(&value),
                 expected: format!("a URL starting with {}", schemes.join(" or ")),
-            })
+            });
         }
+        check(&value).map_err(|UrlProblem { problem, fix }| ConfigError::Url {
+            var,
+            value: redact(&value),
+            problem,
+            fix,
+        })?;
+        Ok(value)
     }
 
     fn int(&self, var: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -237,25 +307,6 @@ impl Env<'_> {
     }
 }
 
-/// Hides the password of a URL before it is printed.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}://{}:***{}",
-                    &url[..scheme],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +340,95 @@ mod tests {
         assert!(config.fallback_enabled && config.migrate);
         assert_eq!(config.max_message_bytes, 1 << 20);
         assert_eq!(config.report, None);
+        assert_eq!(config.statement_timeout, Duration::from_secs(10));
+        assert_eq!(config.lock_timeout, Duration::from_secs(5));
+        assert_eq!(config.metrics_addr, "[::]:9090".parse().unwrap());
+    }
+
+    #[test]
+    fn timeouts_are_range_checked_and_the_lock_wait_stays_below_the_statement() {
+        let config = Config::from_vars(&vars(&[
+            ("BULK_RECORDER_STATEMENT_TIMEOUT_MS", "2000"),
+            ("BULK_RECORDER_LOCK_TIMEOUT_MS", "1500"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (config.statement_timeout, config.lock_timeout),
+            (Duration::from_millis(2000), Duration::from_millis(1500))
+        );
+        // A short statement timeout lowers the default lock timeout with it.
+        let config =
+            Config::from_vars(&vars(&[("BULK_RECORDER_STATEMENT_TIMEOUT_MS", "800")])).unwrap();
+        assert_eq!(config.lock_timeout, Duration::from_millis(800));
+        for (pairs, expected) in [
+            (
+                vec![("BULK_RECORDER_STATEMENT_TIMEOUT_MS", "0")],
+                "BULK_RECORDER_STATEMENT_TIMEOUT_MS=\"0\" is invalid: expected an integer in 1..=600000",
+            ),
+            (
+                vec![
+                    ("BULK_RECORDER_STATEMENT_TIMEOUT_MS", "2000"),
+                    ("BULK_RECORDER_LOCK_TIMEOUT_MS", "3000"),
+                ],
+                "BULK_RECORDER_LOCK_TIMEOUT_MS=\"3000\" is invalid: expected an integer in 1..=2000",
+            ),
+        ] {
+            let err = Config::from_vars(&vars(&pairs)).unwrap_err().to_string();
+            assert_eq!(err, expected);
+        }
+    }
+
+    #[test]
+    fn an_invalid_bulk_switch_is_refused_even_when_async_is_off() {
+        let err = Config::from_vars(&vars(&[
+            ("RABBITMQ_TRANSACTION_ASYNC", "false"),
+            ("BULK_RECORDER_ENABLED", "maybe"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "BULK_RECORDER_ENABLED=\"maybe\" is invalid: expected true or false"
+        );
+    }
+
+    #[test]
+    fn urls_that_can_never_connect_are_refused_with_the_fix() {
+        let err = Config::from_vars(&vars(&[(
+            "DATABASE_URL",
+            "postgres://postgres:secret@127.0.0.1:99999/x",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "DATABASE_URL=\"postgres://postgres:***@127.0.0.1:99999/x\" is invalid: invalid port number; expected postgres://"
+            ),
+            "{err}"
+        );
+        let err = Config::from_vars(&vars(&[("RABBITMQ_URL", "amqp://guest:guest@h/")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("RABBITMQ_URL=\"amqp://guest:***@h/\" is invalid: the vhost is empty"),
+            "{err}"
+        );
+        assert!(err.contains("%2f"), "{err}");
+    }
+
+    #[test]
+    fn the_instance_is_the_pod_name_or_random() {
+        let config = Config::from_vars(&vars(&[("POD_NAME", "orders-7d9f-x2")])).unwrap();
+        assert_eq!(config.instance, "orders-7d9f-x2");
+        let (a, b) = (
+            Config::from_vars(&vars(&[])).unwrap().instance,
+            Config::from_vars(&vars(&[])).unwrap().instance,
+        );
+        assert_ne!(
+            a, b,
+            "two processes without a pod name get different instances"
+        );
+        assert_ne!(a, std::process::id().to_string());
     }
 
     #[test]

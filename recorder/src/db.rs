@@ -7,6 +7,8 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+use crate::config::Config;
+
 /// Why a write failed, which decides what happens to the messages it carried.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -43,9 +45,30 @@ impl WriteError {
     }
 }
 
+/// How every connection of the recorder is opened: `DATABASE_URL` plus session settings that
+/// the server's or the role's defaults must not change.
+pub fn connect_options(config: &Config) -> Result<PgConnectOptions, sqlx::Error> {
+    let options: PgConnectOptions = config.database_url.parse()?;
+    // Sent as startup options, which take precedence over `ALTER DATABASE/ROLE ... SET` and
+    // the server's configuration file.
+    Ok(options.application_name("bulk-recorder").options([
+        // Messages are acknowledged after COMMIT returns, so COMMIT must mean durable: a
+        // server default of `off` would let an acked bulk vanish in a crash.
+        ("synchronous_commit", "on".to_string()),
+        // Nothing waits forever: a stalled statement or a lock held elsewhere ends in an error
+        // (57014, 55P03) that `WriteError::classify` treats as transient.
+        ("statement_timeout", millis(config.statement_timeout)),
+        ("lock_timeout", millis(config.lock_timeout)),
+    ]))
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
 /// A pool sized for the bulks that can be in the database at once, plus one for probes.
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = url.parse()?;
+pub async fn connect(config: &Config, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options = connect_options(config)?;
     PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
@@ -53,7 +76,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         // No ping before each bulk (a round-trip per bulk): a connection the server killed
         // fails its statement as a transient error, and the retry gets a fresh one.
         .test_before_acquire(false)
-        .connect_with(options.application_name("bulk-recorder"))
+        .connect_with(options)
         .await
 }
 

@@ -1,6 +1,10 @@
 //! `/metrics`, `/healthz` (the process runs) and `/readyz` (broker and database connected).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    io,
+    net::{Ipv4Addr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 
@@ -26,7 +30,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router(metrics, health)).await {
@@ -34,6 +38,33 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+/// Binds `addr`; `[::]` (the default, which also takes IPv4 clients on a dual-stack host) falls
+/// back to `0.0.0.0` on the same port where the host has no IPv6 (a kernel without it, or
+/// `disable_ipv6`), so the default works on every host.
+pub async fn bind(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let listener = bind_with_fallback(addr, std::net::TcpListener::bind)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
+fn bind_with_fallback(
+    addr: SocketAddr,
+    bind: impl Fn(SocketAddr) -> io::Result<std::net::TcpListener>,
+) -> io::Result<std::net::TcpListener> {
+    match bind(addr) {
+        Err(error) if is_any_ipv6(addr) && error.kind() != io::ErrorKind::AddrInUse => {
+            let fallback = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+            tracing::info!(%addr, %error, %fallback, "IPv6 is unavailable: listening on IPv4 only");
+            bind(fallback)
+        }
+        bound => bound,
+    }
+}
+
+fn is_any_ipv6(addr: SocketAddr) -> bool {
+    addr.is_ipv6() && addr.ip().is_unspecified()
 }
 
 async fn render_metrics(
@@ -53,4 +84,70 @@ async fn readiness(State(state): State<AppState>) -> (StatusCode, String) {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, format!("broker={broker} database={database}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        net::TcpStream,
+    };
+
+    use super::*;
+
+    /// A GET to `/healthz` at `addr` answers `ok`.
+    fn healthy(addr: SocketAddr) -> bool {
+        let Ok(mut stream) = TcpStream::connect(addr) else {
+            return false;
+        };
+        let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response.starts_with("HTTP/1.1 200") && response.ends_with("ok")
+    }
+
+    async fn serve_on(addr: SocketAddr) -> u16 {
+        let bound = serve(addr, Arc::new(Metrics::new()), Arc::new(Health::default()))
+            .await
+            .expect("binds");
+        bound.port()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_default_address_takes_ipv4_and_ipv6_clients() {
+        let port = serve_on("[::]:0".parse().unwrap()).await;
+        let (v4, v6) = tokio::task::spawn_blocking(move || {
+            (
+                healthy(SocketAddr::from(([127, 0, 0, 1], port))),
+                healthy(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))),
+            )
+        })
+        .await
+        .unwrap();
+        assert!(v4, "an IPv4 client is served on [::]");
+        assert!(v6, "an IPv6 client is served on [::]");
+    }
+
+    #[test]
+    fn without_ipv6_the_any_address_falls_back_to_ipv4_on_the_same_port() {
+        // The host's own sockets, except that IPv6 ones fail as on a kernel without IPv6.
+        let no_ipv6 = |addr: SocketAddr| {
+            if addr.is_ipv6() {
+                Err(io::Error::from_raw_os_error(97)) // EAFNOSUPPORT
+            } else {
+                std::net::TcpListener::bind(addr)
+            }
+        };
+        let listener = bind_with_fallback("[::]:0".parse().unwrap(), no_ipv6).unwrap();
+        let local = listener.local_addr().unwrap();
+        assert_eq!(local.ip(), Ipv4Addr::UNSPECIFIED);
+        assert!(TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], local.port()))).is_ok());
+
+        // An explicit IPv6 address, or a port in use, is not silently replaced.
+        let explicit = bind_with_fallback("[::1]:0".parse().unwrap(), no_ipv6);
+        assert!(explicit.is_err());
+        let taken = std::net::TcpListener::bind("[::]:0").unwrap();
+        let in_use = bind_with_fallback(taken.local_addr().unwrap(), std::net::TcpListener::bind);
+        assert_eq!(in_use.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+    }
 }

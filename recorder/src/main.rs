@@ -11,7 +11,7 @@ use bulk_recorder::{
     message::Format,
     metrics::Metrics,
     publish::{PublishPlan, publish},
-    recorder,
+    recorder, startup,
     status_report::Reporter,
 };
 use clap::{Parser, Subcommand, ValueEnum};
@@ -44,8 +44,13 @@ enum Command {
         /// Invalid messages to mix in (they must be rejected).
         #[arg(long, default_value_t = 0)]
         invalid: usize,
-        #[arg(long, value_enum, default_value_t = BodyFormat::Json)]
-        format: BodyFormat,
+        /// Percentage of transactions published as PENDING and, a few messages later, committed.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        pending: u8,
+        /// Body formats, used in turn (json: the API shape; msgpack: the same as a msgpack map;
+        /// midaz: the reference ledger's own queue message).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "json")]
+        format: Vec<BodyFormat>,
         #[arg(
             long,
             env = "RABBITMQ_URL",
@@ -65,6 +70,7 @@ enum Command {
 enum BodyFormat {
     Json,
     Msgpack,
+    Midaz,
 }
 
 #[tokio::main]
@@ -76,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
             count,
             operations,
             duplicates,
+            pending,
             invalid,
             format,
             rabbitmq_url,
@@ -86,21 +93,27 @@ async fn main() -> anyhow::Result<()> {
                 count,
                 operations,
                 duplicate_percent: duplicates,
+                pending_percent: pending,
                 invalid,
-                format: match format {
-                    BodyFormat::Json => Format::Json,
-                    BodyFormat::Msgpack => Format::Msgpack,
-                },
+                formats: format
+                    .into_iter()
+                    .map(|f| match f {
+                        BodyFormat::Json => Format::Json,
+                        BodyFormat::Msgpack => Format::Msgpack,
+                        BodyFormat::Midaz => Format::Midaz,
+                    })
+                    .collect(),
             };
             let started = std::time::Instant::now();
             let published = publish(&rabbitmq_url, &queue, &plan)
                 .await
                 .context("publishing")?;
             println!(
-                "published={} unique_transactions={} duplicates={} invalid={} operations_per_transaction={} seconds={:.2}",
+                "published={} unique_transactions={} duplicates={} commits={} invalid={} operations_per_transaction={} seconds={:.2}",
                 published.messages,
                 published.unique_transactions,
                 published.duplicates,
+                published.commits,
                 published.invalid,
                 published.operations_per_transaction,
                 started.elapsed().as_secs_f64()
@@ -111,13 +124,15 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run_recorder() -> anyhow::Result<()> {
+    // A configuration that can never work stops start-up with exit code 2 and one line that
+    // names the variable and the fix (before the logs start, so nothing else is printed).
     let config = match Config::from_env() {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("bulk-recorder: {error}");
-            std::process::exit(2);
-        }
+        Err(error) => refuse_start(error),
     };
+    if let Err(refused) = startup::check_certificates(&config).await {
+        refuse_start(refused);
+    }
     init_logs(config.log_format);
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -144,6 +159,11 @@ async fn run_recorder() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn refuse_start(error: impl std::fmt::Display) -> ! {
+    eprintln!("bulk-recorder: {error}");
+    std::process::exit(2);
 }
 
 /// Starts reporting counts into the BulkRecorder's status; without a cluster API the recorder
