@@ -16,6 +16,8 @@ pub mod metrics;
 pub mod rbac;
 pub mod reconcile;
 
+#[cfg(feature = "fake-api")]
+pub mod fake_api;
 #[cfg(test)]
 pub mod fixtures;
 #[cfg(test)]
