@@ -2,6 +2,7 @@
 //!
 //! Decoding happens here, on each channel's own task, so that the collector only ever sees
 //! valid transactions and a bad message is rejected at once, alone, without a database trip.
+//! The content type is not consulted: the format is configured, or read from the body.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::{
     broker::{self, Tag},
     collector::Pending,
-    message::decode,
+    message::{Decoded, Format, decode},
     metrics::Metrics,
 };
 
@@ -22,6 +23,7 @@ pub async fn consume(
     mut consumer: Consumer,
     channel: Channel,
     out: mpsc::Sender<Pending>,
+    format: Option<Format>,
     max_message_bytes: usize,
     metrics: Arc<Metrics>,
 ) -> Result<(), lapin::Error> {
@@ -31,19 +33,32 @@ pub async fn consume(
             channel: index,
             delivery: delivery.delivery_tag,
         };
-        let properties = &delivery.properties;
-        let content_type = properties.content_type().as_ref().map(|c| c.as_str());
-        let message_id = properties.message_id().as_ref().map(|m| m.to_string());
-        match decode(&delivery.data, content_type, max_message_bytes) {
-            Ok(transaction) => {
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string());
+        match decode(&delivery.data, format, max_message_bytes) {
+            Ok(Decoded::Transaction {
+                transaction,
+                format,
+            }) => {
+                metrics.decoded(format);
                 let pending = Pending {
                     tag,
                     message_id,
-                    transaction,
+                    transaction: *transaction,
                 };
                 if out.send(pending).await.is_err() {
                     break;
                 }
+            }
+            Ok(Decoded::Skip { reason }) => {
+                // It carries no rows, so nothing can be lost by acknowledging it now (alone:
+                // lower tags may still be in a bulk).
+                tracing::debug!(delivery_tag = tag.delivery, reason, "message skipped");
+                metrics.skip(reason);
+                broker::ack_one(&channel, tag.delivery).await?;
             }
             Err(error) => {
                 tracing::warn!(

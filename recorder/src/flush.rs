@@ -10,7 +10,6 @@
 use std::{sync::Arc, time::Duration};
 
 use lapin::Channel;
-use sqlx::PgPool;
 use tokio::{sync::watch, time::Instant};
 
 use crate::{
@@ -21,18 +20,8 @@ use crate::{
     health::Health,
     message::Transaction,
     metrics::Metrics,
-    one_by_one,
-    writer::{BulkWriter, Written},
+    store::Writer,
 };
-
-/// How messages are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// All messages of a bulk in one statement.
-    Bulk,
-    /// One INSERT per row, one database transaction per message: the baseline.
-    OneByOne,
-}
 
 /// What to tell the broker about each message of a bulk.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -44,8 +33,7 @@ pub struct Outcome {
 
 /// Writes bulks; shared by the bulks in flight.
 pub struct Flusher {
-    pub writer: BulkWriter,
-    pub mode: Mode,
+    pub writer: Writer,
     pub fallback: bool,
     pub retry_for: Duration,
     pub metrics: Arc<Metrics>,
@@ -125,7 +113,7 @@ impl Flusher {
         let first_failure = Instant::now();
         loop {
             let started = Instant::now();
-            match self.write(transactions).await {
+            match self.writer.write(transactions).await {
                 Ok(written) => {
                     self.health.set_database(true);
                     self.metrics
@@ -148,25 +136,6 @@ impl Flusher {
                 Err(data) => return Err(data),
             }
         }
-    }
-
-    async fn write(&self, transactions: &[&Transaction]) -> Result<Written, WriteError> {
-        match self.mode {
-            Mode::Bulk => self.writer.write(transactions).await,
-            Mode::OneByOne => {
-                let mut total = Written::default();
-                for transaction in transactions {
-                    let written = one_by_one::write(self.pool(), transaction).await?;
-                    total.counts += written.counts;
-                    total.statements += written.statements;
-                }
-                Ok(total)
-            }
-        }
-    }
-
-    fn pool(&self) -> &PgPool {
-        self.writer.pool()
     }
 
     /// Sleeps, waking early at shutdown.

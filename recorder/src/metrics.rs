@@ -30,10 +30,14 @@ struct TableCounters {
     attempted: IntCounter,
     inserted: IntCounter,
     ignored: IntCounter,
+    /// Status transitions and conflicting payloads: transactions only (operations never
+    /// change once written).
+    updated: Option<IntCounter>,
+    conflicting: Option<IntCounter>,
 }
 
 impl TableCounters {
-    fn new(registry: &Registry, table: &str) -> Self {
+    fn new(registry: &Registry, table: &str, transitions: bool) -> Self {
         let counter = |what: &str, help: &str| {
             let c = IntCounter::new(
                 format!("bulk_recorder_{table}_{what}_total"),
@@ -50,8 +54,20 @@ impl TableCounters {
             inserted: counter("inserted", "{} rows actually inserted (committed)"),
             ignored: counter(
                 "ignored",
-                "{} rows skipped because their id already existed",
+                "{} rows skipped because they were already stored as sent (redeliveries)",
             ),
+            updated: transitions.then(|| {
+                counter(
+                    "updated",
+                    "{} moved from PENDING to a final status (APPROVED, CANCELED)",
+                )
+            }),
+            conflicting: transitions.then(|| {
+                counter(
+                    "conflicting",
+                    "{} whose id was already stored with other content (kept, not overwritten)",
+                )
+            }),
         }
     }
 
@@ -59,13 +75,24 @@ impl TableCounters {
         self.attempted.inc_by(rows.attempted);
         self.inserted.inc_by(rows.inserted);
         self.ignored.inc_by(rows.ignored);
+        for (counter, n) in [
+            (&self.updated, rows.updated),
+            (&self.conflicting, rows.conflicting),
+        ] {
+            if let Some(counter) = counter {
+                counter.inc_by(n);
+            }
+        }
     }
 
     fn get(&self) -> RowCounts {
+        let read = |c: &Option<IntCounter>| c.as_ref().map_or(0, IntCounter::get);
         RowCounts {
             attempted: self.attempted.get(),
             inserted: self.inserted.get(),
             ignored: self.ignored.get(),
+            updated: read(&self.updated),
+            conflicting: read(&self.conflicting),
         }
     }
 }
@@ -80,6 +107,8 @@ pub struct Metrics {
     flushes: IntCounterVec,
     pub fallbacks: IntCounter,
     rejected: IntCounterVec,
+    skipped: IntCounterVec,
+    decoded: IntCounterVec,
     pub statements: IntCounter,
     pub retries: IntCounter,
 }
@@ -93,8 +122,8 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let transactions = TableCounters::new(&registry, "transactions");
-        let operations = TableCounters::new(&registry, "operations");
+        let transactions = TableCounters::new(&registry, "transactions", true);
+        let operations = TableCounters::new(&registry, "operations", false);
         let bulk_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "bulk_recorder_bulk_duration_seconds",
@@ -135,6 +164,23 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let skipped = IntCounterVec::new(
+            Opts::new(
+                "bulk_recorder_messages_skipped_total",
+                "Messages acknowledged without writing anything (an empty ledger envelope), by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let decoded = IntCounterVec::new(
+            Opts::new(
+                "bulk_recorder_messages_decoded_total",
+                "Messages decoded into a transaction, by format (midaz_legacy: a ledger message \
+                 without Version, whose balance updates this recorder does not apply)",
+            ),
+            &["format"],
+        )
+        .expect("valid metric");
         let statements = IntCounter::new(
             "bulk_recorder_db_statements_total",
             "INSERT statements sent to PostgreSQL (BEGIN/COMMIT not counted)",
@@ -150,7 +196,7 @@ impl Metrics {
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
         }
-        for c in [&flushes, &rejected] {
+        for c in [&flushes, &rejected, &skipped, &decoded] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -169,6 +215,8 @@ impl Metrics {
             flushes,
             fallbacks,
             rejected,
+            skipped,
+            decoded,
             statements,
             retries,
         }
@@ -203,6 +251,22 @@ impl Metrics {
 
     pub fn rejected(&self, reason: &str) -> u64 {
         self.rejected.with_label_values(&[reason]).get()
+    }
+
+    pub fn skip(&self, reason: &str) {
+        self.skipped.with_label_values(&[reason]).inc();
+    }
+
+    pub fn skipped(&self, reason: &str) -> u64 {
+        self.skipped.with_label_values(&[reason]).get()
+    }
+
+    pub fn decoded(&self, format: &str) {
+        self.decoded.with_label_values(&[format]).inc();
+    }
+
+    pub fn decoded_count(&self, format: &str) -> u64 {
+        self.decoded.with_label_values(&[format]).get()
     }
 
     /// All rejected messages, whatever the reason.

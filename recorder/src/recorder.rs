@@ -10,11 +10,11 @@ use crate::{
     backoff::Backoff,
     config::{Config, redact},
     db,
-    flush::{Flusher, Mode},
+    flush::Flusher,
     health::Health,
     metrics::Metrics,
     session,
-    writer::BulkWriter,
+    store::{BulkWriter, Writer},
 };
 
 /// Bulks written at once in bulk mode: one in the database while the next is collected and
@@ -39,11 +39,11 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RecorderError> {
-    let (mode, in_flight) = if config.bulk_enabled {
-        (Mode::Bulk, BULKS_IN_FLIGHT)
+    let in_flight = if config.bulk_enabled {
+        BULKS_IN_FLIGHT
     } else {
         // The baseline writes like the reference's workers: one message each, in parallel.
-        (Mode::OneByOne, usize::from(config.workers))
+        usize::from(config.workers)
     };
     let Some(pool) =
         connect_database(&config, in_flight as u32 + 1, &health, shutdown.clone()).await
@@ -60,9 +60,13 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let writer = if config.bulk_enabled {
+        Writer::Bulk(BulkWriter::new(pool.clone(), config.max_rows_per_insert))
+    } else {
+        Writer::OneByOne(pool.clone())
+    };
     let flusher = Arc::new(Flusher {
-        writer: BulkWriter::new(pool.clone(), config.max_rows_per_insert),
-        mode,
+        writer,
         fallback: config.fallback_enabled,
         retry_for: RETRY_FOR,
         metrics: metrics.clone(),
@@ -110,7 +114,7 @@ async fn connect_database(
 ) -> Option<PgPool> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
-        match db::connect(&config.database_url, max_connections).await {
+        match db::connect(config, max_connections).await {
             Ok(pool) => {
                 health.set_database(true);
                 return Some(pool);

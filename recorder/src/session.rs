@@ -45,8 +45,14 @@ pub async fn run(
     let mut channels = Vec::with_capacity(usize::from(config.workers));
     let mut consumers = Vec::with_capacity(usize::from(config.workers));
     for index in 0..usize::from(config.workers) {
-        let (channel, consumer, tag) =
-            broker::open_consumer(&connection, &config.queue, config.prefetch, index).await?;
+        let (channel, consumer, tag) = broker::open_consumer(
+            &connection,
+            &config.queue,
+            config.prefetch,
+            &config.instance,
+            index,
+        )
+        .await?;
         channels.push(channel);
         consumers.push((consumer, tag));
     }
@@ -69,6 +75,7 @@ pub async fn run(
             consumer,
             channels[index].clone(),
             deliveries.clone(),
+            config.message_format,
             config.max_message_bytes,
             metrics.clone(),
         ));

@@ -32,6 +32,9 @@ use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
+pub mod ledger;
+pub mod tls;
+
 pub fn postgres_admin_url() -> String {
     std::env::var("TEST_POSTGRES_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
@@ -336,6 +339,15 @@ impl RunningRecorder {
 
     pub fn committed_transactions(&self) -> u64 {
         self.metrics.totals().transactions.attempted
+    }
+
+    /// Messages done with: committed, skipped (nothing to write) or rejected.
+    pub fn settled_messages(&self) -> u64 {
+        let m = &self.metrics;
+        self.committed_transactions()
+            + m.skipped("empty")
+            + m.skipped("no_transaction")
+            + m.rejected_total()
     }
 }
 

@@ -258,10 +258,7 @@ async fn counts_reported_by_a_recorder_appear_in_the_status() {
     queue
         .publish(&bulk_recorder::publish::PublishPlan {
             count: 20,
-            operations: 5,
-            duplicate_percent: 0,
-            invalid: 0,
-            format: bulk_recorder::message::Format::Json,
+            ..Default::default()
         })
         .await;
     let recorder = RunningRecorder::start(config(&db, &queue, &[]));

@@ -121,20 +121,22 @@ async fn undecodable_and_invalid_messages_never_reach_the_database() {
         (b"{\"id\": ".to_vec(), "application/json"),
         (Vec::new(), "application/json"),
         (b"\xc1\xc1garbage".to_vec(), "application/msgpack"),
-        (encode(&good[0], Format::Json), "text/xml"),
         (br#"{"id":"not-a-uuid"}"#.to_vec(), "application/json"),
         (encode(&mismatched, Format::Json), "application/json"),
         (vec![b' '; 2 * 1024 * 1024], "application/json"),
     ];
+    // The content type does not decide: this JSON body labelled text/xml is stored.
+    bodies.push((encode(&good[0], Format::Json), "text/xml"));
     bodies.extend(
-        good.iter()
+        good[1..]
+            .iter()
             .map(|t| (encode(t, Format::Json), "application/json")),
     );
     queue.publish_raw(bodies).await;
 
     let recorder = RunningRecorder::start(config(&db, &queue, &[]));
-    wait_until(DRAIN, "4 committed and 7 rejected", || async {
-        recorder.committed_transactions() == 4 && recorder.metrics.rejected_total() == 7
+    wait_until(DRAIN, "4 committed and 6 rejected", || async {
+        recorder.committed_transactions() == 4 && recorder.metrics.rejected_total() == 6
     })
     .await;
     let metrics = recorder.metrics.clone();
@@ -144,7 +146,6 @@ async fn undecodable_and_invalid_messages_never_reach_the_database() {
     for (reason, expected) in [
         ("malformed", 3),
         ("empty", 1),
-        ("content_type", 1),
         ("invalid", 1),
         ("too_large", 1),
     ] {
@@ -154,7 +155,7 @@ async fn undecodable_and_invalid_messages_never_reach_the_database() {
     assert_eq!(TestQueue::ready(&queue.name).await, 0);
     assert_eq!(
         TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await,
-        7
+        6
     );
 }
 

@@ -4,7 +4,7 @@ use bulk_recorder::{
     db,
     message::Transaction,
     publish::sample_transaction,
-    writer::{BulkWriter, Written},
+    store::{BulkWriter, Written},
 };
 use bulk_recorder_e2e::TestDb;
 

@@ -3,17 +3,20 @@
 //! Messages are persistent and published with publisher confirms: when `publish` returns, the
 //! broker has them all.
 
-use chrono::Utc;
+mod midaz;
+mod sample;
+
 use lapin::{
     BasicProperties, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
-use rust_decimal::Decimal;
 use uuid::Uuid;
+
+pub use sample::{pending_and_commit, sample_transaction};
 
 use crate::{
     broker,
-    message::{Amount, Balance, Format, Operation, Status, Transaction},
+    message::{Decimal, Format, Transaction, json, msgpack},
 };
 
 /// What to publish.
@@ -23,9 +26,27 @@ pub struct PublishPlan {
     pub operations: usize,
     /// Percentage (0..=100) of messages that repeat an earlier transaction (a redelivery).
     pub duplicate_percent: u8,
+    /// Percentage (0..=100) of transactions published as PENDING, each followed later by its
+    /// commit (a second message with the same id, APPROVED, and new operations).
+    pub pending_percent: u8,
     /// Undecodable or invalid messages, spread among the others.
     pub invalid: usize,
-    pub format: Format,
+    /// Formats used in turn, message after message.
+    pub formats: Vec<Format>,
+}
+
+impl Default for PublishPlan {
+    /// A thousand JSON postings of five operations each.
+    fn default() -> Self {
+        Self {
+            count: 1000,
+            operations: 5,
+            duplicate_percent: 0,
+            pending_percent: 0,
+            invalid: 0,
+            formats: vec![Format::Json],
+        }
+    }
 }
 
 /// What was published.
@@ -34,106 +55,26 @@ pub struct Published {
     pub messages: usize,
     pub unique_transactions: usize,
     pub duplicates: usize,
+    /// Commits of PENDING transactions (their second message).
+    pub commits: usize,
     pub invalid: usize,
     pub operations_per_transaction: usize,
-}
-
-/// A realistic transaction: one debit and `operations - 1` credits, time-ordered ids.
-pub fn sample_transaction(operations: usize) -> Transaction {
-    let id = Uuid::now_v7();
-    let now = Utc::now();
-    let (ledger, organization) = (Uuid::from_u128(1), Uuid::from_u128(2));
-    let cents = i64::from(fastrand::u32(100..10_000_000));
-    let amount = Decimal::new(cents, 2);
-    let approved = Status {
-        code: "APPROVED".into(),
-        description: None,
-    };
-    let operations = (0..operations)
-        .map(|i| {
-            let debit = i == 0;
-            let account = Uuid::from_u128(0xa000 + fastrand::u128(0..1000));
-            Operation {
-                id: Uuid::now_v7(),
-                transaction_id: id,
-                description: if debit {
-                    "debit".into()
-                } else {
-                    "credit".into()
-                },
-                kind: if debit {
-                    "DEBIT".into()
-                } else {
-                    "CREDIT".into()
-                },
-                asset_code: "BRL".into(),
-                chart_of_accounts: "1000".into(),
-                amount: Some(Amount {
-                    value: Some(amount),
-                }),
-                balance: Some(Balance {
-                    available: Some(Decimal::new(100_000_000, 2)),
-                    on_hold: Some(Decimal::ZERO),
-                    version: Some(7),
-                }),
-                balance_after: Some(Balance {
-                    available: Some(
-                        Decimal::new(100_000_000, 2) + if debit { -amount } else { amount },
-                    ),
-                    on_hold: Some(Decimal::ZERO),
-                    version: Some(8),
-                }),
-                status: approved.clone(),
-                account_id: account,
-                account_alias: format!("@account-{}", account.as_u128() - 0xa000),
-                balance_key: Some("default".into()),
-                balance_id: Uuid::from_u128(0xb000 + account.as_u128()),
-                organization_id: organization,
-                ledger_id: ledger,
-                route: Some("transfer".into()),
-                route_id: None,
-                balance_affected: Some(true),
-                direction: Some(if debit {
-                    "debit".into()
-                } else {
-                    "credit".into()
-                }),
-                created_at: now,
-                updated_at: Some(now),
-                deleted_at: None,
-            }
-        })
-        .collect();
-    Transaction {
-        id,
-        parent_transaction_id: None,
-        description: format!("Payment {}", fastrand::u32(..)),
-        status: approved,
-        amount: Some(amount),
-        asset_code: "BRL".into(),
-        chart_of_accounts_group_name: "payments".into(),
-        ledger_id: ledger,
-        organization_id: organization,
-        route: Some("transfer".into()),
-        route_id: None,
-        created_at: now,
-        updated_at: Some(now),
-        deleted_at: None,
-        operations,
-    }
 }
 
 /// Encodes a transaction as a message body.
 pub fn encode(transaction: &Transaction, format: Format) -> Vec<u8> {
     match format {
-        Format::Json => serde_json::to_vec(transaction).expect("a transaction serializes"),
-        Format::Msgpack => rmp_serde::to_vec_named(transaction).expect("a transaction serializes"),
+        Format::Json => json::encode(transaction),
+        Format::Msgpack => msgpack::encode(transaction),
+        Format::Midaz => midaz::encode(transaction),
     }
 }
 
+/// The content type a producer of `format` sets (the reference ledger labels its msgpack
+/// bodies `application/json`).
 pub fn content_type(format: Format) -> &'static str {
     match format {
-        Format::Json => "application/json",
+        Format::Json | Format::Midaz => "application/json",
         Format::Msgpack => "application/msgpack",
     }
 }
@@ -149,7 +90,7 @@ fn invalid_body(i: usize) -> Vec<u8> {
         }
         2 => {
             let mut t = sample_transaction(1);
-            t.amount = Some(Decimal::new(-1, 0));
+            t.amount = Some(Decimal::from_i64(-1));
             encode(&t, Format::Json)
         }
         _ => b"{}".to_vec(),
@@ -210,25 +151,45 @@ pub async fn publish(
         operations_per_transaction: plan.operations,
         ..Default::default()
     };
-    let mut sent: Vec<Vec<u8>> = Vec::new();
+    let mut sent: Vec<(Vec<u8>, &'static str)> = Vec::new();
     let every_invalid = plan
         .count
         .checked_div(plan.invalid)
         .map_or(usize::MAX, |n| n.max(1));
     let mut bodies = Vec::with_capacity(plan.count + plan.invalid);
     let mut invalid_left = plan.invalid;
+    // Commits wait a few messages behind their PENDING transaction, as they would in a ledger.
+    let mut commits: std::collections::VecDeque<(Vec<u8>, &'static str)> = Default::default();
+    let formats = if plan.formats.is_empty() {
+        &[Format::Json][..]
+    } else {
+        &plan.formats[..]
+    };
     for i in 0..plan.count {
+        let format = formats[i % formats.len()];
         let duplicate = !sent.is_empty() && fastrand::u8(0..100) < plan.duplicate_percent;
         let body = if duplicate {
             published.duplicates += 1;
             sent[fastrand::usize(..sent.len())].clone()
+        } else if fastrand::u8(0..100) < plan.pending_percent {
+            published.unique_transactions += 1;
+            let (pending, commit) = pending_and_commit(plan.operations);
+            commits.push_back((encode(&commit, format), content_type(format)));
+            (encode(&pending, format), content_type(format))
         } else {
             published.unique_transactions += 1;
-            let body = encode(&sample_transaction(plan.operations), plan.format);
+            let body = (
+                encode(&sample_transaction(plan.operations), format),
+                content_type(format),
+            );
             sent.push(body.clone());
             body
         };
-        bodies.push((body, content_type(plan.format)));
+        bodies.push(body);
+        if commits.len() > 8 || (i + 1 == plan.count) {
+            published.commits += commits.len();
+            bodies.extend(commits.drain(..));
+        }
         if invalid_left > 0 && i % every_invalid == 0 {
             bodies.push((
                 invalid_body(plan.invalid - invalid_left),

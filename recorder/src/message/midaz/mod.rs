@@ -1,0 +1,241 @@
+//! The `midaz` format: the reference ledger's own queue message, byte for byte as its producer
+//! writes it (see `tests/fixtures/midaz-wire/README.md` for the layout).
+//!
+//! A msgpack envelope holds, in `QueueData[0].Value`, a second msgpack document: the payload,
+//! whose `Transaction` is the row and whose `Transaction.Operations` are the operation rows.
+//! Column values follow what the ledger's own consumer writes: CREATED is stored as APPROVED,
+//! the input (`body`) is kept only for PENDING transactions, blank routes are NULL, an empty
+//! balance key is `default`, directions are stored as sent, and every decimal the tables hold
+//! as NOT NULL must be present (a nil amount is refused rather than stored as 0).
+
+mod dsl;
+mod wire;
+
+use uuid::Uuid;
+
+use super::{
+    Decoded, JsonText, Transaction,
+    model::{Amount, Balance, Operation, Status},
+};
+use crate::message::DecodeError;
+
+/// The envelope's keys: a msgpack map starting with one of them is a ledger message.
+pub const ENVELOPE_KEYS: [&str; 5] = [
+    "OrganizationID",
+    "LedgerID",
+    "AuditID",
+    "AccountID",
+    "QueueData",
+];
+
+pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
+    let envelope: wire::Envelope =
+        rmp_serde::from_slice(body).map_err(|e| malformed("envelope", e))?;
+    let items = envelope.queue_data.unwrap_or_default();
+    let item = match items.as_slice() {
+        [] => return Ok(Decoded::Skip { reason: "empty" }),
+        [item] => item,
+        more => {
+            return Err(DecodeError::Invalid(format!(
+                "QueueData holds {} items: the ledger publishes one transaction per message, \
+                 publish them as separate messages",
+                more.len()
+            )));
+        }
+    };
+    let Some(value) = &item.value else {
+        return Err(DecodeError::Invalid("QueueData[0].Value is nil".into()));
+    };
+    let payload: wire::Payload = rmp_serde::from_slice(&value.0)
+        .map_err(|e| malformed("payload (QueueData[0].Value)", e))?;
+    let legacy = payload.version.is_none();
+    let Some(transaction) = payload.transaction else {
+        return Ok(Decoded::Skip {
+            reason: "no_transaction",
+        });
+    };
+    let transaction = convert(transaction).map_err(DecodeError::Invalid)?;
+    transaction.validate().map_err(DecodeError::Invalid)?;
+    Ok(Decoded::Transaction {
+        transaction: Box::new(transaction),
+        format: if legacy { "midaz_legacy" } else { "midaz" },
+    })
+}
+
+fn malformed(part: &str, error: rmp_serde::decode::Error) -> DecodeError {
+    DecodeError::Malformed {
+        format: "midaz",
+        detail: format!("{part}: {error}"),
+    }
+}
+
+fn convert(t: wire::Transaction) -> Result<Transaction, String> {
+    let id = uuid("Transaction.ID", &t.id)?;
+    let (status, status_description) = match t.status.code.as_str() {
+        // The ledger's consumer promotes CREATED postings.
+        "CREATED" => ("APPROVED".to_string(), Some("APPROVED".to_string())),
+        _ => (t.status.code, t.status.description),
+    };
+    let body = match &t.body {
+        Some(dsl) if status == super::model::PENDING && !dsl.is_empty() => {
+            Some(JsonText::from_value(&dsl.to_json()))
+        }
+        _ => None,
+    };
+    let operations = t
+        .operations
+        .into_iter()
+        .enumerate()
+        .map(|(i, op)| {
+            let op_id = op.id.clone();
+            convert_operation(op).map_err(|e| format!("Transaction.Operations[{i}] ({op_id}): {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Transaction {
+        id,
+        parent_transaction_id: optional_uuid(
+            "Transaction.ParentTransactionID",
+            t.parent_transaction_id.as_deref(),
+        )?,
+        description: t.description,
+        status: Status {
+            code: status,
+            description: status_description,
+        },
+        amount: Some(t.amount.ok_or(
+            "Transaction.Amount is nil, but transaction.amount is NOT NULL: the producer must set it",
+        )?),
+        asset_code: t.asset_code,
+        chart_of_accounts_group_name: t.chart_of_accounts_group_name,
+        ledger_id: uuid("Transaction.LedgerID", &t.ledger_id)?,
+        organization_id: uuid("Transaction.OrganizationID", &t.organization_id)?,
+        body,
+        route: route(t.route),
+        route_id: optional_uuid("Transaction.RouteID", t.route_id.as_deref())?,
+        fees_skipped: t.fees_skipped,
+        tracer_skipped: t.tracer_skipped,
+        created_at: t.created_at.map_or_else(go_zero_time, |c| c.0),
+        updated_at: Some(t.updated_at.map_or_else(go_zero_time, |u| u.0)),
+        deleted_at: t.deleted_at.map(|d| d.0),
+        operations,
+    })
+}
+
+fn convert_operation(op: wire::Operation) -> Result<Operation, String> {
+    let required = |value: Option<super::Decimal>, field: &str, column: &str| {
+        value.ok_or_else(|| {
+            format!(
+                "{field} is nil, but operation.{column} is NOT NULL (refused rather than stored \
+                 as 0)"
+            )
+        })
+    };
+    let amount = required(op.amount.value, "Amount.Value", "amount")?;
+    let before = Balance {
+        available: Some(required(
+            op.balance.available,
+            "Balance.Available",
+            "available_balance",
+        )?),
+        on_hold: Some(required(
+            op.balance.on_hold,
+            "Balance.OnHold",
+            "on_hold_balance",
+        )?),
+        version: op.balance.version,
+    };
+    let after = Balance {
+        available: Some(required(
+            op.balance_after.available,
+            "BalanceAfter.Available",
+            "available_balance_after",
+        )?),
+        on_hold: Some(required(
+            op.balance_after.on_hold,
+            "BalanceAfter.OnHold",
+            "on_hold_balance_after",
+        )?),
+        version: op.balance_after.version,
+    };
+    let snapshot = serde_json::json!({
+        "overdraftUsedBefore": op.snapshot.overdraft_used_before,
+        "overdraftUsedAfter": op.snapshot.overdraft_used_after,
+    });
+    Ok(Operation {
+        id: uuid("ID", &op.id)?,
+        transaction_id: uuid("TransactionID", &op.transaction_id)?,
+        description: op.description,
+        kind: op.kind,
+        asset_code: op.asset_code,
+        chart_of_accounts: op.chart_of_accounts,
+        amount: Some(Amount {
+            value: Some(amount),
+        }),
+        balance: Some(before),
+        balance_after: Some(after),
+        status: Status {
+            code: op.status.code,
+            description: op.status.description,
+        },
+        account_id: uuid("AccountID", &op.account_id)?,
+        account_alias: op.account_alias,
+        balance_key: Some(if op.balance_key.is_empty() {
+            "default".into()
+        } else {
+            op.balance_key
+        }),
+        balance_id: uuid("BalanceID", &op.balance_id)?,
+        organization_id: uuid("OrganizationID", &op.organization_id)?,
+        ledger_id: uuid("LedgerID", &op.ledger_id)?,
+        route: route(op.route),
+        route_id: optional_uuid("RouteID", op.route_id.as_deref())?,
+        route_code: op.route_code,
+        route_description: op.route_description,
+        balance_affected: Some(op.balance_affected),
+        direction: Some(op.direction),
+        snapshot: Some(JsonText::from_value(&snapshot)),
+        created_at: op.created_at.map_or_else(go_zero_time, |c| c.0),
+        updated_at: Some(op.updated_at.map_or_else(go_zero_time, |u| u.0)),
+        deleted_at: op.deleted_at.map(|d| d.0),
+    })
+}
+
+fn uuid(field: &str, text: &str) -> Result<Uuid, String> {
+    Uuid::try_parse(text).map_err(|_| format!("{field} {text:?} is not a uuid"))
+}
+
+/// A nil or empty `*string` id is NULL.
+fn optional_uuid(field: &str, text: Option<&str>) -> Result<Option<Uuid>, String> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(text) => uuid(field, text).map(Some),
+    }
+}
+
+/// The ledger stores a route that is blank, `"null"` or `"nil"` as NULL, any other untrimmed.
+fn route(route: String) -> Option<String> {
+    match route.as_str() {
+        "null" | "nil" => None,
+        r if r.trim().is_empty() => None,
+        _ => Some(route),
+    }
+}
+
+/// Go's zero `time.Time`, what a missing timestamp key decodes to in the ledger.
+fn go_zero_time() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(-62_135_596_800, 0).expect("0001-01-01 is in range")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route;
+
+    #[test]
+    fn blank_null_and_nil_routes_are_null_others_are_kept_untrimmed() {
+        for blank in ["", "  ", "null", "nil"] {
+            assert_eq!(route(blank.into()), None, "{blank:?}");
+        }
+        assert_eq!(route(" refunds ".into()).as_deref(), Some(" refunds "));
+        assert_eq!(route("NULL".into()).as_deref(), Some("NULL"));
+    }
+}

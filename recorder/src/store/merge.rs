@@ -1,0 +1,235 @@
+//! What a bulk's messages ask of the tables, before any row is sent.
+//!
+//! Messages are merged by transaction id in arrival order, so that each id is sent once (an
+//! upsert may not touch one row twice in a statement) and the bulk means what the same
+//! messages would mean one after the other:
+//! - the same transaction again (a redelivery, a repeated transition, a stale PENDING after its
+//!   commit) adds nothing;
+//! - a PENDING transaction followed by its commit or cancel becomes one row with the final
+//!   status, the PENDING message's content (its input, `body`) and the operations of both;
+//! - a message that reuses the id with other content (or a contradicting final status) is
+//!   set apart as conflicting, with its operations.
+//!
+//! Operations are then taken from every other message and de-duplicated by their own id.
+
+use std::collections::{HashMap, HashSet, hash_map::Entry};
+
+use uuid::Uuid;
+
+use crate::message::{Operation, Transaction};
+
+/// One transaction row to send.
+#[derive(Debug)]
+pub struct Row<'a> {
+    /// Content of the row: the first message with this id.
+    pub content: &'a Transaction,
+    /// Where status, status description and `updated_at` come from: the latest valid state.
+    pub state: &'a Transaction,
+    /// Messages this row stands for (conflicting ones excluded).
+    pub messages: u64,
+    /// A PENDING transaction and its final status were both in this bulk.
+    pub transition: bool,
+}
+
+/// A bulk, merged.
+#[derive(Debug, Default)]
+pub struct Merged<'a> {
+    pub rows: Vec<Row<'a>>,
+    pub operations: Vec<&'a Operation>,
+    /// Messages (transactions) and operations in the bulk, whatever became of them.
+    pub attempted_transactions: u64,
+    pub attempted_operations: u64,
+    /// Messages that contradict an earlier message of the same bulk, and their operations.
+    pub conflicting_transactions: u64,
+    pub conflicting_operations: u64,
+}
+
+impl<'a> Merged<'a> {
+    pub fn new(messages: &[&'a Transaction]) -> Self {
+        let mut merged = Merged {
+            attempted_transactions: messages.len() as u64,
+            attempted_operations: messages.iter().map(|t| t.operations.len() as u64).sum(),
+            ..Default::default()
+        };
+        let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(messages.len());
+        let mut kept: Vec<&'a Transaction> = Vec::with_capacity(messages.len());
+        for &message in messages {
+            match index.entry(message.id) {
+                Entry::Vacant(slot) => {
+                    slot.insert(merged.rows.len());
+                    merged.rows.push(Row {
+                        content: message,
+                        state: message,
+                        messages: 1,
+                        transition: false,
+                    });
+                    kept.push(message);
+                }
+                Entry::Occupied(slot) => {
+                    let row = &mut merged.rows[*slot.get()];
+                    if row.absorb(message) {
+                        kept.push(message);
+                    } else {
+                        tracing::warn!(
+                            transaction_id = %message.id,
+                            "two messages of one bulk carry this transaction id with different \
+                             content: the first is kept, the other counted as conflicting"
+                        );
+                        merged.conflicting_transactions += 1;
+                        merged.conflicting_operations += message.operations.len() as u64;
+                    }
+                }
+            }
+        }
+        let mut seen = HashSet::with_capacity(merged.attempted_operations as usize);
+        merged.operations = kept
+            .iter()
+            .flat_map(|t| &t.operations)
+            .filter(|op| seen.insert(op.id))
+            .collect();
+        merged.rows.sort_unstable_by_key(|row| row.content.id);
+        merged.operations.sort_unstable_by_key(|op| op.id);
+        merged
+    }
+
+    /// Rows ordered so that a parent always comes before its children (needed when a bulk is
+    /// split into several statements), ids ascending within each generation.
+    pub fn order_parents_first(&mut self) {
+        let position: HashMap<Uuid, usize> = self
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| (row.content.id, i))
+            .collect();
+        let depth = |mut i: usize| {
+            let mut depth = 0usize;
+            while let Some(parent) = self.rows[i].content.parent_transaction_id
+                && let Some(&p) = position.get(&parent)
+                && depth < self.rows.len()
+            {
+                depth += 1;
+                i = p;
+            }
+            depth
+        };
+        let depths: Vec<usize> = (0..self.rows.len()).map(depth).collect();
+        let mut order: Vec<usize> = (0..self.rows.len()).collect();
+        order.sort_by_key(|&i| (depths[i], self.rows[i].content.id));
+        let mut rows: Vec<Option<Row<'a>>> = std::mem::take(&mut self.rows)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.rows = order
+            .into_iter()
+            .map(|i| rows[i].take().expect("each row once"))
+            .collect();
+    }
+
+    /// Whether any row's parent is in this bulk.
+    pub fn has_parents_inside(&self) -> bool {
+        let ids: HashSet<Uuid> = self.rows.iter().map(|r| r.content.id).collect();
+        self.rows.iter().any(|r| {
+            r.content
+                .parent_transaction_id
+                .is_some_and(|p| ids.contains(&p))
+        })
+    }
+}
+
+impl<'a> Row<'a> {
+    /// Takes a later message with the same id into this row; false when it conflicts.
+    fn absorb(&mut self, message: &'a Transaction) -> bool {
+        if !self.content.same_content(message) {
+            return false;
+        }
+        let current = &self.state.status.code;
+        if self.state.is_pending() && message.is_final() {
+            self.state = message;
+            self.transition = true;
+        } else if *current != message.status.code && !message.is_pending() {
+            // A final status never moves back, and one final status never becomes another.
+            return false;
+        }
+        self.messages += 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{message::Decimal, publish::sample_transaction};
+
+    fn with_status(t: &Transaction, code: &str) -> Transaction {
+        let mut t = t.clone();
+        t.status.code = code.into();
+        t.operations = vec![sample_transaction(1).operations[0].clone()];
+        t.operations[0].transaction_id = t.id;
+        t
+    }
+
+    #[test]
+    fn a_pending_and_its_commit_become_one_row_with_the_operations_of_both() {
+        let pending = with_status(&sample_transaction(0), "PENDING");
+        let commit = with_status(&pending, "APPROVED");
+        let merged = Merged::new(&[&pending, &commit]);
+        assert_eq!(merged.rows.len(), 1);
+        let row = &merged.rows[0];
+        assert!(std::ptr::eq(row.content, &pending) && std::ptr::eq(row.state, &commit));
+        assert!(row.transition);
+        assert_eq!(row.messages, 2);
+        assert_eq!(merged.operations.len(), 2);
+        assert_eq!(merged.conflicting_transactions, 0);
+    }
+
+    #[test]
+    fn a_stale_pending_after_its_commit_changes_nothing_but_adds_its_operations() {
+        let pending = with_status(&sample_transaction(0), "PENDING");
+        let commit = with_status(&pending, "APPROVED");
+        let merged = Merged::new(&[&commit, &pending]);
+        assert!(std::ptr::eq(merged.rows[0].state, &commit));
+        assert!(!merged.rows[0].transition);
+        assert_eq!(merged.operations.len(), 2);
+    }
+
+    #[test]
+    fn other_content_or_a_contradicting_final_status_is_conflicting() {
+        let first = sample_transaction(2);
+        let mut other_amount = first.clone();
+        other_amount.amount = Some(Decimal::from_i64(1));
+        let canceled = with_status(&first, "CANCELED");
+        let merged = Merged::new(&[&first, &other_amount, &canceled]);
+        assert_eq!(merged.rows.len(), 1);
+        assert_eq!(merged.rows[0].messages, 1);
+        assert_eq!(merged.conflicting_transactions, 2);
+        assert_eq!(merged.conflicting_operations, 3);
+        assert_eq!(merged.operations.len(), 2, "only the first message's");
+    }
+
+    #[test]
+    fn redeliveries_are_one_row_and_operations_are_deduplicated() {
+        let t = sample_transaction(3);
+        let merged = Merged::new(&[&t, &t, &t]);
+        assert_eq!(merged.rows.len(), 1);
+        assert_eq!(merged.rows[0].messages, 3);
+        assert_eq!(merged.operations.len(), 3);
+        assert_eq!(merged.attempted_operations, 9);
+    }
+
+    #[test]
+    fn parents_come_before_children_whatever_their_ids() {
+        let mut grandchild = sample_transaction(0);
+        let mut child = sample_transaction(0);
+        let parent = sample_transaction(0);
+        // Ids so that sorting by id alone would put the grandchild first.
+        grandchild.id = Uuid::from_u128(1);
+        child.id = Uuid::from_u128(2);
+        child.parent_transaction_id = Some(parent.id);
+        grandchild.parent_transaction_id = Some(child.id);
+        let mut merged = Merged::new(&[&grandchild, &child, &parent]);
+        assert!(merged.has_parents_inside());
+        merged.order_parents_first();
+        let ids: Vec<Uuid> = merged.rows.iter().map(|r| r.content.id).collect();
+        assert_eq!(ids, vec![parent.id, child.id, grandchild.id]);
+    }
+}
