@@ -1,8 +1,21 @@
 //! What a user asks for.
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ConfigMapVolumeSource, LocalObjectReference, ResourceRequirements,
+    SecretVolumeSource, Toleration, TopologySpreadConstraint,
+};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+
+/// The longest BulkRecorder name: the operator names a Service `<name>-metrics`, and a Service
+/// name is a DNS-1035 label of at most 63 characters.
+pub const MAX_NAME_LENGTH: usize = 55;
+
+/// The CEL rule on `metadata.name` (the schema also caps its length, which bounds the rule's
+/// cost).
+pub const NAME_RULE: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
 
 /// A pool of recorders that persist ledger transactions from one RabbitMQ queue into
 /// PostgreSQL in bulk.
@@ -16,6 +29,11 @@ use serde::{Deserialize, Serialize};
     plural = "bulkrecorders",
     shortname = "br",
     namespaced,
+    category = "bulk-recorder",
+    doc = "A pool of recorders that persist ledger transactions from one RabbitMQ queue into PostgreSQL in bulk. The operator runs them as a Deployment named like the resource, with a Service <name>-metrics; the name must be a DNS-1035 label of at most 55 characters.",
+    validation = Rule::new(NAME_RULE).message(
+        "metadata.name must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit (a DNS-1035 label of at most 55 characters): the operator names a Service <name>-metrics after it, and Kubernetes refuses other Service names"
+    ),
     status = "crate::BulkRecorderStatus",
     printcolumn(name = "Workers", type_ = "integer", json_path = ".spec.workers"),
     printcolumn(name = "Prefetch", type_ = "integer", json_path = ".spec.prefetch"),
@@ -133,6 +151,70 @@ pub struct BulkRecorderSpec {
     /// CPU and memory for the recorder container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Secrets (in this namespace) for pulling the recorder image from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// Annotations added to the recorder pods (a service mesh, a log collector, a scraper).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+
+    /// Labels added to the recorder pods. The operator's own `app.kubernetes.io/*` labels win
+    /// over labels of the same key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+
+    /// Node labels a recorder pod's node must have.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Taints the recorder pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Node and pod (anti-)affinity of the recorder pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// How recorder pods spread over zones or nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// PriorityClass of the recorder pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+
+    /// Secrets or ConfigMaps mounted read-only into the recorder container, for example a CA
+    /// bundle that DATABASE_URL names with `sslrootcert=<mountPath>/ca.crt`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub volumes: Vec<RecorderVolume>,
+}
+
+/// A Secret or a ConfigMap mounted read-only into the recorder container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.secret) != has(self.configMap)").message(
+    "a volume needs exactly one of secret and configMap"
+))]
+#[serde(rename_all = "camelCase")]
+pub struct RecorderVolume {
+    /// Volume name, unique among the volumes (a DNS-1123 label).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Absolute path of the directory the files appear in.
+    #[schemars(length(min = 2, max = 1024), regex(pattern = r"^/[^:]+$"))]
+    pub mount_path: String,
+    /// The Secret whose keys become files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretVolumeSource>,
+    /// The ConfigMap whose keys become files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapVolumeSource>,
 }
 
 /// How the recorder decodes message bodies.

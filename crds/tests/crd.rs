@@ -1,6 +1,6 @@
 //! The generated CRD: committed, structural, and carrying the rules users rely on.
 
-use bulk_recorder_crds::{BulkRecorder, BulkRecorderSpec, crd_yaml};
+use bulk_recorder_crds::{BulkRecorder, BulkRecorderSpec, crd, crd_yaml, name_problem};
 use kube::CustomResourceExt;
 use serde_json::Value;
 
@@ -15,7 +15,7 @@ fn the_committed_yaml_is_what_the_type_generates() {
 }
 
 fn schema() -> Value {
-    let crd = serde_json::to_value(BulkRecorder::crd()).unwrap();
+    let crd = serde_json::to_value(crd()).unwrap();
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
 
@@ -218,4 +218,81 @@ fn a_spec_without_message_format_is_auto() {
         bulk_recorder_crds::MessageFormat::Auto
     );
     assert_eq!(bulk_recorder_crds::MessageFormat::Midaz.as_str(), "midaz");
+}
+
+/// Names the schema accepts must be usable for the Service `<name>-metrics` (a DNS-1035 label
+/// of at most 63 characters): the schema caps the length and a CEL rule, with a message that
+/// says why, refuses the rest. The operator mirrors the rule for names stored before it.
+#[test]
+fn names_that_cannot_name_a_service_are_refused_with_the_reason() {
+    let root = schema();
+    assert_eq!(
+        root["properties"]["metadata"]["properties"]["name"]["maxLength"],
+        55
+    );
+    let rule = &root["x-kubernetes-validations"][0];
+    assert_eq!(
+        rule["rule"],
+        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+    );
+    assert!(rule["message"].as_str().unwrap().contains("<name>-metrics"));
+    for bad in [
+        "orders.v2",
+        "2024-ledger",
+        "Orders",
+        "ledger-",
+        &"a".repeat(56),
+    ] {
+        assert!(name_problem(bad).is_some(), "{bad} accepted");
+    }
+    for good in ["ledger", "orders-v2", "a", &"a".repeat(55)] {
+        assert_eq!(name_problem(good), None, "{good} refused");
+        assert!(format!("{good}-metrics").len() <= 63);
+    }
+}
+
+#[test]
+fn the_crd_describes_itself_and_has_a_category() {
+    let crd = serde_json::to_value(crd()).unwrap();
+    assert_eq!(
+        crd["spec"]["names"]["categories"],
+        serde_json::json!(["bulk-recorder"])
+    );
+    let description = schema()["description"].as_str().unwrap().to_string();
+    assert!(!description.contains("Auto-generated"), "{description}");
+    assert!(description.contains("RabbitMQ"));
+}
+
+/// What private registries and placement need, documented for `kubectl explain`.
+#[test]
+fn pods_can_be_placed_pulled_from_private_registries_and_given_a_ca_bundle() {
+    let props = &schema()["properties"]["spec"]["properties"];
+    for field in [
+        "imagePullSecrets",
+        "podAnnotations",
+        "podLabels",
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "topologySpreadConstraints",
+        "priorityClassName",
+        "volumes",
+    ] {
+        assert!(
+            props[field]["description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{field} is undocumented"
+        );
+    }
+    let volume = &props["volumes"]["items"];
+    assert_eq!(
+        volume["x-kubernetes-validations"][0]["rule"],
+        "has(self.secret) != has(self.configMap)"
+    );
+    let size = crd_yaml().len();
+    assert!(
+        size < 200_000,
+        "the CRD is {size} bytes: kubectl apply (client-side) stores it in an annotation limited to 256 KiB"
+    );
 }

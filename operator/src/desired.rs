@@ -21,8 +21,6 @@ use kube::{Resource, ResourceExt, api::ObjectMeta};
 
 /// The recorder's metrics and probe port.
 pub const METRICS_PORT: i32 = 9090;
-/// The uid the recorder runs as (distroless "nonroot").
-pub const RUN_AS_USER: i64 = 65532;
 
 /// Labels every owned object carries.
 pub fn labels(br: &BulkRecorder) -> BTreeMap<String, String> {
@@ -178,10 +176,10 @@ pub fn deployment(br: &BulkRecorder, default_image: &str) -> Deployment {
                     service_account_name: Some(service_account_name(br)),
                     // SIGTERM: flush, ack, report; a bulk plus the flush timeout is far less.
                     termination_grace_period_seconds: Some(60),
+                    // Non-root without pinning a uid: the image's numeric USER (65532) applies,
+                    // and OpenShift's restricted SCC may assign one from the namespace's range.
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".into(),
                             ..Default::default()
@@ -335,9 +333,15 @@ mod tests {
             .unwrap();
         assert_eq!(pod.service_account_name.as_deref(), Some("orders-recorder"));
         let security = pod.security_context.unwrap();
+        assert_eq!(security.run_as_non_root, Some(true));
         assert_eq!(
-            (security.run_as_non_root, security.run_as_user),
-            (Some(true), Some(65532))
+            (
+                security.run_as_user,
+                security.run_as_group,
+                security.fs_group
+            ),
+            (None, None, None),
+            "no pinned ids: OpenShift's restricted SCC refuses ids outside the namespace's range"
         );
         let container = &pod.containers[0];
         assert_eq!(

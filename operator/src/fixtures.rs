@@ -45,6 +45,15 @@ pub fn bulk_recorder(name: &str, namespace: &str) -> BulkRecorder {
                 migrate: true,
             },
             resources: None,
+            image_pull_secrets: Vec::new(),
+            pod_annotations: Default::default(),
+            pod_labels: Default::default(),
+            node_selector: Default::default(),
+            tolerations: Vec::new(),
+            affinity: None,
+            topology_spread_constraints: Vec::new(),
+            priority_class_name: None,
+            volumes: Vec::new(),
         },
     );
     br.metadata.namespace = Some(namespace.into());

@@ -22,8 +22,10 @@ pub struct Fold {
 }
 
 /// An entry of a pod that is not (yet) listed is folded only once it has been silent this
-/// long: a pod that was just created may report before our pod list shows it.
-pub const GRACE: Duration = Duration::seconds(60);
+/// long: a pod that was just created may report before our pod list shows it. Three report
+/// intervals, so that one failed report does not retire a live recorder.
+pub const GRACE: Duration =
+    Duration::seconds(3 * bulk_recorder_crds::REPORT_INTERVAL.as_secs() as i64);
 
 fn reported_at(entry: &RecorderReport) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(&entry.last_report)

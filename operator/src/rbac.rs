@@ -4,8 +4,11 @@
 /// (API group, resource, verbs) the operator uses.
 ///
 /// Owned objects are written with server-side apply (`patch`); an apply that creates the object
-/// is also authorized as `create` by the API server, so both verbs are needed. Events go
-/// through `events.k8s.io/v1` (kube's event recorder creates them, then patches their series).
+/// is also authorized as `create` by the API server, so both verbs are needed. `delete` on them
+/// and `update` on `bulkrecorders/finalizers` are never called, but the
+/// `OwnerReferencesPermissionEnforcement` admission plugin (on in OpenShift) demands them of
+/// whoever sets `ownerReferences` (with `blockOwnerDeletion`) on an object. Events go through
+/// `events.k8s.io/v1` (kube's event recorder creates them, then patches their series).
 pub const OPERATOR_CALLS: &[(&str, &str, &[&str])] = &[
     (
         "bulkrecorder.io",
@@ -13,26 +16,31 @@ pub const OPERATOR_CALLS: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch"],
     ),
     ("bulkrecorder.io", "bulkrecorders/status", &["get", "patch"]),
+    ("bulkrecorder.io", "bulkrecorders/finalizers", &["update"]),
     (
         "apps",
         "deployments",
-        &["get", "list", "watch", "create", "patch"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
-    ("", "services", &["get", "list", "watch", "create", "patch"]),
+    (
+        "",
+        "services",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
     (
         "",
         "serviceaccounts",
-        &["get", "list", "watch", "create", "patch"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     (
         "rbac.authorization.k8s.io",
         "roles",
-        &["get", "list", "watch", "create", "patch"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     (
         "rbac.authorization.k8s.io",
         "rolebindings",
-        &["get", "list", "watch", "create", "patch"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     ("", "secrets", &["get"]),
     ("", "pods", &["list"]),

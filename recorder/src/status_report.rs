@@ -1,12 +1,15 @@
 //! Reporting this recorder's counts into its BulkRecorder's status, when it runs in a cluster.
 //!
 //! Each process server-side-applies only its own entry of `status.recorders` (keyed by pod and
-//! start id) under a field manager of its own, so recorders never conflict with each other or
-//! with the operator, which folds the entries of processes that are gone into the totals.
+//! start id) under a field manager of its own incarnation
+//! ([`bulk_recorder_crds::report_field_manager`]): an apply removes the entries its manager
+//! applied before and leaves out, so a manager shared by a pod's incarnations would delete the
+//! previous incarnation's counts. The operator folds the entries of processes that are gone into
+//! the totals.
 
 use std::{sync::Arc, time::Duration};
 
-use bulk_recorder_crds::BulkRecorder;
+use bulk_recorder_crds::{BulkRecorder, REPORT_INTERVAL, report_field_manager};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
@@ -20,8 +23,15 @@ use crate::{
     metrics::Metrics,
 };
 
-/// How often counts are reported: a few seconds per pod keeps the API server's load modest.
-pub const INTERVAL: Duration = Duration::from_secs(5);
+/// The wait before the next report: [`REPORT_INTERVAL`] ±20%, so that pods started together
+/// drift apart; `first` is a random part of it, so that they do not start together either.
+pub fn next_delay(first: bool) -> Duration {
+    if first {
+        REPORT_INTERVAL.mul_f64(fastrand::f64())
+    } else {
+        REPORT_INTERVAL.mul_f64(0.8 + 0.4 * fastrand::f64())
+    }
+}
 
 /// Identifies this process among the incarnations of its pod (a restarted container starts
 /// over at zero and must not overwrite the previous entry).
@@ -64,11 +74,6 @@ pub fn entry_patch(
     })
 }
 
-/// The field manager that owns this pod's entry.
-pub fn field_manager(pod: &str) -> String {
-    format!("bulk-recorder-recorder-{pod}")
-}
-
 /// Reports to one BulkRecorder.
 pub struct Reporter {
     api: Api<BulkRecorder>,
@@ -95,21 +100,24 @@ impl Reporter {
             self.metrics.totals(),
             chrono::Utc::now(),
         );
-        let params = PatchParams::apply(&field_manager(&self.target.pod)).force();
+        let manager = report_field_manager(&self.target.pod, &self.start_id);
+        let params = PatchParams::apply(&manager).force();
         self.api
             .patch_status(&self.target.name, &params, &Patch::Apply(&body))
             .await?;
         Ok(())
     }
 
-    /// Reports every [`INTERVAL`] until `stop` turns true; the caller reports once more after
-    /// draining, so the final counts are the committed ones.
+    /// Reports about every [`REPORT_INTERVAL`] until `stop` turns true; the caller reports once
+    /// more after draining, so the final counts are the committed ones.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut first = true;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = tokio::time::sleep(next_delay(first)) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+            first = false;
             if let Err(error) = self.report().await {
                 tracing::warn!(%error, resource = self.target.name, "could not report counts to the BulkRecorder status");
             }
@@ -148,10 +156,15 @@ mod tests {
             json!({"attempted": 10, "inserted": 8, "ignored": 2, "updated": 0, "conflicting": 0})
         );
         assert_eq!(entry["lastReport"], "2026-11-24T10:00:00Z");
-        assert_eq!(
-            field_manager(&target.pod),
-            "bulk-recorder-recorder-orders-7d9f-abcde"
-        );
+    }
+
+    #[test]
+    fn reports_are_spread_around_the_interval() {
+        for _ in 0..100 {
+            let next = next_delay(false);
+            assert!(next >= REPORT_INTERVAL.mul_f64(0.8) && next <= REPORT_INTERVAL.mul_f64(1.2));
+            assert!(next_delay(true) <= REPORT_INTERVAL);
+        }
     }
 
     #[test]
