@@ -30,10 +30,9 @@ struct TableCounters {
     attempted: IntCounter,
     inserted: IntCounter,
     ignored: IntCounter,
-    /// Status transitions and conflicting payloads: transactions only (operations never
-    /// change once written).
+    /// Status transitions: transactions only (operations never change once written).
     updated: Option<IntCounter>,
-    conflicting: Option<IntCounter>,
+    conflicting: IntCounter,
 }
 
 impl TableCounters {
@@ -62,12 +61,11 @@ impl TableCounters {
                     "{} moved from PENDING to a final status (APPROVED, CANCELED)",
                 )
             }),
-            conflicting: transitions.then(|| {
-                counter(
-                    "conflicting",
-                    "{} whose id was already stored with other content (kept, not overwritten)",
-                )
-            }),
+            conflicting: counter(
+                "conflicting",
+                "{} not written because their transaction id was already stored with other \
+                 content (the stored rows are kept)",
+            ),
         }
     }
 
@@ -75,24 +73,19 @@ impl TableCounters {
         self.attempted.inc_by(rows.attempted);
         self.inserted.inc_by(rows.inserted);
         self.ignored.inc_by(rows.ignored);
-        for (counter, n) in [
-            (&self.updated, rows.updated),
-            (&self.conflicting, rows.conflicting),
-        ] {
-            if let Some(counter) = counter {
-                counter.inc_by(n);
-            }
+        self.conflicting.inc_by(rows.conflicting);
+        if let Some(updated) = &self.updated {
+            updated.inc_by(rows.updated);
         }
     }
 
     fn get(&self) -> RowCounts {
-        let read = |c: &Option<IntCounter>| c.as_ref().map_or(0, IntCounter::get);
         RowCounts {
             attempted: self.attempted.get(),
             inserted: self.inserted.get(),
             ignored: self.ignored.get(),
-            updated: read(&self.updated),
-            conflicting: read(&self.conflicting),
+            updated: self.updated.as_ref().map_or(0, IntCounter::get),
+            conflicting: self.conflicting.get(),
         }
     }
 }

@@ -111,37 +111,51 @@ impl BulkWriter {
     /// Writes all rows of `transactions` atomically: all of them are committed, or none.
     pub async fn write(&self, transactions: &[&Transaction]) -> Result<Written, WriteError> {
         let started = Instant::now();
-        let mut merged = Merged::new(transactions);
-        let chunks = plan(
-            merged.rows.len(),
-            merged.operations.len(),
-            self.max_rows_per_insert,
-        );
-        let outcome = if chunks.len() == 1 {
+        // Messages that contradict each other go to later passes (rare: a producer reusing an
+        // id), so each pass sends every id once.
+        let mut passes = vec![Merged::new(transactions)];
+        while let Some(last) = passes.last()
+            && !last.deferred.is_empty()
+        {
+            let next = Merged::new(&last.deferred);
+            passes.push(next);
+        }
+        let plans: Vec<Vec<Chunk>> = passes
+            .iter()
+            .map(|m| plan(m.rows.len(), m.operations.len(), self.max_rows_per_insert))
+            .collect();
+        let statements: usize = plans.iter().map(Vec::len).sum();
+        let mut outcomes = Vec::with_capacity(passes.len());
+        if statements == 1 {
             // One statement is atomic on its own: no BEGIN/COMMIT round-trips.
             let mut conn = self.pool.acquire().await.map_err(WriteError::classify)?;
-            upsert(&mut *conn, &merged.rows, &merged.operations).await?
+            let merged = &passes[0];
+            outcomes.push(upsert(&mut *conn, &merged.rows, &merged.operations).await?);
         } else {
-            // Later statements must find the parents the earlier ones wrote.
-            if merged.has_parents_inside() {
-                merged.order_parents_first();
-            }
             let mut db = self.pool.begin().await.map_err(WriteError::classify)?;
-            let outcome = upsert_chunks(&mut db, &chunks, &merged).await?;
+            for (merged, chunks) in passes.iter_mut().zip(&plans) {
+                // Later statements must find the parents the earlier ones wrote.
+                if chunks.len() > 1 && merged.has_parents_inside() {
+                    merged.order_parents_first();
+                }
+                outcomes.push(upsert_chunks(&mut db, chunks, merged).await?);
+            }
             db.commit().await.map_err(WriteError::classify)?;
-            outcome
+        }
+        let mut written = Written {
+            statements: statements as u64,
+            ..Default::default()
         };
+        for (merged, outcome) in passes.iter().zip(&outcomes) {
+            written.counts += counts(merged, outcome);
+        }
         tracing::debug!(
-            transactions = merged.rows.len(),
-            operations = merged.operations.len(),
-            statements = chunks.len(),
+            transactions = transactions.len(),
+            statements,
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "bulk written"
         );
-        Ok(Written {
-            counts: counts(&merged, &outcome),
-            statements: chunks.len() as u64,
-        })
+        Ok(written)
     }
 }
 
@@ -165,13 +179,13 @@ fn counts(merged: &Merged, outcome: &Outcome) -> WriteCounts {
             merged.attempted_transactions,
             outcome.inserted,
             outcome.updated + outcome.inserted_transitions,
-            merged.conflicting_transactions + conflicting_rows,
+            conflicting_rows,
         ),
         operations: RowCounts::with(
             merged.attempted_operations,
             outcome.operations_inserted,
             0,
-            merged.conflicting_operations + outcome.operations_of_conflicts,
+            outcome.operations_of_conflicts,
         ),
     }
 }

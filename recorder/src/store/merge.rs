@@ -1,16 +1,17 @@
 //! What a bulk's messages ask of the tables, before any row is sent.
 //!
-//! Messages are merged by transaction id in arrival order, so that each id is sent once (an
-//! upsert may not touch one row twice in a statement) and the bulk means what the same
-//! messages would mean one after the other:
-//! - the same transaction again (a redelivery, a repeated transition, a stale PENDING after its
-//!   commit) adds nothing;
-//! - a PENDING transaction followed by its commit or cancel becomes one row with the final
-//!   status, the PENDING message's content (its input, `body`) and the operations of both;
+//! Messages are merged by transaction id, so that each id is sent once (an upsert may not
+//! touch one row twice in a statement), and so that the result does not depend on the order in
+//! which parallel channels delivered them:
+//! - the same transaction again (a redelivery, a repeated transition, a stale PENDING) adds
+//!   nothing;
+//! - a PENDING transaction and its commit or cancel become one row with the final status, the
+//!   PENDING message's content (its input, `body`) and the operations of both;
 //! - a message that reuses the id with other content (or a contradicting final status) is
-//!   set apart as conflicting, with its operations.
+//!   deferred, with its operations, to a pass of its own after this one: there the stored row
+//!   decides which of the two is the conflicting one.
 //!
-//! Operations are then taken from every other message and de-duplicated by their own id.
+//! Operations are then taken from every merged message and de-duplicated by their own id.
 
 use std::collections::{HashMap, HashSet, hash_map::Entry};
 
@@ -21,7 +22,7 @@ use crate::message::{Operation, Transaction};
 /// One transaction row to send.
 #[derive(Debug)]
 pub struct Row<'a> {
-    /// Content of the row: the first message with this id.
+    /// Content of the row: the PENDING message when there is one, else the first.
     pub content: &'a Transaction,
     /// Where status, status description and `updated_at` come from: the latest valid state.
     pub state: &'a Transaction,
@@ -36,21 +37,17 @@ pub struct Row<'a> {
 pub struct Merged<'a> {
     pub rows: Vec<Row<'a>>,
     pub operations: Vec<&'a Operation>,
-    /// Messages (transactions) and operations in the bulk, whatever became of them.
+    /// Messages (transactions) and operations merged here, whatever becomes of them.
     pub attempted_transactions: u64,
     pub attempted_operations: u64,
-    /// Messages that contradict an earlier message of the same bulk, and their operations.
-    pub conflicting_transactions: u64,
-    pub conflicting_operations: u64,
+    /// Messages that contradict another message of the bulk with the same id: for the next
+    /// pass.
+    pub deferred: Vec<&'a Transaction>,
 }
 
 impl<'a> Merged<'a> {
     pub fn new(messages: &[&'a Transaction]) -> Self {
-        let mut merged = Merged {
-            attempted_transactions: messages.len() as u64,
-            attempted_operations: messages.iter().map(|t| t.operations.len() as u64).sum(),
-            ..Default::default()
-        };
+        let mut merged = Merged::default();
         let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(messages.len());
         let mut kept: Vec<&'a Transaction> = Vec::with_capacity(messages.len());
         for &message in messages {
@@ -70,17 +67,13 @@ impl<'a> Merged<'a> {
                     if row.absorb(message) {
                         kept.push(message);
                     } else {
-                        tracing::warn!(
-                            transaction_id = %message.id,
-                            "two messages of one bulk carry this transaction id with different \
-                             content: the first is kept, the other counted as conflicting"
-                        );
-                        merged.conflicting_transactions += 1;
-                        merged.conflicting_operations += message.operations.len() as u64;
+                        merged.deferred.push(message);
                     }
                 }
             }
         }
+        merged.attempted_transactions = kept.len() as u64;
+        merged.attempted_operations = kept.iter().map(|t| t.operations.len() as u64).sum();
         let mut seen = HashSet::with_capacity(merged.attempted_operations as usize);
         merged.operations = kept
             .iter()
@@ -138,16 +131,25 @@ impl<'a> Merged<'a> {
 
 impl<'a> Row<'a> {
     /// Takes a later message with the same id into this row; false when it conflicts.
+    ///
+    /// Channels deliver in parallel, so a commit may arrive before its PENDING message in the
+    /// same bulk: the pair merges the same way in either order (the PENDING message's content,
+    /// which carries the input, with the final status).
     fn absorb(&mut self, message: &'a Transaction) -> bool {
         if !self.content.same_content(message) {
             return false;
         }
-        let current = &self.state.status.code;
-        if self.state.is_pending() && message.is_final() {
+        let same_status = self.state.status.code == message.status.code;
+        if message.is_pending() {
+            if !self.content.is_pending() {
+                self.content = message;
+            }
+            self.transition |= self.state.is_final();
+        } else if message.is_final() && self.state.is_pending() {
             self.state = message;
             self.transition = true;
-        } else if *current != message.status.code && !message.is_pending() {
-            // A final status never moves back, and one final status never becomes another.
+        } else if !same_status {
+            // A final status never becomes another one.
             return false;
         }
         self.messages += 1;
@@ -179,21 +181,22 @@ mod tests {
         assert!(row.transition);
         assert_eq!(row.messages, 2);
         assert_eq!(merged.operations.len(), 2);
-        assert_eq!(merged.conflicting_transactions, 0);
+        assert!(merged.deferred.is_empty());
     }
 
     #[test]
-    fn a_stale_pending_after_its_commit_changes_nothing_but_adds_its_operations() {
+    fn a_commit_that_overtakes_its_pending_merges_the_same_way() {
         let pending = with_status(&sample_transaction(0), "PENDING");
         let commit = with_status(&pending, "APPROVED");
         let merged = Merged::new(&[&commit, &pending]);
-        assert!(std::ptr::eq(merged.rows[0].state, &commit));
-        assert!(!merged.rows[0].transition);
+        let row = &merged.rows[0];
+        assert!(std::ptr::eq(row.content, &pending) && std::ptr::eq(row.state, &commit));
+        assert!(row.transition);
         assert_eq!(merged.operations.len(), 2);
     }
 
     #[test]
-    fn other_content_or_a_contradicting_final_status_is_conflicting() {
+    fn other_content_or_a_contradicting_final_status_is_deferred_to_a_later_pass() {
         let first = sample_transaction(2);
         let mut other_amount = first.clone();
         other_amount.amount = Some(Decimal::from_i64(1));
@@ -201,9 +204,12 @@ mod tests {
         let merged = Merged::new(&[&first, &other_amount, &canceled]);
         assert_eq!(merged.rows.len(), 1);
         assert_eq!(merged.rows[0].messages, 1);
-        assert_eq!(merged.conflicting_transactions, 2);
-        assert_eq!(merged.conflicting_operations, 3);
+        assert_eq!(merged.attempted_transactions, 1);
         assert_eq!(merged.operations.len(), 2, "only the first message's");
+        assert_eq!(merged.deferred.len(), 2);
+        // The next pass keeps one of them, and defers the other again.
+        let next = Merged::new(&merged.deferred);
+        assert_eq!((next.rows.len(), next.deferred.len()), (1, 1));
     }
 
     #[test]
