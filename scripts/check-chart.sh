@@ -105,7 +105,7 @@ EMBEDDED_CALLS = [
     ("rbac.authorization.k8s.io", "roles", ["get", "list", "watch", "create", "patch", "delete"]),
     ("rbac.authorization.k8s.io", "rolebindings", ["get", "list", "watch", "create", "patch", "delete"]),
     ("", "secrets", ["get"]),
-    ("", "pods", ["list"]),
+    ("", "pods", ["list", "watch"]),
     ("events.k8s.io", "events", ["create", "patch"]),
     ("coordination.k8s.io", "leases", ["get", "create", "patch"]),
 ]

@@ -7,7 +7,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use bulk_recorder_crds::BulkRecorder;
+use bulk_recorder_crds::{BulkRecorder, REPORT_INTERVAL, report_field_manager};
 use bulk_recorder_operator::{
     context::Context,
     controller,
@@ -19,8 +19,6 @@ use kube::{
 };
 use serde_json::json;
 
-/// How often each recorder pod reports (recorder/src/status_report.rs).
-const REPORT_EVERY: Duration = Duration::from_secs(5);
 const WARM_UP: Duration = Duration::from_secs(120);
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -55,10 +53,11 @@ fn seed(fake: &FakeApiServer, index: u64) -> (String, String, String) {
     (ns, name, pod)
 }
 
-/// A recorder pod: applies its own status entry, with growing counts, every `REPORT_EVERY`.
+/// A recorder pod, as recorder/src/status_report.rs reports: its own status entry, with
+/// growing counts, every `REPORT_INTERVAL` ±20% (a deterministic spread here).
 async fn recorder(fake: FakeApiServer, ns: String, name: String, pod: String, offset: Duration) {
     let api: Api<BulkRecorder> = Api::namespaced(fake.client(Caller::Recorder(name.clone())), &ns);
-    let manager = format!("bulk-recorder-recorder-{pod}");
+    let manager = report_field_manager(&pod, "s1");
     tokio::time::sleep(offset).await;
     for round in 1i64.. {
         let rows = json!({"attempted": 50 * round, "inserted": 50 * round, "ignored": 0});
@@ -73,7 +72,8 @@ async fn recorder(fake: FakeApiServer, ns: String, name: String, pod: String, of
                 &Patch::Apply(&entry),
             )
             .await;
-        tokio::time::sleep(REPORT_EVERY).await;
+        let spread = 0.8 + 0.4 * ((round as usize * 7919 + pod.len() * 31) % 100) as f64 / 100.0;
+        tokio::time::sleep(REPORT_INTERVAL.mul_f64(spread)).await;
     }
 }
 
@@ -86,7 +86,7 @@ async fn main() {
     fake.without_owner_reference_enforcement();
     for i in 0..resources {
         let (ns, name, pod) = seed(&fake, i);
-        let offset = REPORT_EVERY.mul_f64(i as f64 / resources as f64);
+        let offset = REPORT_INTERVAL.mul_f64(i as f64 / resources as f64);
         tokio::spawn(recorder(fake.clone(), ns, name, pod, offset));
     }
     let client = fake.client(Caller::Operator);

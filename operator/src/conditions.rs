@@ -8,8 +8,12 @@ use k8s_openapi::{
 /// What the conditions are computed from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
+    /// A name the operator cannot use for its objects (stored before the schema's rule).
+    pub invalid_name: Option<String>,
     /// Spec problems the schema did not catch.
     pub problems: Vec<String>,
+    /// Objects of the names the operator would use that this resource does not control.
+    pub conflicts: Vec<String>,
     /// Missing Secrets or keys, as "secret/key" descriptions.
     pub missing_secrets: Vec<String>,
     pub desired_replicas: i32,
@@ -55,12 +59,25 @@ pub fn compute(
     generation: Option<i64>,
     previous: &[Condition],
 ) -> Vec<Condition> {
-    let degraded = if !observed.problems.is_empty() {
+    let degraded = if let Some(why) = &observed.invalid_name {
+        condition("Degraded", true, "InvalidName", why.clone(), generation)
+    } else if !observed.problems.is_empty() {
         condition(
             "Degraded",
             true,
             "InvalidSpec",
             observed.problems.join("; "),
+            generation,
+        )
+    } else if !observed.conflicts.is_empty() {
+        condition(
+            "Degraded",
+            true,
+            "NameConflict",
+            format!(
+                "{}: the operator leaves it alone; delete or rename it, or rename this BulkRecorder",
+                observed.conflicts.join("; ")
+            ),
             generation,
         )
     } else if !observed.missing_secrets.is_empty() {
@@ -150,6 +167,51 @@ pub fn compute(
             c
         })
         .collect()
+}
+
+/// The conditions after a reconcile failed: Degraded with the error (so that `kubectl describe`
+/// shows it), not Ready; Progressing stays as it was.
+pub fn failed(error: &str, generation: Option<i64>, previous: &[Condition]) -> Vec<Condition> {
+    let progressing = previous
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .cloned()
+        .unwrap_or_else(|| {
+            condition(
+                "Progressing",
+                false,
+                "ReconcileError",
+                "see the Degraded condition".into(),
+                generation,
+            )
+        });
+    [
+        condition(
+            "Ready",
+            false,
+            "Degraded",
+            "see the Degraded condition".into(),
+            generation,
+        ),
+        progressing,
+        condition(
+            "Degraded",
+            true,
+            "ReconcileError",
+            format!("{error} (retrying with backoff)"),
+            generation,
+        ),
+    ]
+    .into_iter()
+    .map(|mut c| {
+        if let Some(old) = previous.iter().find(|p| p.type_ == c.type_)
+            && old.status == c.status
+        {
+            c.last_transition_time = old.last_transition_time.clone();
+        }
+        c
+    })
+    .collect()
 }
 
 /// Conditions equal but for their transition times.

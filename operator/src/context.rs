@@ -1,13 +1,21 @@
 //! What every reconcile shares.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Mutex, OnceLock},
+};
 
 use kube::{
     Client,
     runtime::events::{Recorder, Reporter},
 };
 
-use crate::metrics::Metrics;
+use crate::{
+    apply::Applied,
+    metrics::Metrics,
+    secrets::SecretCache,
+    stores::{GonePods, Stores},
+};
 
 pub struct Context {
     pub client: Client,
@@ -17,6 +25,14 @@ pub struct Context {
     pub metrics: Metrics,
     /// Consecutive failures per resource (namespace/name), for the error backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// The controller's caches; unset when a reconcile runs without the controller.
+    pub stores: OnceLock<Stores>,
+    /// What was last applied, to skip applies that would certainly change nothing.
+    pub applied: Applied,
+    /// Recent reads of the Secrets the resources name.
+    pub secrets: SecretCache,
+    /// Recorder pods the pod watch saw deleted.
+    pub deleted_pods: GonePods,
 }
 
 impl Context {
@@ -31,6 +47,10 @@ impl Context {
             recorder_image,
             metrics: Metrics::default(),
             failures: Mutex::default(),
+            stores: OnceLock::new(),
+            applied: Applied::default(),
+            secrets: SecretCache::default(),
+            deleted_pods: GonePods::default(),
         }
     }
 }

@@ -11,7 +11,7 @@ use k8s_openapi::{
             Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
             ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
             SeccompProfile, SecretKeySelector, SecurityContext, Service, ServiceAccount,
-            ServicePort, ServiceSpec,
+            ServicePort, ServiceSpec, Volume, VolumeMount,
         },
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
@@ -21,6 +21,10 @@ use kube::{Resource, ResourceExt, api::ObjectMeta};
 
 /// The recorder's metrics and probe port.
 pub const METRICS_PORT: i32 = 9090;
+
+/// Pod template annotation holding the resourceVersions of the Secrets the recorders read:
+/// when a Secret changes, the template changes and the recorders roll onto the new value.
+pub const SECRET_VERSIONS_ANNOTATION: &str = "bulkrecorder.io/secret-versions";
 
 /// Labels every owned object carries.
 pub fn labels(br: &BulkRecorder) -> BTreeMap<String, String> {
@@ -147,10 +151,56 @@ fn probe(path: &str, period: i32) -> Probe {
     }
 }
 
-/// The recorders.
-pub fn deployment(br: &BulkRecorder, default_image: &str) -> Deployment {
+/// Volumes of `spec.volumes`, and their read-only mounts in the recorder container.
+fn volumes(br: &BulkRecorder) -> (Option<Vec<Volume>>, Option<Vec<VolumeMount>>) {
+    if br.spec.volumes.is_empty() {
+        return (None, None);
+    }
+    let volumes = br
+        .spec
+        .volumes
+        .iter()
+        .map(|v| Volume {
+            name: v.name.clone(),
+            secret: v.secret.clone(),
+            config_map: v.config_map.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let mounts = br
+        .spec
+        .volumes
+        .iter()
+        .map(|v| VolumeMount {
+            name: v.name.clone(),
+            mount_path: v.mount_path.clone(),
+            read_only: Some(true),
+            ..Default::default()
+        })
+        .collect();
+    (Some(volumes), Some(mounts))
+}
+
+fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
+    (!items.is_empty()).then_some(items)
+}
+
+fn non_empty_map(map: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!map.is_empty()).then_some(map)
+}
+
+/// The recorders. `secret_versions` (see [`SECRET_VERSIONS_ANNOTATION`]) rolls them when a
+/// Secret they read changes.
+pub fn deployment(br: &BulkRecorder, default_image: &str, secret_versions: &str) -> Deployment {
     let spec = &br.spec;
-    let labels = labels(br);
+    // The user's pod labels, then ours: the selector labels can never be overridden.
+    let mut pod_labels = spec.pod_labels.clone();
+    pod_labels.extend(labels(br));
+    let mut annotations = spec.pod_annotations.clone();
+    if !secret_versions.is_empty() {
+        annotations.insert(SECRET_VERSIONS_ANNOTATION.into(), secret_versions.into());
+    }
+    let (volumes, volume_mounts) = volumes(br);
     Deployment {
         metadata: metadata(br, br.name_any()),
         spec: Some(DeploymentSpec {
@@ -169,11 +219,21 @@ pub fn deployment(br: &BulkRecorder, default_image: &str) -> Deployment {
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels),
+                    labels: Some(pod_labels),
+                    annotations: non_empty_map(annotations),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(service_account_name(br)),
+                    image_pull_secrets: non_empty(spec.image_pull_secrets.clone()),
+                    node_selector: non_empty_map(spec.node_selector.clone()),
+                    tolerations: non_empty(spec.tolerations.clone()),
+                    affinity: spec.affinity.clone(),
+                    topology_spread_constraints: non_empty(
+                        spec.topology_spread_constraints.clone(),
+                    ),
+                    priority_class_name: spec.priority_class_name.clone(),
+                    volumes,
                     // SIGTERM: flush, ack, report; a bulk plus the flush timeout is far less.
                     termination_grace_period_seconds: Some(60),
                     // Non-root without pinning a uid: the image's numeric USER (65532) applies,
@@ -199,6 +259,7 @@ pub fn deployment(br: &BulkRecorder, default_image: &str) -> Deployment {
                         liveness_probe: Some(probe("/healthz", 10)),
                         readiness_probe: Some(probe("/readyz", 5)),
                         resources: spec.resources.clone(),
+                        volume_mounts,
                         security_context: Some(SecurityContext {
                             allow_privilege_escalation: Some(false),
                             read_only_root_filesystem: Some(true),
@@ -300,7 +361,7 @@ mod tests {
     fn every_owned_object_is_garbage_collected_with_its_bulk_recorder() {
         let br = bulk_recorder("orders", "ledger");
         let metas = [
-            deployment(&br, "img").metadata,
+            deployment(&br, "img", "").metadata,
             service(&br).metadata,
             service_account(&br).metadata,
             role(&br).metadata,
@@ -325,7 +386,7 @@ mod tests {
     #[test]
     fn the_recorder_pod_is_hardened_and_probed() {
         let br = bulk_recorder("orders", "ledger");
-        let pod = deployment(&br, "registry/bulk-recorder:1")
+        let pod = deployment(&br, "registry/bulk-recorder:1", "")
             .spec
             .unwrap()
             .template
@@ -378,6 +439,69 @@ mod tests {
     }
 
     #[test]
+    fn placement_registry_secrets_annotations_and_volumes_reach_the_pods() {
+        use bulk_recorder_crds::RecorderVolume;
+        use k8s_openapi::api::core::v1::{LocalObjectReference, SecretVolumeSource, Toleration};
+        let mut br = bulk_recorder("orders", "ledger");
+        br.spec.image_pull_secrets = vec![LocalObjectReference {
+            name: "registry".into(),
+        }];
+        br.spec.node_selector = BTreeMap::from([("pool".into(), "ledger".into())]);
+        br.spec.tolerations = vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Exists".into()),
+            ..Default::default()
+        }];
+        br.spec.priority_class_name = Some("high".into());
+        br.spec.pod_annotations = BTreeMap::from([("mesh/inject".into(), "false".into())]);
+        br.spec.pod_labels = BTreeMap::from([
+            ("team".into(), "ledger".into()),
+            ("app.kubernetes.io/instance".into(), "hijack".into()),
+        ]);
+        br.spec.volumes = vec![RecorderVolume {
+            name: "ca".into(),
+            mount_path: "/etc/ledger-ca".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some("ledger-ca".into()),
+                ..Default::default()
+            }),
+            config_map: None,
+        }];
+        let template = deployment(&br, "img", "postgres=7,rabbitmq=9")
+            .spec
+            .unwrap()
+            .template;
+        let meta = template.metadata.unwrap();
+        let labels = meta.labels.unwrap();
+        assert_eq!(labels["team"], "ledger");
+        assert_eq!(
+            labels["app.kubernetes.io/instance"], "orders",
+            "the selector's labels cannot be overridden"
+        );
+        let annotations = meta.annotations.unwrap();
+        assert_eq!(annotations["mesh/inject"], "false");
+        assert_eq!(
+            annotations[SECRET_VERSIONS_ANNOTATION],
+            "postgres=7,rabbitmq=9"
+        );
+        let pod = template.spec.unwrap();
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry");
+        assert_eq!(pod.node_selector.unwrap()["pool"], "ledger");
+        assert_eq!(pod.tolerations.unwrap().len(), 1);
+        assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
+        let volume = &pod.volumes.unwrap()[0];
+        assert_eq!(
+            volume.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("ledger-ca")
+        );
+        let mount = &pod.containers[0].volume_mounts.as_ref().unwrap()[0];
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/etc/ledger-ca", Some(true))
+        );
+    }
+
+    #[test]
     fn the_message_format_reaches_the_recorder() {
         let mut br = bulk_recorder("orders", "ledger");
         let format = |br: &BulkRecorder| {
@@ -395,7 +519,7 @@ mod tests {
     fn a_spec_image_overrides_the_default_and_the_selector_matches_the_pods() {
         let mut br = bulk_recorder("orders", "ledger");
         br.spec.image = Some("mine:2".into());
-        let d = deployment(&br, "default:1");
+        let d = deployment(&br, "default:1", "");
         let spec = d.spec.unwrap();
         assert_eq!(
             spec.template.spec.unwrap().containers[0].image.as_deref(),

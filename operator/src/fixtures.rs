@@ -1,19 +1,21 @@
-//! A fake API server for reconciler tests: each test scripts the conversation a reconcile
-//! must have (method, path, answer), in order, and reads back what was sent. A request the
-//! script does not expect fails the test, and so does a script left unfinished.
+//! The world a reconciler test starts from: a fake API server (`crate::fake_api`) holding a
+//! BulkRecorder and its Secrets, and a context whose client acts as the operator's
+//! ServiceAccount (so every request is checked against `rbac::OPERATOR_CALLS`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bulk_recorder_crds::{
     BulkRecorder, BulkRecorderSpec, PostgresSpec, RabbitMqSpec, SecretKeyRef,
 };
-use http::{Request, Response};
-use kube::{Client, client::Body};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
+use kube::{ResourceExt, runtime::controller::Action};
 use serde_json::{Value, json};
 
-use crate::{context::Context, rbac::OPERATOR_CALLS};
-
-pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+use crate::{
+    context::Context,
+    fake_api::{Caller, FakeApiServer, Logged, ObjectKey},
+    reconcile::{Error, reconcile},
+};
 
 /// A BulkRecorder as the API server would return it (defaults applied, uid and generation set).
 pub fn bulk_recorder(name: &str, namespace: &str) -> BulkRecorder {
@@ -62,176 +64,113 @@ pub fn bulk_recorder(name: &str, namespace: &str) -> BulkRecorder {
     br
 }
 
-/// One expected request and the answer to give.
-pub struct Exchange {
-    pub method: &'static str,
-    /// The request's path and query must start with this.
-    pub path: String,
-    pub status: u16,
-    /// The answer's body; `None` echoes the request body back (what an apply returns).
-    pub answer: Option<Value>,
+pub fn secret(name: &str, namespace: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace}, "data": {"url": "dXJs"}})
 }
 
-pub fn expect(
-    method: &'static str,
-    path: impl Into<String>,
-    status: u16,
-    answer: Value,
-) -> Exchange {
-    Exchange {
-        method,
-        path: path.into(),
-        status,
-        answer: Some(answer),
+/// A recorder pod of `instance`, as its Deployment would create it (metadata is all that
+/// matters here).
+pub fn recorder_pod(name: &str, namespace: &str, instance: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace,
+        "labels": {"app.kubernetes.io/name": "bulk-recorder", "app.kubernetes.io/instance": instance,
+            "app.kubernetes.io/component": "recorder",
+            "app.kubernetes.io/managed-by": "bulk-recorder-operator"}}})
+}
+
+/// A test's cluster: the fake API server and the operator's context on it.
+pub struct World {
+    pub fake: FakeApiServer,
+    pub ctx: Arc<Context>,
+}
+
+impl World {
+    /// `br` and its two Secrets (`rabbitmq`, `postgres`) stored in the fake.
+    pub fn new(br: &BulkRecorder) -> Self {
+        let fake = FakeApiServer::new();
+        fake.create(br);
+        let ns = br.namespace().unwrap();
+        fake.create(&secret("rabbitmq", &ns));
+        fake.create(&secret("postgres", &ns));
+        let ctx = Self::context(&fake);
+        Self { fake, ctx }
     }
-}
 
-/// An apply (PATCH) answered with the object it sent.
-pub fn expect_apply(path: impl Into<String>) -> Exchange {
-    Exchange {
-        method: "PATCH",
-        path: path.into(),
-        status: 200,
-        answer: None,
+    /// A fresh operator context (an operator restart: nothing remembered).
+    pub fn context(fake: &FakeApiServer) -> Arc<Context> {
+        Arc::new(Context::new(
+            fake.client(Caller::Operator),
+            "bulk-recorder:test".into(),
+            "test".into(),
+        ))
     }
-}
 
-pub fn not_found() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
-}
+    pub fn br(&self, namespace: &str, name: &str) -> BulkRecorder {
+        self.fake
+            .get(namespace, name)
+            .expect("the BulkRecorder exists")
+    }
 
-pub fn secret(name: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "ledger"}, "data": {"url": "dXJs"}})
-}
+    /// Reconciles the BulkRecorder as stored now.
+    pub async fn reconcile(&self, namespace: &str, name: &str) -> Result<Action, Error> {
+        reconcile(Arc::new(self.br(namespace, name)), self.ctx.clone()).await
+    }
 
-pub fn pod_list(names: &[&str]) -> Value {
-    let items: Vec<Value> = names
-        .iter()
-        .map(|n| json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": n, "namespace": "ledger"}}))
-        .collect();
-    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items})
-}
+    /// The requests the operator made since the last call (and forgets them).
+    pub fn operator_requests(&self) -> Vec<Logged> {
+        let requests = self.fake.requests();
+        self.fake.clear_requests();
+        requests
+            .into_iter()
+            .filter(|r| r.caller == Caller::Operator)
+            .collect()
+    }
 
-/// What the reconcile sent: (method, path, body) of every request, in order.
-pub type Sent = Arc<Mutex<Vec<(String, String, Value)>>>;
-
-/// A context whose client talks to the fake server, and the server playing `script`.
-pub fn serve(script: Vec<Exchange>) -> (Arc<Context>, tokio::task::JoinHandle<()>, Sent) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let ctx = Arc::new(Context::new(
-        client,
-        "bulk-recorder:test".into(),
-        "test".into(),
-    ));
-    let sent: Sent = Arc::default();
-    let log = sent.clone();
-    let server = tokio::spawn(async move {
-        for (step, exchange) in script.into_iter().enumerate() {
-            let (request, respond) = handle
-                .next_request()
-                .await
-                .unwrap_or_else(|| panic!("step {step}: no request came"));
-            let method = request.method().to_string();
-            let path = request
-                .uri()
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default();
-            let content_type = request
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            assert_granted(&method, &path, &content_type);
-            let bytes = request.into_body().collect_bytes().await.unwrap();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            assert_eq!(
-                (method.as_str(), path.starts_with(&exchange.path)),
-                (exchange.method, true),
-                "step {step}: expected {} {}, got {method} {path}",
-                exchange.method,
-                exchange.path
-            );
-            log.lock().unwrap().push((method, path, body.clone()));
-            let answer = exchange.answer.unwrap_or(body);
-            let response = Response::builder()
-                .status(exchange.status)
-                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                .unwrap();
-            respond.send_response(response);
-        }
-        // Anything more is a request the script did not expect.
-        let extra =
-            tokio::time::timeout(std::time::Duration::from_millis(200), handle.next_request())
-                .await;
-        if let Ok(Some((request, _))) = extra {
-            panic!("unexpected request: {} {}", request.method(), request.uri());
-        }
-    });
-    (ctx, server, sent)
-}
-
-/// The (API group, resource, verbs) RBAC checks for one request. An apply may create the
-/// object, and the API server then also checks `create`.
-pub fn permission(
-    method: &str,
-    path_and_query: &str,
-    content_type: &str,
-) -> (String, String, Vec<&'static str>) {
-    let (path, query) = path_and_query
-        .split_once('?')
-        .unwrap_or((path_and_query, ""));
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    // /api/v1/... (core group) or /apis/<group>/<version>/...
-    let (group, rest) = match parts.as_slice() {
-        ["api", _version, rest @ ..] => ("", rest),
-        ["apis", group, _version, rest @ ..] => (*group, rest),
-        _ => panic!("not a resource path: {path}"),
-    };
-    let rest = match rest {
-        ["namespaces", _ns, rest @ ..] => rest,
-        rest => rest,
-    };
-    let (resource, named) = match rest {
-        [resource] => (resource.to_string(), false),
-        [resource, _name] => (resource.to_string(), true),
-        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
-        _ => panic!("not a resource path: {path}"),
-    };
-    let watch = query
-        .split('&')
-        .any(|q| q == "watch=true" || q == "watch=1");
-    let verbs = match (method, named) {
-        ("GET", true) => vec!["get"],
-        ("GET", false) if watch => vec!["watch"],
-        ("GET", false) => vec!["list"],
-        ("POST", _) => vec!["create"],
-        ("PUT", _) => vec!["update"],
-        ("PATCH", _) if content_type.starts_with("application/apply-patch") => {
-            vec!["patch", "create"]
-        }
-        ("PATCH", _) => vec!["patch"],
-        ("DELETE", _) => vec!["delete"],
-        (other, _) => panic!("unexpected method {other}"),
-    };
-    (group.to_string(), resource, verbs)
-}
-
-/// Fails when a request needs a permission that `rbac::OPERATOR_CALLS` (and so the chart)
-/// does not list: the table must be the operator's real calls.
-fn assert_granted(method: &str, path: &str, content_type: &str) {
-    let (group, resource, verbs) = permission(method, path, content_type);
-    let granted = OPERATOR_CALLS
-        .iter()
-        .find(|(g, r, _)| *g == group && *r == resource)
-        .map(|(_, _, v)| *v)
-        .unwrap_or_default();
-    for verb in verbs {
-        assert!(
-            granted.contains(&verb),
-            "{method} {path} needs {verb} on {group}/{resource}, which rbac::OPERATOR_CALLS does not list"
+    /// The Deployment controller's part: the rollout of `name` is complete and ready.
+    pub fn roll_out(&self, namespace: &str, name: &str) {
+        self.fake.edit(
+            &ObjectKey::of::<Deployment>(namespace, name),
+            "kube-controller-manager",
+            "status",
+            |d| {
+                let replicas = d["spec"]["replicas"].clone();
+                d["status"] = json!({"observedGeneration": d["metadata"]["generation"],
+                    "replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas});
+            },
         );
     }
+
+    pub fn edit_secret(&self, namespace: &str, name: &str, value: &str) {
+        self.fake.edit(
+            &ObjectKey::of::<Secret>(namespace, name),
+            "kubectl-edit",
+            "",
+            |s| s["data"]["url"] = json!(value),
+        );
+    }
+}
+
+/// Events the operator created, as (type, reason, note).
+pub fn events(requests: &[Logged]) -> Vec<(String, String, String)> {
+    requests
+        .iter()
+        .filter(|r| r.resource == "events" && r.verb == "create")
+        .map(|r| {
+            (
+                r.body["type"].as_str().unwrap_or_default().to_string(),
+                r.body["reason"].as_str().unwrap_or_default().to_string(),
+                r.body["note"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The condition of `type_` in a BulkRecorder's status.
+pub fn condition(br: &BulkRecorder, type_: &str) -> (String, String, String) {
+    let c = br
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_).cloned())
+        .unwrap_or_else(|| panic!("no {type_} condition"));
+    (c.status, c.reason, c.message)
 }

@@ -33,8 +33,15 @@ fn reported_at(entry: &RecorderReport) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// Decides which entries are retired, given the recorder pods that exist now.
-pub fn fold(status: &BulkRecorderStatus, live_pods: &BTreeSet<String>, now: DateTime<Utc>) -> Fold {
+/// Decides which entries are retired, given the recorder pods that exist now and those the pod
+/// watch saw deleted (with when): an entry of a deleted pod that reported before the deletion is
+/// final, and goes at once.
+pub fn fold(
+    status: &BulkRecorderStatus,
+    live_pods: &BTreeSet<String>,
+    deleted_pods: &BTreeMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Fold {
     // The newest incarnation of each pod is the one that reported last.
     let mut newest: BTreeMap<&str, (DateTime<Utc>, &str)> = BTreeMap::new();
     for entry in &status.recorders {
@@ -51,8 +58,13 @@ pub fn fold(status: &BulkRecorderStatus, live_pods: &BTreeSet<String>, now: Date
     let mut live = Counts::default();
     for (index, entry) in status.recorders.iter().enumerate() {
         let superseded = newest[entry.pod.as_str()].1 != entry.start_id;
-        let pod_gone = !live_pods.contains(&entry.pod) && now - reported_at(entry) > GRACE;
-        if superseded || pod_gone {
+        let unlisted = !live_pods.contains(&entry.pod);
+        let pod_gone = unlisted && now - reported_at(entry) > GRACE;
+        let pod_deleted = unlisted
+            && deleted_pods
+                .get(&entry.pod)
+                .is_some_and(|at| reported_at(entry) <= *at);
+        if superseded || pod_gone || pod_deleted {
             result.remove.push(index);
             result.folded += entry.counts();
         } else {
@@ -103,7 +115,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let f = fold(&status, &pods(&["a", "b"]), now());
+        let f = fold(&status, &pods(&["a", "b"]), &BTreeMap::new(), now());
         assert!(f.remove.is_empty());
         assert_eq!(f.counts.transactions.inserted, 15);
         assert_eq!(f.folded, Counts::default());
@@ -118,8 +130,8 @@ mod tests {
             ],
             ..Default::default()
         };
-        let before = fold(&status, &pods(&["a", "b"]), now()).counts;
-        let f = fold(&status, &pods(&["b"]), now());
+        let before = fold(&status, &pods(&["a", "b"]), &BTreeMap::new(), now()).counts;
+        let f = fold(&status, &pods(&["b"]), &BTreeMap::new(), now());
         assert_eq!(f.remove, vec![0]);
         assert_eq!(f.folded.transactions.inserted, 10);
         assert_eq!(
@@ -133,7 +145,7 @@ mod tests {
             folded: Some(f.folded),
             ..Default::default()
         };
-        let again = fold(&after, &pods(&["b"]), now());
+        let again = fold(&after, &pods(&["b"]), &BTreeMap::new(), now());
         assert!(again.remove.is_empty());
         assert_eq!(again.counts, before);
     }
@@ -148,7 +160,7 @@ mod tests {
             folded: Some(Counts::default()),
             ..Default::default()
         };
-        let f = fold(&status, &pods(&["a"]), now());
+        let f = fold(&status, &pods(&["a"]), &BTreeMap::new(), now());
         assert_eq!(f.remove, vec![0]);
         assert_eq!(
             f.counts.transactions.inserted, 103,
@@ -167,7 +179,7 @@ mod tests {
             recorders: vec![gone, live],
             ..Default::default()
         };
-        let f = fold(&status, &pods(&["b"]), now());
+        let f = fold(&status, &pods(&["b"]), &BTreeMap::new(), now());
         assert_eq!(
             (
                 f.folded.transactions.updated,
@@ -185,12 +197,27 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_seen_deleted_after_its_last_report_is_folded_at_once() {
+        let status = BulkRecorderStatus {
+            recorders: vec![entry("a", "1", 7, "2026-11-24T12:09:50Z")],
+            ..Default::default()
+        };
+        let deleted = BTreeMap::from([("a".to_string(), now())]);
+        let f = fold(&status, &pods(&[]), &deleted, now());
+        assert_eq!(f.remove, vec![0]);
+        assert_eq!(f.folded.transactions.inserted, 7);
+        // A report after the deletion (clock skew, or the name reused) waits for the grace.
+        let earlier = BTreeMap::from([("a".to_string(), "2026-11-24T12:09:00Z".parse().unwrap())]);
+        assert!(fold(&status, &pods(&[]), &earlier, now()).remove.is_empty());
+    }
+
+    #[test]
     fn an_unlisted_pod_that_reported_recently_is_kept() {
         let status = BulkRecorderStatus {
             recorders: vec![entry("new-pod", "1", 7, "2026-11-24T12:09:50Z")],
             ..Default::default()
         };
-        let f = fold(&status, &pods(&[]), now());
+        let f = fold(&status, &pods(&[]), &BTreeMap::new(), now());
         assert!(f.remove.is_empty(), "within the grace period");
         assert_eq!(f.counts.transactions.inserted, 7);
     }

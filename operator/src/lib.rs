@@ -1,9 +1,11 @@
 //! bulk-recorder-operator: reconciles `BulkRecorder` resources into recorder Deployments and
 //! reports their readiness and counts in the resource's status.
 //!
-//! [`desired`] builds the owned objects (pure), [`apply`] writes only what differs,
-//! [`fold`] keeps the counts exact when recorders come and go, [`conditions`] explains the
-//! state to people, and [`reconcile`] ties them together for the kube-runtime controller.
+//! [`desired`] builds the owned objects (pure), [`apply`] server-side-applies them (never taking
+//! over objects it does not control), [`secrets`] reads the Secrets the spec names, [`fold`]
+//! keeps the counts exact when recorders come and go, [`status`] writes the status,
+//! [`conditions`] explains the state to people, [`reconcile`] ties them together, and
+//! [`controller`] decides what triggers it, reading the cluster through [`stores`].
 
 pub mod apply;
 pub mod conditions;
@@ -15,6 +17,10 @@ pub mod http;
 pub mod metrics;
 pub mod rbac;
 pub mod reconcile;
+pub mod secrets;
+pub mod startup;
+pub mod status;
+pub mod stores;
 
 #[cfg(feature = "fake-api")]
 pub mod fake_api;

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use bulk_recorder_operator::{context::Context, controller, http};
+use bulk_recorder_operator::{context::Context, controller, http, startup};
 use clap::Parser;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
@@ -52,6 +52,10 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
+    if let Err(error) = startup::check_crd(&client).await {
+        tracing::error!(%error, "cannot start");
+        return Err(error.into());
+    }
     let identity = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| format!("bulk-recorder-operator-{}", std::process::id()));
@@ -69,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let leases = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&args.lease_namespace)
         .with_identity(&identity)
+        .with_field_manager(lease_field_manager(&identity))
         .build()
         .await
         .context("preparing leader election")?;
@@ -97,11 +102,27 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each replica renews the Lease under a field manager of its own.
+fn lease_field_manager(identity: &str) -> String {
+    format!("bulk-recorder-operator-lease-{identity}")
+}
+
 async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_replica_has_its_own_lease_field_manager() {
+        assert_ne!(
+            super::lease_field_manager("operator-7d9f-a"),
+            super::lease_field_manager("operator-7d9f-b")
+        );
     }
 }

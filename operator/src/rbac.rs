@@ -43,7 +43,7 @@ pub const OPERATOR_CALLS: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
     ("", "secrets", &["get"]),
-    ("", "pods", &["list"]),
+    ("", "pods", &["list", "watch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
 
@@ -61,52 +61,6 @@ pub const RECORDER_CALLS: &[(&str, &str, &[&str])] = &[
 mod tests {
     use super::*;
     use crate::desired;
-
-    #[test]
-    fn requests_map_to_the_permissions_the_api_server_checks() {
-        use crate::fixtures::permission;
-        let apply = "application/apply-patch+yaml";
-        assert_eq!(
-            permission(
-                "PATCH",
-                "/apis/apps/v1/namespaces/ledger/deployments/orders?fieldManager=x&force=true",
-                apply
-            ),
-            ("apps".into(), "deployments".into(), vec!["patch", "create"])
-        );
-        assert_eq!(
-            permission(
-                "PATCH",
-                "/apis/bulkrecorder.io/v1alpha1/namespaces/ledger/bulkrecorders/orders/status?",
-                "application/merge-patch+json"
-            ),
-            (
-                "bulkrecorder.io".into(),
-                "bulkrecorders/status".into(),
-                vec!["patch"]
-            )
-        );
-        assert_eq!(
-            permission(
-                "GET",
-                "/api/v1/namespaces/ledger/pods?labelSelector=a%3Db",
-                ""
-            ),
-            ("".into(), "pods".into(), vec!["list"])
-        );
-        assert_eq!(
-            permission(
-                "GET",
-                "/apis/bulkrecorder.io/v1alpha1/bulkrecorders?watch=true&resourceVersion=1",
-                ""
-            ),
-            (
-                "bulkrecorder.io".into(),
-                "bulkrecorders".into(),
-                vec!["watch"]
-            )
-        );
-    }
 
     /// The Role the operator gives recorder pods grants exactly what they call.
     #[test]

@@ -346,6 +346,28 @@ fn keep_identity(before: &Value, after: &mut Value) {
     }
 }
 
+/// Writes a CPU quantity the way the API server stores it for built-in kinds ("0.5" becomes
+/// "500m"), so that a client comparing what it sent with what is stored sees a difference.
+fn canonical_quantities(object: &mut Value) {
+    let Some(containers) = object
+        .pointer_mut("/spec/template/spec/containers")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for container in containers {
+        for part in ["requests", "limits"] {
+            if let Some(cpu) = container.pointer_mut(&format!("/resources/{part}/cpu"))
+                && let Some(text) = cpu.as_str()
+                && text.contains('.')
+                && let Ok(cores) = text.parse::<f64>()
+            {
+                *cpu = json!(format!("{}m", (cores * 1000.0).round() as i64));
+            }
+        }
+    }
+}
+
 /// Stores `next` at `key` unless nothing changed; returns the object as stored.
 fn persist(
     state: &mut State,
@@ -354,6 +376,9 @@ fn persist(
     mut next: Stored,
     create: bool,
 ) -> Value {
+    if key.group == "apps" {
+        canonical_quantities(&mut next.object);
+    }
     let before = state.objects.get(key).cloned();
     if let Some(before) = &before {
         let same_object = before.object == next.object;
