@@ -10,7 +10,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bulk_recorder_crds::BulkRecorder;
+use bulk_recorder_crds::{BulkRecorder, report_field_manager};
 use bulk_recorder_operator::{context::Context, rbac::OPERATOR_CALLS, reconcile::reconcile};
 use k8s_openapi::{
     api::{
@@ -309,11 +309,30 @@ fn entry(pod: &str, start_id: &str, transactions: i64, last_report: &str) -> Val
     })
 }
 
+/// Applies one recorder's entry under the field manager `recorder/src/status_report.rs` uses.
 async fn report(api: &Api<BulkRecorder>, pod: &str, start_id: &str, n: i64, at: &str) {
-    let manager = format!("bulk-recorder-recorder-{pod}");
+    report_as(
+        api,
+        &report_field_manager(pod, start_id),
+        pod,
+        start_id,
+        n,
+        at,
+    )
+    .await;
+}
+
+async fn report_as(
+    api: &Api<BulkRecorder>,
+    manager: &str,
+    pod: &str,
+    start_id: &str,
+    n: i64,
+    at: &str,
+) {
     api.patch_status(
         "orders",
-        &PatchParams::apply(&manager).force(),
+        &PatchParams::apply(manager).force(),
         &Patch::Apply(entry(pod, start_id, n, at)),
     )
     .await
@@ -361,5 +380,54 @@ async fn entries_of_each_pod_coexist_and_gone_pods_are_folded_exactly_once() {
             "never counted twice"
         );
     }
+    delete_namespace(&admin, &ns).await;
+}
+
+/// Issue 11, item 1, on a real API server: a restarted container's first report must not
+/// delete its predecessor's entry. With one field manager per pod it does (server-side apply
+/// removes the list-map entries a manager applied before and leaves out: the semantics the fake
+/// API server of the unit tests reproduces); with one per incarnation both entries stay and the
+/// operator folds the older one, so the totals keep both incarnations' rows.
+#[tokio::test]
+async fn a_restarted_recorder_keeps_its_predecessors_counts() {
+    let Some(admin) = cluster().await else { return };
+    install_crd(&admin).await;
+    let ns = namespace(&admin, "bro-e2e-restart").await;
+    create_bulk_recorder(&admin, &ns).await;
+    let api: Api<BulkRecorder> = Api::namespaced(admin.clone(), &ns);
+    let ctx = Arc::new(Context::new(admin.clone(), IMAGE.into(), "e2e".into()));
+    let earlier = (chrono::Utc::now() - chrono::Duration::seconds(40))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    // One manager for both incarnations: the second apply removes the first entry.
+    let shared = "bulk-recorder-recorder-rec-shared";
+    report_as(&api, shared, "rec-shared", "first", 300, &earlier).await;
+    report_as(&api, shared, "rec-shared", "second", 200, &now).await;
+    let entries = fetch(&admin, &ns).await.status.unwrap().recorders;
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| e.start_id.as_str())
+            .collect::<Vec<_>>(),
+        ["second"],
+        "the API server removed the entry its manager left out"
+    );
+
+    // One manager per incarnation: both stay, and the older one is folded.
+    report(&api, "rec-0", "first", 300, &earlier).await;
+    report(&api, "rec-0", "second", 200, &now).await;
+    let status = fetch(&admin, &ns).await.status.unwrap();
+    assert_eq!(status.recorders.len(), 3, "{:?}", status.recorders);
+    reconcile(Arc::new(fetch(&admin, &ns).await), ctx)
+        .await
+        .unwrap();
+    let status = fetch(&admin, &ns).await.status.unwrap();
+    assert_eq!(status.folded.unwrap().transactions.inserted, 300);
+    assert_eq!(
+        status.counts.unwrap().transactions.inserted,
+        300 + 200 + 200,
+        "rec-0's two incarnations and rec-shared's surviving one"
+    );
     delete_namespace(&admin, &ns).await;
 }

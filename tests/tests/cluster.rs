@@ -20,7 +20,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 
@@ -201,6 +201,18 @@ async fn a_bulk_recorder_becomes_a_deployment_with_the_derived_size() {
     delete_namespace(&client, &ns).await;
 }
 
+/// Sends `value` as it is (untyped), so that the API server, not the client, judges it.
+async fn create_untyped(
+    client: &Client,
+    ns: &str,
+    value: serde_json::Value,
+) -> Result<DynamicObject, kube::Error> {
+    let resource = ApiResource::erase::<BulkRecorder>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let object: DynamicObject = serde_json::from_value(value).expect("an object");
+    api.create(&PostParams::default(), &object).await
+}
+
 #[tokio::test]
 async fn invalid_resources_are_rejected_with_the_rule_that_says_how_to_fix_them() {
     let Some(client) = cluster().await else {
@@ -208,7 +220,6 @@ async fn invalid_resources_are_rejected_with_the_rule_that_says_how_to_fix_them(
     };
     install_crd(&client).await;
     let ns = namespace(&client).await;
-    let recorders: Api<BulkRecorder> = Api::namespaced(client.clone(), &ns);
     for (file, expected) in [
         (
             include_str!("../../examples/invalid/size-above-unacked-limit.yaml"),
@@ -224,15 +235,26 @@ async fn invalid_resources_are_rejected_with_the_rule_that_says_how_to_fix_them(
         ),
     ] {
         let value: serde_json::Value = serde_yaml::from_str(file).unwrap();
-        let error = recorders
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(value).unwrap(),
-            )
+        let error = create_untyped(&client, &ns, value)
             .await
             .expect_err("the API server refuses it");
         assert!(error.to_string().contains(expected), "{error}");
     }
+    // Names that cannot name the Service <name>-metrics (issue 11, item 3).
+    let long = "a".repeat(56);
+    for (name, expected) in [
+        ("orders.v2", "<name>-metrics"),
+        ("2024-ledger", "<name>-metrics"),
+        (long.as_str(), "55"),
+    ] {
+        let error = create_untyped(&client, &ns, example(name))
+            .await
+            .expect_err("the API server refuses the name");
+        assert!(error.to_string().contains(expected), "{name}: {error}");
+    }
+    create_untyped(&client, &ns, example(&"a".repeat(55)))
+        .await
+        .expect("55 characters are accepted");
     delete_namespace(&client, &ns).await;
 }
 
