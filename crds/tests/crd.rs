@@ -179,7 +179,8 @@ fn the_good_example_is_valid_and_every_invalid_example_breaks_a_rule() {
                 path.display()
             ),
             Ok(br) => assert!(
-                !br.spec.problems().is_empty(),
+                !br.spec.problems().is_empty()
+                    || name_problem(br.metadata.name.as_deref().unwrap_or_default()).is_some(),
                 "{} is accepted by every rule",
                 path.display()
             ),
