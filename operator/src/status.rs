@@ -31,18 +31,24 @@ pub async fn apply(
     name: &str,
     next: &BulkRecorderStatus,
 ) -> Result<(), kube::Error> {
+    // Unset fields are left out (a null in an apply would be a value, not an absence).
+    let mut fields = serde_json::Map::new();
+    let mut put = |key: &str, value: serde_json::Value| {
+        if !value.is_null() {
+            fields.insert(key.into(), value);
+        }
+    };
+    put("observedGeneration", json!(next.observed_generation));
+    put("effectiveSize", json!(next.effective_size));
+    put("replicas", json!(next.replicas));
+    put("readyReplicas", json!(next.ready_replicas));
+    put("conditions", json!(next.conditions));
+    put("counts", json!(next.counts));
     let body = json!({
         "apiVersion": "bulkrecorder.io/v1alpha1",
         "kind": "BulkRecorder",
         "metadata": {"name": name},
-        "status": {
-            "observedGeneration": next.observed_generation,
-            "effectiveSize": next.effective_size,
-            "replicas": next.replicas,
-            "readyReplicas": next.ready_replicas,
-            "conditions": next.conditions,
-            "counts": next.counts,
-        }
+        "status": fields,
     });
     api.patch_status(
         name,
