@@ -13,9 +13,9 @@ use std::{
 };
 
 use bulk_recorder::{
-    db,
     message::{Format, Transaction},
     publish::{self, encode, sample_transaction},
+    store::db,
 };
 use futures::StreamExt;
 use lapin::{

@@ -1,25 +1,18 @@
 //! bulk-recorder: persists ledger transactions from RabbitMQ into PostgreSQL in bulk.
 //!
-//! The path of a message: [`consumer`] decodes it ([`message`]) on its channel's task,
-//! [`collector`] gathers bulks, [`flush`] writes them with a [`store::Writer`] and decides each
-//! message's fate, and [`session`] settles bulks with the broker in order.
+//! By stage: [`message`] (the formats a body may be in), [`broker`] (RabbitMQ: channels,
+//! consumers decoding deliveries, settlement), [`pipeline`] (collecting bulks, writing them,
+//! settling them in order, reconnecting), [`store`] (PostgreSQL: the bulk and one-by-one
+//! writes), [`telemetry`] (counts, metrics, health, reports to the cluster). [`publish`] is
+//! the sample producer used by the demo, the tests and the benchmarks.
 
 pub mod backoff;
 pub mod broker;
-pub mod collector;
 pub mod config;
-pub mod connection_url;
-pub mod consumer;
-pub mod counts;
-pub mod db;
-pub mod flush;
-pub mod health;
-pub mod http;
 pub mod message;
-pub mod metrics;
+pub mod pipeline;
 pub mod publish;
-pub mod recorder;
-pub mod session;
 pub mod startup;
 pub mod status_report;
 pub mod store;
+pub mod telemetry;

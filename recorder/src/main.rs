@@ -6,13 +6,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use bulk_recorder::{
     config::{Config, LogFormat, ReportTarget},
-    health::Health,
-    http,
     message::Format,
-    metrics::Metrics,
+    pipeline::recorder,
     publish::{PublishPlan, publish},
-    recorder, startup,
+    startup,
     status_report::Reporter,
+    telemetry::health::Health,
+    telemetry::http,
+    telemetry::metrics::Metrics,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;

@@ -13,7 +13,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgSslMode},
 };
 
-use crate::{broker, config::Config, db};
+use crate::{broker, config::Config, store::db};
 
 /// How long one check may take; past that it says nothing and the recorder starts as usual.
 const CHECK_FOR: Duration = Duration::from_secs(10);

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 
 use crate::{
     config::ReportTarget,
-    counts::{RowCounts, WriteCounts},
-    metrics::Metrics,
+    telemetry::counts::{RowCounts, WriteCounts},
+    telemetry::metrics::Metrics,
 };
 
 /// The wait before the next report: [`REPORT_INTERVAL`] ±20%, so that pods started together

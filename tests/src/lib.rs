@@ -17,11 +17,11 @@ use std::{
 
 use bulk_recorder::{
     config::Config,
-    health::Health,
     message::{Format, Transaction},
-    metrics::Metrics,
+    pipeline::recorder::{self, RecorderError},
     publish,
-    recorder::{self, RecorderError},
+    telemetry::health::Health,
+    telemetry::metrics::Metrics,
 };
 use lapin::{
     Connection, ConnectionProperties,
@@ -33,6 +33,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
 pub mod ledger;
+pub mod proxy;
 pub mod tls;
 
 pub fn postgres_admin_url() -> String {
@@ -93,6 +94,20 @@ impl TestDb {
             .get(0)
     }
 
+    /// Lets clients connect, or refuses every new connection (the database "goes away").
+    pub async fn allow_connections(&self, allowed: bool) {
+        let mut admin = PgConnection::connect(&postgres_admin_url())
+            .await
+            .expect("admin");
+        sqlx::query(&format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {allowed}",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("alter database");
+    }
+
     /// Ends every connection the recorder holds to this database (as a failover would).
     pub async fn terminate_backends(&self) -> i64 {
         let mut admin = PgConnection::connect(&postgres_admin_url())
@@ -140,6 +155,12 @@ impl TestQueue {
     /// A queue declared beforehand as an operator would: quorum type, a dead-letter queue and
     /// a length limit. The recorder must consume it without redeclaring it.
     pub async fn with_dead_letters() -> Self {
+        Self::quorum_with_dead_letters(None).await
+    }
+
+    /// The same, with `x-delivery-limit`: a message returned to the queue more than `limit`
+    /// times is dead-lettered by the broker (RabbitMQ 4 sets 20 on every quorum queue).
+    pub async fn quorum_with_dead_letters(delivery_limit: Option<i64>) -> Self {
         let name = format!("br-test-{}", Uuid::new_v4().simple());
         let dlq = format!("{name}.dlq");
         let connection = connect().await;
@@ -166,6 +187,9 @@ impl TestQueue {
             AMQPValue::LongString(dlq.as_str().into()),
         );
         args.insert("x-max-length".into(), AMQPValue::LongLongInt(1_000_000));
+        if let Some(limit) = delivery_limit {
+            args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit));
+        }
         channel
             .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
             .await
@@ -413,6 +437,28 @@ pub fn close_recorder_connections(queue: &str) -> usize {
         closed += usize::from(status.success());
     }
     closed
+}
+
+/// The `bulk-recorder` binary with `vars` as its whole environment; killed when dropped.
+pub fn spawn_recorder(vars: HashMap<String, String>) -> tokio::process::Child {
+    tokio::process::Command::new(recorder_binary())
+        .env_clear()
+        .envs(vars)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("bulk-recorder starts")
+}
+
+/// Sends a signal (`-TERM`, `-KILL`) to a child process.
+pub fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("running").to_string();
+    let status = Command::new("kill")
+        .args([name, &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
 }
 
 /// The `bulk-recorder` binary, built by `cargo test` for the recorder crate's own tests.

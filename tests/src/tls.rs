@@ -258,8 +258,8 @@ impl TlsTerminator {
             skip("socat not found: ./scripts/test.sh installs it");
             return None;
         };
-        let (uri, _) =
-            bulk_recorder::connection_url::amqp_target(&rabbitmq_url()).expect("TEST_RABBITMQ_URL");
+        let (uri, _) = bulk_recorder::config::connection_url::amqp_target(&rabbitmq_url())
+            .expect("TEST_RABBITMQ_URL");
         let port = free_port();
         let child = Command::new(socat)
             .arg(format!(
@@ -285,8 +285,8 @@ impl TlsTerminator {
     /// `amqps://guest:guest@127.0.0.1:<port>/%2f` plus `query` (e.g. `?cacertfile=...`),
     /// with the test broker's credentials and vhost.
     pub fn url(&self, query: &str) -> String {
-        let (uri, _) =
-            bulk_recorder::connection_url::amqp_target(&rabbitmq_url()).expect("TEST_RABBITMQ_URL");
+        let (uri, _) = bulk_recorder::config::connection_url::amqp_target(&rabbitmq_url())
+            .expect("TEST_RABBITMQ_URL");
         format!(
             "amqps://{}:{}@127.0.0.1:{}/{}{query}",
             uri.authority.userinfo.username,

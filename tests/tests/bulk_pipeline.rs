@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bulk_recorder::{
     message::{Decimal, Format},
-    metrics::FlushTrigger,
     publish::{PublishPlan, sample_transaction},
+    telemetry::metrics::FlushTrigger,
 };
 use bulk_recorder_e2e::*;
 
@@ -234,4 +234,38 @@ async fn one_by_one_mode_writes_one_row_per_statement() {
     );
     assert_eq!(metrics.flushes(FlushTrigger::Size), 20, "bulks of one");
     assert_eq!(TestQueue::ready(&queue.name).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_by_one_mode_stays_within_postgresqls_connection_limit_with_many_workers() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    queue.publish(&plan(400)).await;
+    let recorder = RunningRecorder::start(config(
+        &db,
+        &queue,
+        &[
+            ("BULK_RECORDER_ENABLED", "false"),
+            ("RABBITMQ_NUMBERS_OF_WORKERS", "120"),
+        ],
+    ));
+    let admin = sqlx::PgPool::connect(&postgres_admin_url()).await.unwrap();
+    let mut most = 0i64;
+    while recorder.committed_transactions() < 400 {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'bulk-recorder'",
+        )
+        .bind(&db.name)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        most = most.max(open);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    recorder.stop().await;
+    admin.close().await;
+    assert_eq!(db.count("transaction").await, 400);
+    // 16 writes in flight, a probe, and one to resolve a lost COMMIT: far from 121.
+    assert!(most <= 18, "{most} connections open at once");
+    assert!(most > 1, "the baseline still writes in parallel: {most}");
 }

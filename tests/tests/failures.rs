@@ -9,15 +9,15 @@ use bulk_recorder::{
     publish::{encode, sample_transaction},
 };
 use bulk_recorder_e2e::*;
-use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 const DRAIN: Duration = Duration::from_secs(90);
 
-/// Decodes fine, but its parent transaction does not exist: PostgreSQL refuses the row.
+/// Decodes fine (sent in the ledger's format, whose timestamps cover any year), but dates from
+/// 7000 years ago: PostgreSQL refuses the row (22008, timestamp out of range).
 fn poison() -> Transaction {
     let mut t = sample_transaction(2);
-    t.parent_transaction_id = Some(Uuid::now_v7());
+    t.created_at = chrono::DateTime::from_timestamp(-220_898_664_000, 0).expect("a year -5030");
     t
 }
 
@@ -32,7 +32,7 @@ async fn with_fallback_a_poison_message_costs_only_itself() {
     let bad = poison();
     transactions.insert(4, bad.clone());
     queue
-        .publish_transactions(&transactions, Format::Json)
+        .publish_transactions(&transactions, Format::Midaz)
         .await;
 
     let recorder =
@@ -67,7 +67,7 @@ async fn without_fallback_a_poison_bulk_is_requeued_and_nothing_committed() {
     let mut transactions: Vec<_> = (0..5).map(|_| sample_transaction(2)).collect();
     transactions.push(poison());
     queue
-        .publish_transactions(&transactions, Format::Json)
+        .publish_transactions(&transactions, Format::Midaz)
         .await;
     let overrides = [
         ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
@@ -77,7 +77,7 @@ async fn without_fallback_a_poison_bulk_is_requeued_and_nothing_committed() {
     wait_until(DRAIN, "the bulk to be refused twice", || async {
         recorder
             .metrics
-            .flushes(bulk_recorder::metrics::FlushTrigger::Timeout)
+            .flushes(bulk_recorder::telemetry::metrics::FlushTrigger::Timeout)
             >= 2
     })
     .await;
@@ -169,14 +169,7 @@ async fn a_database_outage_loses_nothing_and_readiness_follows_it() {
     let (transactions, recorder) = recorder_mid_drain(&db, &queue, 1500, 2, &overrides, 60).await;
 
     // The database goes away: new connections are refused and existing ones are killed.
-    let mut admin = PgConnection::connect(&postgres_admin_url()).await.unwrap();
-    sqlx::query(&format!(
-        "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
-        db.name
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    db.allow_connections(false).await;
     db.terminate_backends().await;
     wait_until(DRAIN, "not ready", || async { !recorder.health.ready() }).await;
     let during = recorder.committed_transactions();
@@ -187,13 +180,7 @@ async fn a_database_outage_loses_nothing_and_readiness_follows_it() {
         "nothing commits while the database is away"
     );
 
-    sqlx::query(&format!(
-        "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
-        db.name
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    db.allow_connections(true).await;
     wait_until(DRAIN, "all committed", || async {
         db.count("transaction").await == 1500
     })
@@ -267,7 +254,7 @@ async fn without_migrations_the_recorder_waits_for_the_ledgers_tables() {
 
     // The ledger creates its tables; the recorder writes into them without restarting.
     let pool = db.pool().await;
-    bulk_recorder::db::migrate(&pool).await.unwrap();
+    bulk_recorder::store::db::migrate(&pool).await.unwrap();
     wait_until(DRAIN, "10 committed", || async {
         recorder.committed_transactions() == 10
     })

@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bulk_recorder::metrics::Metrics;
+use bulk_recorder::telemetry::metrics::Metrics;
 use bulk_recorder_e2e::{ledger::*, *};
 use serde_json::{Value, json};
 
@@ -186,7 +186,7 @@ async fn a_pending_transaction_and_its_commit_in_one_bulk_end_approved() {
     )
     .await;
     assert_eq!(
-        metrics.flushes(bulk_recorder::metrics::FlushTrigger::Size),
+        metrics.flushes(bulk_recorder::telemetry::metrics::FlushTrigger::Size),
         1,
         "both messages in one bulk"
     );

@@ -1,33 +1,16 @@
 //! The `bulk-recorder` binary as a process: start-up errors, SIGTERM, kill -9, and its HTTP
 //! endpoints.
 
-use std::{collections::BTreeSet, process::Stdio, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use bulk_recorder::{message::Format, publish::sample_transaction};
 use bulk_recorder_e2e::*;
 use tokio::process::{Child, Command};
 
 fn spawn(db: &TestDb, queue: &TestQueue, port: u16, overrides: &[(&str, &str)]) -> Child {
-    let addr = format!("127.0.0.1:{port}");
     let mut vars = env(db, queue, overrides);
-    vars.insert("METRICS_ADDR".into(), addr);
-    Command::new(recorder_binary())
-        .env_clear()
-        .envs(vars)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("bulk-recorder starts")
-}
-
-fn signal(child: &Child, name: &str) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args([name, &pid])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+    vars.insert("METRICS_ADDR".into(), format!("127.0.0.1:{port}"));
+    spawn_recorder(vars)
 }
 
 async fn scrape(port: u16, name: &str) -> f64 {

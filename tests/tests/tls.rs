@@ -6,8 +6,8 @@
 use std::{process::Stdio, time::Duration};
 
 use bulk_recorder::{
-    broker, config::Config, db, message::Format, publish::sample_transaction,
-    startup::refused_certificate,
+    broker, config::Config, message::Format, publish::sample_transaction,
+    startup::refused_certificate, store::db,
 };
 use bulk_recorder_e2e::{
     tls::{Certificates, TlsPostgres, TlsTerminator},

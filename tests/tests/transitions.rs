@@ -18,7 +18,7 @@ async fn record(
     queue: &TestQueue,
     groups: Vec<Vec<(Vec<u8>, &'static str)>>,
     overrides: &[(&str, &str)],
-) -> bulk_recorder::counts::WriteCounts {
+) -> bulk_recorder::telemetry::counts::WriteCounts {
     let recorder = RunningRecorder::start(config(db, queue, overrides));
     let mut published = 0;
     for bodies in groups {

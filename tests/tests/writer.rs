@@ -1,9 +1,9 @@
 //! The bulk statement on its own, against a real database: chunking, counts, defaults.
 
 use bulk_recorder::{
-    db,
     message::Transaction,
     publish::sample_transaction,
+    store::db,
     store::{BulkWriter, Written},
 };
 use bulk_recorder_e2e::TestDb;
@@ -12,7 +12,8 @@ async fn writer(max_rows: usize) -> (TestDb, BulkWriter) {
     let test_db = TestDb::create().await;
     let pool = test_db.pool().await;
     db::migrate(&pool).await.expect("migrations");
-    (test_db, BulkWriter::new(pool, max_rows))
+    let timeout = std::time::Duration::from_secs(10);
+    (test_db, BulkWriter::new(pool, max_rows, timeout, timeout))
 }
 
 async fn write(writer: &BulkWriter, transactions: &[Transaction]) -> Written {

@@ -14,20 +14,24 @@
 //! Rows are sorted by id so that concurrent recorders lock index entries in the same order and
 //! cannot deadlock.
 
-use std::{collections::HashSet, time::Instant};
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
-use sqlx::{PgPool, Postgres};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 use super::{
     Written,
     columns::{OperationColumns, TransactionColumns},
+    commit::{self, Deadline},
     merge::{Merged, Row},
 };
 use crate::{
-    counts::{RowCounts, WriteCounts},
-    db::WriteError,
     message::{Operation, Transaction},
+    store::db::WriteError,
+    telemetry::counts::{RowCounts, WriteCounts},
 };
 
 const BULK_UPSERT: &str = concat!(
@@ -74,7 +78,8 @@ const BULK_UPSERT: &str = concat!(
         (SELECT count(*) FROM t WHERE NOT inserted),
         (SELECT array_agg(id) FROM conflicts),
         (SELECT count(*) FROM o),
-        (SELECT count(*) FROM o_in WHERE transaction_id IN (SELECT id FROM conflicts))"
+        (SELECT count(*) FROM o_in WHERE transaction_id IN (SELECT id FROM conflicts)),
+        txid_current(), pg_backend_pid()"
 );
 
 /// What one statement did.
@@ -87,6 +92,7 @@ struct Outcome {
     conflicts: Vec<Uuid>,
     operations_inserted: u64,
     operations_of_conflicts: u64,
+    writer: Option<commit::Writer>,
 }
 
 /// Writes bulks of transactions.
@@ -94,10 +100,18 @@ struct Outcome {
 pub struct BulkWriter {
     pool: PgPool,
     max_rows_per_insert: usize,
+    /// A write may take this long per statement, plus `margin` (BEGIN, COMMIT, the network).
+    statement_timeout: Duration,
+    margin: Duration,
 }
 
 impl BulkWriter {
-    pub fn new(pool: PgPool, max_rows_per_insert: usize) -> Self {
+    pub fn new(
+        pool: PgPool,
+        max_rows_per_insert: usize,
+        statement_timeout: Duration,
+        margin: Duration,
+    ) -> Self {
         assert!(
             max_rows_per_insert > 0,
             "max_rows_per_insert must be positive"
@@ -105,6 +119,8 @@ impl BulkWriter {
         Self {
             pool,
             max_rows_per_insert,
+            statement_timeout,
+            margin,
         }
     }
 
@@ -125,23 +141,18 @@ impl BulkWriter {
             .map(|m| plan(m.rows.len(), m.operations.len(), self.max_rows_per_insert))
             .collect();
         let statements: usize = plans.iter().map(Vec::len).sum();
-        let mut outcomes = Vec::with_capacity(passes.len());
-        if statements == 1 {
-            // One statement is atomic on its own: no BEGIN/COMMIT round-trips.
-            let mut conn = self.pool.acquire().await.map_err(WriteError::classify)?;
-            let merged = &passes[0];
-            outcomes.push(upsert(&mut *conn, &merged.rows, &merged.operations).await?);
-        } else {
-            let mut db = self.pool.begin().await.map_err(WriteError::classify)?;
-            for (merged, chunks) in passes.iter_mut().zip(&plans) {
-                // Later statements must find the parents the earlier ones wrote.
-                if chunks.len() > 1 && merged.has_parents_inside() {
-                    merged.order_parents_first();
-                }
-                outcomes.push(upsert_chunks(&mut db, chunks, merged).await?);
-            }
-            db.commit().await.map_err(WriteError::classify)?;
+        let deadline = Deadline::after(self.statement_timeout * statements as u32 + self.margin);
+        let mut conn = deadline
+            .call("waiting for a connection", self.pool.acquire())
+            .await?;
+        let result = self
+            .write_passes(&mut conn, &mut passes, &plans, &deadline)
+            .await;
+        if result.as_ref().is_err_and(|e| !e.is_data()) {
+            // Lost, silent or confused: never hand this connection to the next bulk.
+            conn.close_on_drop();
         }
+        let outcomes = result?;
         let mut written = Written {
             statements: statements as u64,
             ..Default::default()
@@ -156,6 +167,31 @@ impl BulkWriter {
             "bulk written"
         );
         Ok(written)
+    }
+
+    /// BEGIN, every pass's statements, COMMIT: all rows or none.
+    async fn write_passes(
+        &self,
+        conn: &mut PgConnection,
+        passes: &mut [Merged<'_>],
+        plans: &[Vec<Chunk>],
+        deadline: &Deadline,
+    ) -> Result<Vec<Outcome>, WriteError> {
+        let mut tx = deadline.call("BEGIN", conn.begin()).await?;
+        let mut outcomes = Vec::with_capacity(passes.len());
+        for (merged, chunks) in passes.iter_mut().zip(plans) {
+            // Later statements must find the parents the earlier ones wrote.
+            if chunks.len() > 1 && merged.has_parents_inside() {
+                merged.order_parents_first();
+            }
+            outcomes.push(upsert_chunks(&mut tx, chunks, merged, deadline).await?);
+        }
+        let writer = outcomes
+            .iter()
+            .find_map(|o| o.writer)
+            .expect("a write sends at least one statement");
+        commit::commit(tx, writer, &self.pool, deadline).await?;
+        Ok(outcomes)
     }
 }
 
@@ -225,6 +261,7 @@ async fn upsert_chunks(
     db: &mut sqlx::Transaction<'_, Postgres>,
     chunks: &[Chunk],
     merged: &Merged<'_>,
+    deadline: &Deadline,
 ) -> Result<Outcome, WriteError> {
     let mut total = Outcome::default();
     let mut skipped: HashSet<Uuid> = HashSet::new();
@@ -236,7 +273,7 @@ async fn upsert_chunks(
             .filter(|op| !skipped.contains(&op.transaction_id))
             .collect();
         total.operations_of_conflicts += (o.len() - ops.len()) as u64;
-        let outcome = upsert(&mut **db, &merged.rows[t.clone()], &ops).await?;
+        let outcome = upsert(&mut **db, &merged.rows[t.clone()], &ops, deadline).await?;
         skipped.extend(outcome.conflicts.iter().copied());
         total.inserted += outcome.inserted;
         total.inserted_transitions += outcome.inserted_transitions;
@@ -244,6 +281,7 @@ async fn upsert_chunks(
         total.conflicts.extend(outcome.conflicts);
         total.operations_inserted += outcome.operations_inserted;
         total.operations_of_conflicts += outcome.operations_of_conflicts;
+        total.writer = total.writer.or(outcome.writer);
     }
     Ok(total)
 }
@@ -253,14 +291,15 @@ async fn upsert<'c, E>(
     executor: E,
     rows: &[Row<'_>],
     ops: &[&Operation],
+    deadline: &Deadline,
 ) -> Result<Outcome, WriteError>
 where
     E: sqlx::Executor<'c, Database = Postgres>,
 {
     let t = TransactionColumns::new(rows);
     let o = OperationColumns::new(ops);
-    type Returned = (i64, i64, i64, Option<Vec<Uuid>>, i64, i64);
-    let returned: Returned = sqlx::query_as(BULK_UPSERT)
+    type Returned = (i64, i64, i64, Option<Vec<Uuid>>, i64, i64, i64, i32);
+    let query = sqlx::query_as(BULK_UPSERT)
         .bind(t.id)
         .bind(t.parent_transaction_id)
         .bind(t.description)
@@ -310,12 +349,13 @@ where
         .bind(o.snapshot)
         .bind(o.created_at)
         .bind(o.updated_at)
-        .bind(o.deleted_at)
-        .fetch_one(executor)
-        .await
-        .map_err(WriteError::classify)?;
-    let (inserted, inserted_transitions, updated, conflicts, ops_inserted, ops_of_conflicts) =
-        returned;
+        .bind(o.deleted_at);
+    let returned: Returned = deadline
+        .call("the bulk statement", query.fetch_one(executor))
+        .await?;
+    let (inserted, inserted_transitions, updated, conflicts, ops_inserted, ops_of_conflicts) = (
+        returned.0, returned.1, returned.2, returned.3, returned.4, returned.5,
+    );
     Ok(Outcome {
         inserted: inserted as u64,
         inserted_transitions: inserted_transitions as u64,
@@ -323,6 +363,10 @@ where
         conflicts: conflicts.unwrap_or_default(),
         operations_inserted: ops_inserted as u64,
         operations_of_conflicts: ops_of_conflicts as u64,
+        writer: Some(commit::Writer {
+            xid: returned.6,
+            backend_pid: returned.7,
+        }),
     })
 }
 

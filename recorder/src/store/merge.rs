@@ -88,34 +88,19 @@ impl<'a> Merged<'a> {
     /// Rows ordered so that a parent always comes before its children (needed when a bulk is
     /// split into several statements), ids ascending within each generation.
     pub fn order_parents_first(&mut self) {
-        let position: HashMap<Uuid, usize> = self
+        let ids: Vec<Uuid> = self.rows.iter().map(|r| r.content.id).collect();
+        let parents: Vec<Option<Uuid>> = self
             .rows
             .iter()
-            .enumerate()
-            .map(|(i, row)| (row.content.id, i))
+            .map(|r| r.content.parent_transaction_id)
             .collect();
-        let depth = |mut i: usize| {
-            let mut depth = 0usize;
-            while let Some(parent) = self.rows[i].content.parent_transaction_id
-                && let Some(&p) = position.get(&parent)
-                && depth < self.rows.len()
-            {
-                depth += 1;
-                i = p;
-            }
-            depth
-        };
-        let depths: Vec<usize> = (0..self.rows.len()).map(depth).collect();
-        let mut order: Vec<usize> = (0..self.rows.len()).collect();
-        order.sort_by_key(|&i| (depths[i], self.rows[i].content.id));
-        let mut rows: Vec<Option<Row<'a>>> = std::mem::take(&mut self.rows)
+        let depths = generations(&ids, &parents);
+        let mut keyed: Vec<(usize, Row<'a>)> = depths
             .into_iter()
-            .map(Some)
+            .zip(std::mem::take(&mut self.rows))
             .collect();
-        self.rows = order
-            .into_iter()
-            .map(|i| rows[i].take().expect("each row once"))
-            .collect();
+        keyed.sort_by_key(|(depth, row)| (*depth, row.content.id));
+        self.rows = keyed.into_iter().map(|(_, row)| row).collect();
     }
 
     /// Whether any row's parent is in this bulk.
@@ -127,6 +112,26 @@ impl<'a> Merged<'a> {
                 .is_some_and(|p| ids.contains(&p))
         })
     }
+}
+
+/// For each item (an id and its parent), how many of its ancestors are among `ids`: 0 when its
+/// parent, if any, is elsewhere. Writing in ascending order writes parents before children.
+pub fn generations(ids: &[Uuid], parents: &[Option<Uuid>]) -> Vec<usize> {
+    let position: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    (0..ids.len())
+        .map(|mut i| {
+            let mut depth = 0;
+            // Bounded by the number of items, so that a cycle cannot loop forever.
+            while let Some(parent) = parents[i]
+                && let Some(&p) = position.get(&parent)
+                && depth < ids.len()
+            {
+                depth += 1;
+                i = p;
+            }
+            depth
+        })
+        .collect()
 }
 
 impl<'a> Row<'a> {

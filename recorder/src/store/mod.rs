@@ -5,18 +5,19 @@
 mod sql;
 pub mod bulk;
 mod columns;
+pub mod commit;
+pub mod db;
 pub mod merge;
 pub mod one_by_one;
 
-use sqlx::PgPool;
-
 use crate::{
-    counts::WriteCounts,
-    db::WriteError,
     message::{Decimal, JsonText, Transaction},
+    store::db::WriteError,
+    telemetry::counts::WriteCounts,
 };
 
 pub use bulk::BulkWriter;
+pub use one_by_one::OneByOneWriter;
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub enum Writer {
     /// All messages of a bulk in one statement.
     Bulk(BulkWriter),
     /// One statement per row, one database transaction per message: the baseline.
-    OneByOne(PgPool),
+    OneByOne(OneByOneWriter),
 }
 
 impl Writer {
@@ -40,10 +41,10 @@ impl Writer {
     pub async fn write(&self, transactions: &[&Transaction]) -> Result<Written, WriteError> {
         match self {
             Writer::Bulk(writer) => writer.write(transactions).await,
-            Writer::OneByOne(pool) => {
+            Writer::OneByOne(writer) => {
                 let mut total = Written::default();
                 for transaction in transactions {
-                    let written = one_by_one::write(pool, transaction).await?;
+                    let written = writer.write(transaction).await?;
                     total.counts += written.counts;
                     total.statements += written.statements;
                 }

@@ -3,13 +3,15 @@
 //! database transaction. It follows the same rules as the bulk write (status transitions,
 //! conflicting content), one row at a time.
 
-use sqlx::{PgPool, Postgres};
+use std::time::Duration;
 
-use super::{Written, json, text};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
+
+use super::{Written, commit::Deadline, json, text};
 use crate::{
-    counts::{RowCounts, WriteCounts},
-    db::WriteError,
     message::{Operation, Transaction},
+    store::db::WriteError,
+    telemetry::counts::{RowCounts, WriteCounts},
 };
 
 const UPSERT_TRANSACTION: &str = concat!(
@@ -49,10 +51,40 @@ const INSERT_OPERATION: &str = concat!(
     ") ON CONFLICT (id) DO NOTHING"
 );
 
-/// Writes one transaction and its operations, one row per statement.
-pub async fn write(pool: &PgPool, t: &Transaction) -> Result<Written, WriteError> {
-    let mut db = pool.begin().await.map_err(WriteError::classify)?;
-    let written: Option<(uuid::Uuid, bool)> = sqlx::query_as(UPSERT_TRANSACTION)
+/// Writes one message at a time, one row per statement.
+#[derive(Clone)]
+pub struct OneByOneWriter {
+    pool: PgPool,
+    /// The longest one message's write may take.
+    timeout: Duration,
+}
+
+impl OneByOneWriter {
+    pub fn new(pool: PgPool, timeout: Duration) -> Self {
+        Self { pool, timeout }
+    }
+
+    /// Writes one transaction and its operations in one database transaction.
+    pub async fn write(&self, t: &Transaction) -> Result<Written, WriteError> {
+        let deadline = Deadline::after(self.timeout);
+        let mut conn = deadline
+            .call("waiting for a connection", self.pool.acquire())
+            .await?;
+        let result = write(&mut conn, t, &deadline).await;
+        if result.as_ref().is_err_and(|e| !e.is_data()) {
+            conn.close_on_drop();
+        }
+        result
+    }
+}
+
+async fn write(
+    conn: &mut PgConnection,
+    t: &Transaction,
+    deadline: &Deadline,
+) -> Result<Written, WriteError> {
+    let mut db = deadline.call("BEGIN", conn.begin()).await?;
+    let upsert = sqlx::query_as(UPSERT_TRANSACTION)
         .bind(t.id)
         .bind(t.parent_transaction_id)
         .bind(&t.description)
@@ -70,27 +102,27 @@ pub async fn write(pool: &PgPool, t: &Transaction) -> Result<Written, WriteError
         .bind(t.tracer_skipped)
         .bind(t.created_at)
         .bind(t.updated_at)
-        .bind(t.deleted_at)
-        .fetch_optional(&mut *db)
-        .await
-        .map_err(WriteError::classify)?;
+        .bind(t.deleted_at);
+    let written: Option<(uuid::Uuid, bool)> = deadline
+        .call("the transaction row", upsert.fetch_optional(&mut *db))
+        .await?;
     let mut statements = 1;
     let (inserted, updated, conflicting) = match written {
         Some((_, true)) => (1, 0, 0),
         Some((_, false)) => (0, 1, 0),
         None => {
             statements += 1;
-            let conflicting: bool = sqlx::query_scalar(CONFLICTS)
+            let query = sqlx::query_scalar(CONFLICTS)
                 .bind(t.id)
                 .bind(text(t.amount.as_ref()))
                 .bind(&t.asset_code)
                 .bind(t.ledger_id)
                 .bind(t.organization_id)
                 .bind(t.parent_transaction_id)
-                .bind(&t.status.code)
-                .fetch_one(&mut *db)
-                .await
-                .map_err(WriteError::classify)?;
+                .bind(&t.status.code);
+            let conflicting: bool = deadline
+                .call("comparing with the stored row", query.fetch_one(&mut *db))
+                .await?;
             (0, 0, u64::from(conflicting))
         }
     };
@@ -98,11 +130,11 @@ pub async fn write(pool: &PgPool, t: &Transaction) -> Result<Written, WriteError
     let mut inserted_ops = 0;
     if conflicting == 0 {
         for o in &t.operations {
-            inserted_ops += insert_operation(&mut db, o).await?;
+            inserted_ops += insert_operation(&mut db, o, deadline).await?;
             statements += 1;
         }
     }
-    db.commit().await.map_err(WriteError::classify)?;
+    deadline.call("COMMIT", db.commit()).await?;
     Ok(Written {
         counts: WriteCounts {
             transactions: RowCounts::with(1, inserted, updated, conflicting),
@@ -115,10 +147,11 @@ pub async fn write(pool: &PgPool, t: &Transaction) -> Result<Written, WriteError
 async fn insert_operation(
     db: &mut sqlx::Transaction<'_, Postgres>,
     o: &Operation,
+    deadline: &Deadline,
 ) -> Result<u64, WriteError> {
     let before = o.balance.as_ref();
     let after = o.balance_after.as_ref();
-    Ok(sqlx::query(INSERT_OPERATION)
+    let insert = sqlx::query(INSERT_OPERATION)
         .bind(o.id)
         .bind(o.transaction_id)
         .bind(&o.description)
@@ -149,9 +182,9 @@ async fn insert_operation(
         .bind(json(o.snapshot.as_ref()))
         .bind(o.created_at)
         .bind(o.updated_at)
-        .bind(o.deleted_at)
-        .execute(&mut **db)
-        .await
-        .map_err(WriteError::classify)?
+        .bind(o.deleted_at);
+    Ok(deadline
+        .call("an operation row", insert.execute(&mut **db))
+        .await?
         .rows_affected())
 }

@@ -8,7 +8,7 @@ use std::{
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 
-use crate::{health::Health, metrics::Metrics};
+use crate::{telemetry::health::Health, telemetry::metrics::Metrics};
 
 #[derive(Clone)]
 struct AppState {
@@ -77,13 +77,21 @@ async fn render_metrics(
 }
 
 async fn readiness(State(state): State<AppState>) -> (StatusCode, String) {
-    let (broker, database) = (state.health.broker(), state.health.database());
-    let code = if broker && database {
+    let health = &state.health;
+    let code = if health.ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, format!("broker={broker} database={database}\n"))
+    (
+        code,
+        format!(
+            "broker={} database={} holding_bulk={}\n",
+            health.broker(),
+            health.database(),
+            health.holding()
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! The RabbitMQ side: one connection, `workers` channels, and settling deliveries per channel.
 
-use std::{collections::BTreeMap, io};
+pub mod consumer;
+pub mod settle;
+
+use std::io;
 
 use lapin::{
     Channel, Connection, ConnectionProperties, Consumer,
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-        BasicRejectOptions, QueueDeclareOptions,
-    },
+    options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
     types::FieldTable,
 };
 
@@ -15,7 +15,7 @@ use lapin::{
 /// which queue this recorder serves. An `amqps://` URL trusts the system's CA certificates and
 /// the one named by its `cacertfile` parameter.
 pub async fn connect(url: &str, queue: &str) -> Result<Connection, lapin::Error> {
-    let (uri, tls) = crate::connection_url::amqp_target(url).map_err(|p| {
+    let (uri, tls) = crate::config::connection_url::amqp_target(url).map_err(|p| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("RABBITMQ_URL: {}; {}", p.problem, p.fix),
@@ -100,76 +100,4 @@ pub fn consumer_tag(instance: &str, index: usize) -> String {
 pub struct Tag {
     pub channel: usize,
     pub delivery: u64,
-}
-
-/// The highest delivery tag per channel among `tags`.
-pub fn highest_per_channel(tags: impl IntoIterator<Item = Tag>) -> BTreeMap<usize, u64> {
-    let mut highest = BTreeMap::new();
-    for tag in tags {
-        let entry = highest.entry(tag.channel).or_insert(tag.delivery);
-        *entry = (*entry).max(tag.delivery);
-    }
-    highest
-}
-
-/// Acknowledges with `multiple=true`, one frame per channel up to its highest tag in `tags`.
-///
-/// Correct only because bulks are settled in the order they were collected: every lower tag on
-/// that channel is then part of this bulk, of an earlier settled bulk, or already rejected.
-pub async fn ack_up_to(
-    channels: &[Channel],
-    tags: impl IntoIterator<Item = Tag>,
-) -> Result<(), lapin::Error> {
-    for (channel, tag) in highest_per_channel(tags) {
-        channels[channel]
-            .basic_ack(tag, BasicAckOptions { multiple: true })
-            .await?;
-    }
-    Ok(())
-}
-
-/// Returns messages to the queue for another try, one frame per channel.
-pub async fn requeue_up_to(
-    channels: &[Channel],
-    tags: impl IntoIterator<Item = Tag>,
-) -> Result<(), lapin::Error> {
-    for (channel, tag) in highest_per_channel(tags) {
-        channels[channel]
-            .basic_nack(
-                tag,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                },
-            )
-            .await?;
-    }
-    Ok(())
-}
-
-/// Acknowledges one message alone.
-pub async fn ack_one(channel: &Channel, delivery: u64) -> Result<(), lapin::Error> {
-    channel
-        .basic_ack(delivery, BasicAckOptions { multiple: false })
-        .await
-}
-
-/// Returns one message alone to the queue.
-pub async fn requeue_one(channel: &Channel, delivery: u64) -> Result<(), lapin::Error> {
-    channel
-        .basic_nack(
-            delivery,
-            BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            },
-        )
-        .await
-}
-
-/// Rejects one message for good: the queue's dead-letter exchange gets it when it has one.
-pub async fn reject(channel: &Channel, delivery: u64) -> Result<(), lapin::Error> {
-    channel
-        .basic_reject(delivery, BasicRejectOptions { requeue: false })
-        .await
 }

@@ -11,10 +11,10 @@ use lapin::{Channel, Consumer};
 use tokio::sync::mpsc;
 
 use crate::{
-    broker::{self, Tag},
-    collector::Pending,
+    broker::{Tag, settle},
     message::{Decoded, Format, decode},
-    metrics::Metrics,
+    pipeline::collector::Pending,
+    telemetry::metrics::Metrics,
 };
 
 /// Runs until the consumer is cancelled (Ok) or the channel fails (Err).
@@ -58,7 +58,7 @@ pub async fn consume(
                 // lower tags may still be in a bulk).
                 tracing::debug!(delivery_tag = tag.delivery, reason, "message skipped");
                 metrics.skip(reason);
-                broker::ack_one(&channel, tag.delivery).await?;
+                settle::ack_one(&channel, tag.delivery).await?;
             }
             Err(error) => {
                 tracing::warn!(
@@ -70,7 +70,7 @@ pub async fn consume(
                     "message rejected without requeue"
                 );
                 metrics.reject(error.reason());
-                broker::reject(&channel, tag.delivery).await?;
+                settle::reject(&channel, tag.delivery).await?;
             }
         }
     }

@@ -15,12 +15,13 @@ use tokio::{
 
 use crate::{
     broker,
-    collector::{Bulk, collect},
+    broker::consumer::consume,
+    broker::settle::settle,
     config::Config,
-    consumer::consume,
-    flush::{Flusher, settle},
-    health::Health,
-    metrics::Metrics,
+    pipeline::collector::{Bulk, collect},
+    pipeline::flush::Flusher,
+    telemetry::health::Health,
+    telemetry::metrics::Metrics,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +113,7 @@ pub async fn run(
                     && let Err(error) = settle(&channels, outcome).await
                 {
                     // End the other channels' deliveries too: this session is over.
-                    let _ = connection.close(320, "settlement failed".into()).await;
+                    let _ = connection.close(200, "settlement failed".into()).await;
                     failure = Some(error);
                 }
             }
@@ -143,7 +144,7 @@ pub async fn run(
             match joined {
                 Ok(Err(error)) if first_error.is_none() => {
                     // One failed channel ends the session: close the others so it drains.
-                    let _ = connection.close(320, "a channel failed".into()).await;
+                    let _ = connection.close(200, "a channel failed".into()).await;
                     first_error = Some(error);
                 }
                 Ok(_) => {}

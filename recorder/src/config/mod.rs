@@ -3,10 +3,12 @@
 //! Every value is range-checked: a bad value stops the program with one line that names the
 //! variable, the value and what is accepted, instead of surfacing later as a stalled consumer.
 
+pub mod connection_url;
+
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-pub use crate::connection_url::redact;
-use crate::connection_url::{UrlProblem, check_database_url, check_rabbitmq_url};
+pub use crate::config::connection_url::redact;
+use crate::config::connection_url::{UrlProblem, check_database_url, check_rabbitmq_url};
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,6 +68,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// `BULK_RECORDER_MESSAGE_FORMAT`: `None` is `auto` (decided per message from its body).
     pub message_format: Option<crate::message::Format>,
+    /// How long a transaction whose parent is not stored yet is retried before it is rejected
+    /// as `missing_parent`.
+    pub missing_parent_wait: Duration,
     pub log_format: LogFormat,
     /// `METRICS_ADDR`; the default `[::]` falls back to `0.0.0.0` where IPv6 is unavailable.
     pub metrics_addr: SocketAddr,
@@ -211,6 +216,12 @@ impl Config {
             migrate: env.bool("BULK_RECORDER_MIGRATE", true)?,
             max_message_bytes: env.int("BULK_RECORDER_MAX_MESSAGE_BYTES", 1_048_576, 1, 134_217_728)? as usize,
             message_format: env.message_format()?,
+            missing_parent_wait: Duration::from_millis(env.int(
+                "BULK_RECORDER_MISSING_PARENT_WAIT_MS",
+                30_000,
+                0,
+                600_000,
+            )?),
             log_format,
             metrics_addr,
             report,

@@ -9,20 +9,25 @@ use tokio::{sync::watch, time::Instant};
 use crate::{
     backoff::Backoff,
     config::{Config, redact},
-    db,
-    flush::Flusher,
-    health::Health,
-    metrics::Metrics,
-    session,
-    store::{BulkWriter, Writer},
+    pipeline::flush::Flusher,
+    pipeline::session,
+    store::db,
+    store::{BulkWriter, OneByOneWriter, Writer, commit::Deadline},
+    telemetry::health::Health,
+    telemetry::metrics::Metrics,
 };
 
 /// Bulks written at once in bulk mode: one in the database while the next is collected and
 /// decoded. Settlement stays in order whatever this is.
 pub const BULKS_IN_FLIGHT: usize = 2;
 
-/// How long a write keeps retrying a database that is away before its messages are requeued.
-pub const RETRY_FOR: Duration = Duration::from_secs(30);
+/// Messages written at once in one-by-one mode (the baseline, like the reference's workers),
+/// whatever RABBITMQ_NUMBERS_OF_WORKERS is: each holds a connection, and PostgreSQL's default
+/// `max_connections` is 100.
+pub const ONE_BY_ONE_IN_FLIGHT: usize = 16;
+
+/// Added to the statement timeout for BEGIN, COMMIT and the network, when bounding a write.
+pub const WRITE_MARGIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecorderError {
@@ -43,10 +48,12 @@ pub async fn run(
         BULKS_IN_FLIGHT
     } else {
         // The baseline writes like the reference's workers: one message each, in parallel.
-        usize::from(config.workers)
+        usize::from(config.workers).min(ONE_BY_ONE_IN_FLIGHT)
     };
+    // One connection per write in flight, one for the readiness probe, one to ask whether a
+    // COMMIT whose answer was lost went through.
     let Some(pool) =
-        connect_database(&config, in_flight as u32 + 1, &health, shutdown.clone()).await
+        connect_database(&config, in_flight as u32 + 2, &health, shutdown.clone()).await
     else {
         return Ok(());
     };
@@ -60,15 +67,21 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let write_timeout = config.statement_timeout + WRITE_MARGIN;
     let writer = if config.bulk_enabled {
-        Writer::Bulk(BulkWriter::new(pool.clone(), config.max_rows_per_insert))
+        Writer::Bulk(BulkWriter::new(
+            pool.clone(),
+            config.max_rows_per_insert,
+            config.statement_timeout,
+            WRITE_MARGIN,
+        ))
     } else {
-        Writer::OneByOne(pool.clone())
+        Writer::OneByOne(OneByOneWriter::new(pool.clone(), write_timeout))
     };
     let flusher = Arc::new(Flusher {
         writer,
         fallback: config.fallback_enabled,
-        retry_for: RETRY_FOR,
+        parent_wait: config.missing_parent_wait,
         metrics: metrics.clone(),
         health: health.clone(),
         shutdown: shutdown.clone(),
@@ -101,7 +114,13 @@ pub async fn run(
             }
         }
     }
-    pool.close().await;
+    // A connection that went silent would make a graceful close wait forever.
+    if tokio::time::timeout(Duration::from_secs(2), pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("closing the database connections took over 2 s: leaving them");
+    }
     tracing::info!(totals = ?metrics.totals(), "recorder stopped");
     Ok(())
 }
@@ -135,16 +154,25 @@ async fn connect_database(
 /// Keeps readiness true to the database while no bulk is being written.
 async fn probe_database(pool: PgPool, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let up = tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(&pool),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
-        health.set_database(up);
+        health.set_database(probe(&pool).await);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// One `SELECT 1` within 2 s; a connection that does not answer is closed, not reused.
+async fn probe(pool: &PgPool) -> bool {
+    let deadline = Deadline::after(Duration::from_secs(2));
+    let Ok(mut conn) = deadline.call("probe", pool.acquire()).await else {
+        return false;
+    };
+    let answered = deadline
+        .call("probe", sqlx::query("SELECT 1").execute(&mut *conn))
+        .await;
+    if answered.is_err() {
+        conn.close_on_drop();
+    }
+    answered.is_ok()
 }

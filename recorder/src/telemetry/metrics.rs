@@ -6,7 +6,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::counts::{RowCounts, WriteCounts};
+use crate::telemetry::counts::{RowCounts, WriteCounts};
 
 /// What ended a collection window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::{sync::mpsc, time::Instant};
 
-use crate::{broker::Tag, message::Transaction, metrics::FlushTrigger};
+use crate::{broker::Tag, message::Transaction, telemetry::metrics::FlushTrigger};
 
 /// A decoded message waiting for its bulk to be written.
 #[derive(Debug)]

@@ -19,7 +19,14 @@ pub enum WriteError {
     /// The database could not be reached or asked us to retry: the same rows may pass later.
     #[error("database unavailable: {0}")]
     Transient(#[source] sqlx::Error),
+    /// No answer in time (a stalled server, a half-open connection): the connection is
+    /// dropped and the write retried.
+    #[error("no answer from PostgreSQL within {0:?} ({1})")]
+    TimedOut(Duration, &'static str),
 }
+
+/// `foreign_key_violation`.
+const FOREIGN_KEY_VIOLATION: &str = "23503";
 
 impl WriteError {
     /// SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation) are the
@@ -43,6 +50,18 @@ impl WriteError {
     pub fn is_data(&self) -> bool {
         matches!(self, WriteError::Data(_))
     }
+
+    /// A transaction whose parent (`parent_transaction_id`) is not stored: the only foreign key
+    /// of the `transaction` table. It may be in a bulk that has not committed yet.
+    pub fn is_missing_parent(&self) -> bool {
+        match self {
+            WriteError::Data(sqlx::Error::Database(db)) => {
+                db.code().as_deref() == Some(FOREIGN_KEY_VIOLATION)
+                    && db.table() == Some("transaction")
+            }
+            _ => false,
+        }
+    }
 }
 
 /// How every connection of the recorder is opened: `DATABASE_URL` plus session settings that
@@ -59,6 +78,12 @@ pub fn connect_options(config: &Config) -> Result<PgConnectOptions, sqlx::Error>
         // (57014, 55P03) that `WriteError::classify` treats as transient.
         ("statement_timeout", millis(config.statement_timeout)),
         ("lock_timeout", millis(config.lock_timeout)),
+        // A write's transaction never waits between its round-trips: a session left open by a
+        // lost connection is ended by the server instead of holding row locks.
+        (
+            "idle_in_transaction_session_timeout",
+            millis(config.statement_timeout),
+        ),
     ]))
 }
 

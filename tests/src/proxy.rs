@@ -1,0 +1,152 @@
+//! A TCP proxy in front of PostgreSQL that the test controls, for the faults a real network
+//! makes: a connection that goes silent (half-open), and one that drops right after the server
+//! committed, before its answer reaches the client.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+
+#[derive(Default)]
+struct Faults {
+    /// Nothing is forwarded, in either direction, on any connection (new ones included).
+    frozen: AtomicBool,
+    /// The next time a write commits, its answer is dropped and the connection cut.
+    cut_next_commit: AtomicBool,
+    cuts: AtomicUsize,
+}
+
+/// A proxy to `upstream` on a port of its own; stops when dropped.
+pub struct PgProxy {
+    pub port: u16,
+    faults: Arc<Faults>,
+    task: JoinHandle<()>,
+}
+
+impl PgProxy {
+    pub async fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let faults = Arc::new(Faults::default());
+        let upstream = upstream.to_string();
+        let shared = faults.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(relay(client, upstream.clone(), shared.clone()));
+            }
+        });
+        Self { port, faults, task }
+    }
+
+    /// `url` (a postgres:// URL to 127.0.0.1:5432) through this proxy, without TLS so that the
+    /// proxy sees which messages pass.
+    pub fn url(&self, url: &str) -> String {
+        let url = url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port));
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}sslmode=disable")
+    }
+
+    /// Every connection goes silent: bytes are neither delivered nor refused.
+    pub fn freeze(&self) {
+        self.faults.frozen.store(true, Ordering::SeqCst);
+    }
+
+    pub fn thaw(&self) {
+        self.faults.frozen.store(false, Ordering::SeqCst);
+    }
+
+    /// Once a write (a statement into `operation`) has been sent, the server's answer that
+    /// ends its transaction (ReadyForQuery, idle) is dropped and the connection closed: the
+    /// server committed, the client never hears of it.
+    pub fn cut_next_commit(&self) {
+        self.faults.cut_next_commit.store(true, Ordering::SeqCst);
+    }
+
+    /// Connections cut so far.
+    pub fn cuts(&self) -> usize {
+        self.faults.cuts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn wait_while_frozen(faults: &Faults) {
+    while faults.frozen.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn relay(client: TcpStream, upstream: String, faults: Arc<Faults>) {
+    wait_while_frozen(&faults).await;
+    let Ok(server) = TcpStream::connect(&upstream).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    // Set when this connection has sent a write while a cut is armed.
+    let armed = Arc::new(AtomicBool::new(false));
+    let to_server = {
+        let (faults, armed) = (faults.clone(), armed.clone());
+        async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match client_read.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                wait_while_frozen(&faults).await;
+                if faults.cut_next_commit.load(Ordering::SeqCst)
+                    && contains(&buf[..n], b"INSERT INTO operation")
+                {
+                    armed.store(true, Ordering::SeqCst);
+                }
+                if server_write.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let to_client = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            wait_while_frozen(&faults).await;
+            // ReadyForQuery with status idle: the transaction is over, committed.
+            if armed.load(Ordering::SeqCst)
+                && contains(&buf[..n], b"Z\0\0\0\x05I")
+                && faults.cut_next_commit.swap(false, Ordering::SeqCst)
+            {
+                faults.cuts.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Either direction ending ends the connection (both halves are dropped).
+    tokio::select! {
+        _ = to_server => {}
+        _ = to_client => {}
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

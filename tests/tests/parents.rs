@@ -1,0 +1,170 @@
+//! Parents before children: a transaction that refers to another (`parentTransactionId`, a
+//! foreign key) must never be dead-lettered because its parent was written later, or is in a
+//! bulk of another recorder that has not committed yet.
+
+use std::time::Duration;
+
+use bulk_recorder::{
+    message::{Format, Transaction},
+    publish::sample_transaction,
+};
+use bulk_recorder_e2e::*;
+use uuid::Uuid;
+
+const DRAIN: Duration = Duration::from_secs(60);
+
+/// A child of `parent` whose id sorts before the parent's (so sorting by id alone would write
+/// it first).
+fn child_of(parent: &Transaction) -> Transaction {
+    let mut child = sample_transaction(2);
+    child.id = Uuid::from_u128(parent.id.as_u128() - 1);
+    for op in &mut child.operations {
+        op.transaction_id = child.id;
+    }
+    child.parent_transaction_id = Some(parent.id);
+    child
+}
+
+/// Refused by PostgreSQL (22008, timestamp out of range): the bulk falls back to one message
+/// at a time.
+fn poison() -> Transaction {
+    let mut t = sample_transaction(1);
+    t.created_at = chrono::DateTime::from_timestamp(-220_898_664_000, 0).expect("a year -5030");
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fallback_a_child_delivered_before_its_parent_is_stored_after_it() {
+    let (db, queue) = (TestDb::create().await, TestQueue::with_dead_letters().await);
+    let parent = sample_transaction(2);
+    let child = child_of(&parent);
+    let bulk = [child.clone(), poison(), parent.clone()];
+    queue.publish_transactions(&bulk, Format::Midaz).await;
+    let recorder = RunningRecorder::start(config(
+        &db,
+        &queue,
+        &[
+            ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
+            ("BULK_RECORDER_SIZE", "3"),
+        ],
+    ));
+    wait_until(DRAIN, "the bulk settled", || async {
+        recorder.settled_messages() == 3
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(
+        metrics.fallbacks.get(),
+        1,
+        "the poison made the bulk fall back"
+    );
+    assert_eq!(
+        stored_transaction_ids(&db).await,
+        [parent.id, child.id].into_iter().collect()
+    );
+    assert_eq!(metrics.rejected("database"), 1, "only the poison");
+    assert_eq!(metrics.rejected("missing_parent"), 0);
+    assert_eq!(
+        TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_split_into_statements_writes_parents_first_without_falling_back() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let parent = sample_transaction(1);
+    let child = child_of(&parent);
+    let grandchild = child_of(&child);
+    queue
+        .publish_transactions(
+            &[grandchild.clone(), child.clone(), parent.clone()],
+            Format::Json,
+        )
+        .await;
+    let recorder = RunningRecorder::start(config(
+        &db,
+        &queue,
+        &[
+            ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
+            ("BULK_RECORDER_SIZE", "3"),
+            // One row per statement: three transaction statements, then the operations.
+            ("BULK_RECORDER_MAX_ROWS_PER_INSERT", "1"),
+        ],
+    ));
+    wait_until(DRAIN, "3 committed", || async {
+        recorder.committed_transactions() == 3
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(metrics.fallbacks.get(), 0);
+    assert_eq!(stored_transaction_ids(&db).await.len(), 3);
+    assert_eq!(
+        metrics.statements.get(),
+        3 + 5 - 1,
+        "a statement per transaction and per operation, the last transaction's with the first \
+         operation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_waits_for_a_parent_that_another_recorder_commits_later() {
+    let (db, queue) = (TestDb::create().await, TestQueue::with_dead_letters().await);
+    let parent = sample_transaction(2);
+    let child = child_of(&parent);
+    queue
+        .publish_transactions(std::slice::from_ref(&child), Format::Json)
+        .await;
+    let recorder = RunningRecorder::start(config(&db, &queue, &[]));
+    // The child is refused (no parent) and waits; then the parent arrives elsewhere.
+    wait_until(DRAIN, "the child refused once", || async {
+        recorder.metrics.fallbacks.get() >= 1
+    })
+    .await;
+    let other_queue = TestQueue::new();
+    other_queue
+        .publish_transactions(std::slice::from_ref(&parent), Format::Json)
+        .await;
+    let other = RunningRecorder::start(config(&db, &other_queue, &[]));
+    wait_until(DRAIN, "both stored", || async {
+        stored_transaction_ids(&db).await.len() == 2
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    other.stop().await;
+    assert_eq!(metrics.rejected_total(), 0, "nothing dead-lettered");
+    assert_eq!(TestQueue::ready(&queue.name).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_whose_parent_never_comes_is_dead_lettered_as_missing_parent() {
+    let (db, queue) = (TestDb::create().await, TestQueue::with_dead_letters().await);
+    let orphan = child_of(&sample_transaction(1));
+    let good = sample_transaction(2);
+    queue
+        .publish_transactions(&[orphan.clone(), good.clone()], Format::Json)
+        .await;
+    let recorder = RunningRecorder::start(config(
+        &db,
+        &queue,
+        &[("BULK_RECORDER_MISSING_PARENT_WAIT_MS", "1000")],
+    ));
+    wait_until(DRAIN, "both settled", || async {
+        recorder.settled_messages() == 2
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(metrics.rejected("missing_parent"), 1);
+    assert_eq!(
+        stored_transaction_ids(&db).await,
+        [good.id].into_iter().collect()
+    );
+    assert_eq!(
+        TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await,
+        1
+    );
+}
