@@ -1,4 +1,4 @@
-//! How recorders report into the status: the contract between `recorder/src/status_report.rs`
+//! How recorders report into the status: the contract between `recorder/src/telemetry/status_report.rs`
 //! and the operator's folding.
 
 use std::time::Duration;

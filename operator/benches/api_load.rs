@@ -53,7 +53,7 @@ fn seed(fake: &FakeApiServer, index: u64) -> (String, String, String) {
     (ns, name, pod)
 }
 
-/// A recorder pod, as recorder/src/status_report.rs reports: its own status entry, with
+/// A recorder pod, as recorder/src/telemetry/status_report.rs reports: its own status entry, with
 /// growing counts, every `REPORT_INTERVAL` ±20% (a deterministic spread here).
 async fn recorder(fake: FakeApiServer, ns: String, name: String, pod: String, offset: Duration) {
     let api: Api<BulkRecorder> = Api::namespaced(fake.client(Caller::Recorder(name.clone())), &ns);

@@ -131,7 +131,8 @@ pub fn recorder_env(br: &BulkRecorder) -> Vec<EnvVar> {
         env_from_secret("DATABASE_URL", &spec.postgres.url_secret_ref),
         env("BULK_RECORDER_MIGRATE", spec.postgres.migrate),
         env("LOG_FORMAT", "json"),
-        env("METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
+        // IPv6 and IPv4 (the recorder falls back to 0.0.0.0 where IPv6 is off).
+        env("METRICS_ADDR", format!("[::]:{METRICS_PORT}")),
         env("BULK_RECORDER_NAME", br.name_any()),
         env_from_field("POD_NAMESPACE", "metadata.namespace"),
         env_from_field("POD_NAME", "metadata.name"),

@@ -348,7 +348,7 @@ async fn a_name_that_cannot_name_a_service_is_degraded_and_applies_nothing() {
     }
 }
 
-/// One recorder process's report, as `recorder/src/status_report.rs` applies it.
+/// One recorder process's report, as `recorder/src/telemetry/status_report.rs` applies it.
 async fn report(fake: &FakeApiServer, pod: &str, start_id: &str, inserted: i64, at: &str) {
     let api: Api<BulkRecorder> =
         Api::namespaced(fake.client(Caller::Recorder("orders".into())), NS);

@@ -293,7 +293,7 @@ async fn the_operator_needs_no_permission_beyond_its_rbac_table() {
     delete_namespace(&admin, &ns).await;
 }
 
-/// One recorder's entry, as `recorder/src/status_report.rs` applies it.
+/// One recorder's entry, as `recorder/src/telemetry/status_report.rs` applies it.
 fn entry(pod: &str, start_id: &str, transactions: i64, last_report: &str) -> Value {
     json!({
         "apiVersion": "bulkrecorder.io/v1alpha1",
@@ -309,7 +309,7 @@ fn entry(pod: &str, start_id: &str, transactions: i64, last_report: &str) -> Val
     })
 }
 
-/// Applies one recorder's entry under the field manager `recorder/src/status_report.rs` uses.
+/// Applies one recorder's entry under the field manager `recorder/src/telemetry/status_report.rs` uses.
 async fn report(api: &Api<BulkRecorder>, pod: &str, start_id: &str, n: i64, at: &str) {
     report_as(
         api,

@@ -13,6 +13,5 @@ pub mod message;
 pub mod pipeline;
 pub mod publish;
 pub mod startup;
-pub mod status_report;
 pub mod store;
 pub mod telemetry;

@@ -10,10 +10,7 @@ use bulk_recorder::{
     pipeline::recorder,
     publish::{PublishPlan, publish},
     startup,
-    status_report::Reporter,
-    telemetry::health::Health,
-    telemetry::http,
-    telemetry::metrics::Metrics,
+    telemetry::{health::Health, http, metrics::Metrics, status_report::Reporter},
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;

@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bulk_recorder::{config::ReportTarget, status_report::Reporter};
+use bulk_recorder::{config::ReportTarget, telemetry::status_report::Reporter};
 use bulk_recorder_crds::BulkRecorder;
 use bulk_recorder_e2e::*;
 use bulk_recorder_operator::{context::Context, controller};

@@ -1,7 +1,9 @@
 //! What the recorder tells people and machines: row [`counts`], Prometheus [`metrics`],
-//! [`health`] and the HTTP endpoints that serve them ([`http`]).
+//! [`health`] and the HTTP endpoints that serve them ([`http`]), and the counts it reports
+//! into its BulkRecorder's status when it runs in a cluster ([`status_report`]).
 
 pub mod counts;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod status_report;
