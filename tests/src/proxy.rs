@@ -64,7 +64,7 @@ impl PgProxy {
         self.faults.frozen.store(false, Ordering::SeqCst);
     }
 
-    /// Once a write (a statement into `operation`) has been sent, the server's answer that
+    /// Once a write (an INSERT or a COPY into `operation`) has been sent, the server's answer that
     /// ends its transaction (ReadyForQuery, idle) is dropped and the connection closed: the
     /// server committed, the client never hears of it.
     pub fn cut_next_commit(&self) {
@@ -109,7 +109,8 @@ async fn relay(client: TcpStream, upstream: String, faults: Arc<Faults>) {
                 };
                 wait_while_frozen(&faults).await;
                 if faults.cut_next_commit.load(Ordering::SeqCst)
-                    && contains(&buf[..n], b"INSERT INTO operation")
+                    && (contains(&buf[..n], b"INSERT INTO operation")
+                        || contains(&buf[..n], b"COPY operation"))
                 {
                     armed.store(true, Ordering::SeqCst);
                 }

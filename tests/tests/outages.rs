@@ -148,30 +148,40 @@ async fn sigterm_finishes_within_the_flush_and_write_timeouts_when_the_database_
     );
 }
 
+/// Bulks of 20 are written by the upsert statement, bulks of 40 by COPY: both end with a
+/// COMMIT whose answer the proxy drops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_is_lost_is_counted_exactly_once() {
-    let (db, queue) = (TestDb::create().await, TestQueue::new());
-    let proxy = PgProxy::start("127.0.0.1:5432").await;
-    proxy.cut_next_commit();
-    let transactions: Vec<_> = (0..20).map(|_| sample_transaction(3)).collect();
-    queue
-        .publish_transactions(&transactions, Format::Json)
+    for count in [20, 40] {
+        let (db, queue) = (TestDb::create().await, TestQueue::new());
+        let proxy = PgProxy::start("127.0.0.1:5432").await;
+        proxy.cut_next_commit();
+        let transactions: Vec<_> = (0..count).map(|_| sample_transaction(3)).collect();
+        queue
+            .publish_transactions(&transactions, Format::Json)
+            .await;
+        let mut vars = through(&proxy, &db, &queue);
+        vars.insert("BULK_RECORDER_SIZE".into(), count.to_string());
+        vars.insert("BULK_RECORDER_FLUSH_TIMEOUT_MS".into(), "5000".into());
+        let config = bulk_recorder::config::Config::from_vars(&vars).expect("config");
+        let recorder = RunningRecorder::start(config);
+        wait_until(DRAIN, "all committed", || async {
+            recorder.committed_transactions() == count as u64
+        })
         .await;
-    let config =
-        bulk_recorder::config::Config::from_vars(&through(&proxy, &db, &queue)).expect("config");
-    let recorder = RunningRecorder::start(config);
-    wait_until(DRAIN, "20 committed", || async {
-        recorder.committed_transactions() == 20
-    })
-    .await;
-    let totals = recorder.metrics.totals();
-    recorder.stop().await;
-    assert_eq!(proxy.cuts(), 1, "the connection was cut after COMMIT");
-    assert_stored_exactly_once(&db, &queue, &transactions).await;
-    assert_eq!(
-        (totals.transactions.inserted, totals.transactions.ignored),
-        (20, 0),
-        "the committed bulk counts as inserted, not as 20 duplicates found by a retry"
-    );
-    assert_eq!(totals.operations.inserted, 60);
+        let totals = recorder.metrics.totals();
+        recorder.stop().await;
+        assert_eq!(
+            proxy.cuts(),
+            1,
+            "the connection was cut after COMMIT ({count})"
+        );
+        assert_stored_exactly_once(&db, &queue, &transactions).await;
+        assert_eq!(
+            (totals.transactions.inserted, totals.transactions.ignored),
+            (count as u64, 0),
+            "the committed bulk counts as inserted, not as duplicates found by a retry"
+        );
+        assert_eq!(totals.operations.inserted, 3 * count as u64);
+    }
 }

@@ -156,3 +156,72 @@ async fn a_bulk_refused_on_data_commits_nothing() {
     assert!(error.is_data(), "{error}");
     assert_eq!(db.count("transaction").await, 0);
 }
+
+/// The reference ledger's fixtures (those that insert), decoded, with their expected rows.
+fn ledger_fixtures() -> Vec<(Transaction, bulk_recorder_e2e::ledger::Fixture)> {
+    [
+        "approved",
+        "route",
+        "pending",
+        "noted",
+        "big-decimals",
+        "metadata",
+    ]
+    .into_iter()
+    .map(|name| {
+        let fixture = bulk_recorder_e2e::ledger::fixture(name);
+        let decoded = bulk_recorder::message::decode(&fixture.body, None, 1 << 20)
+            .expect("decodes")
+            .into_transaction()
+            .expect("a transaction");
+        (decoded, fixture)
+    })
+    .collect()
+}
+
+/// A bulk of new transactions goes in by COPY, a small one by the upsert statement: both
+/// write every column as the ledger's own consumer does.
+#[tokio::test]
+async fn copy_and_upsert_write_the_same_columns_as_the_ledger() {
+    for padding in [0, bulk_recorder::store::bulk::COPY_MIN_TRANSACTIONS] {
+        let (db, writer) = writer(1000).await;
+        let fixtures = ledger_fixtures();
+        let mut bulk: Vec<Transaction> = fixtures.iter().map(|(t, _)| t.clone()).collect();
+        bulk.extend((0..padding).map(|_| sample_transaction(2)));
+        let written = write(&writer, &bulk).await;
+        let by_copy = padding > 0;
+        assert_eq!(
+            written.statements,
+            if by_copy { 2 } else { 1 },
+            "COPY: {by_copy}"
+        );
+        assert_eq!(written.counts.transactions.inserted, bulk.len() as u64);
+        for (_, fixture) in &fixtures {
+            for row in fixture.transactions() {
+                bulk_recorder_e2e::ledger::assert_row(&db, "transaction", row).await;
+            }
+            for row in fixture.operations() {
+                bulk_recorder_e2e::ledger::assert_row(&db, "operation", row).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_copy_that_meets_a_stored_row_is_written_again_by_the_upsert() {
+    let (db, writer) = writer(1000).await;
+    let first: Vec<_> = (0..40).map(|_| sample_transaction(2)).collect();
+    let written = write(&writer, &first).await;
+    assert_eq!(written.statements, 2, "new rows: COPY");
+    // Half of them again (a redelivery) with 20 new ones: COPY fails on the first stored id,
+    // the same bulk goes in by the upsert, and the counts are those of the upsert.
+    let mut second: Vec<_> = first[..20].to_vec();
+    second.extend((0..20).map(|_| sample_transaction(2)));
+    let written = write(&writer, &second).await;
+    assert_eq!(written.statements, 1, "the upsert statement");
+    let t = written.counts.transactions;
+    assert_eq!((t.attempted, t.inserted, t.ignored), (40, 20, 20));
+    assert_eq!(written.counts.operations.inserted, 40);
+    assert_eq!(db.count("transaction").await, 60);
+    assert_eq!(db.count("operation").await, 120);
+}

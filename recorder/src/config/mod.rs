@@ -71,6 +71,8 @@ pub struct Config {
     /// How long a transaction whose parent is not stored yet is retried before it is rejected
     /// as `missing_parent`.
     pub missing_parent_wait: Duration,
+    /// Bulks written at once (each on a connection of its own), while the next is collected.
+    pub bulks_in_flight: usize,
     pub log_format: LogFormat,
     /// `METRICS_ADDR`; the default `[::]` falls back to `0.0.0.0` where IPv6 is unavailable.
     pub metrics_addr: SocketAddr,
@@ -216,6 +218,7 @@ impl Config {
             migrate: env.bool("BULK_RECORDER_MIGRATE", true)?,
             max_message_bytes: env.int("BULK_RECORDER_MAX_MESSAGE_BYTES", 1_048_576, 1, 134_217_728)? as usize,
             message_format: env.message_format()?,
+            bulks_in_flight: env.int("BULK_RECORDER_BULKS_IN_FLIGHT", 2, 1, 16)? as usize,
             missing_parent_wait: Duration::from_millis(env.int(
                 "BULK_RECORDER_MISSING_PARENT_WAIT_MS",
                 30_000,

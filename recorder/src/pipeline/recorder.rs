@@ -17,10 +17,6 @@ use crate::{
     telemetry::metrics::Metrics,
 };
 
-/// Bulks written at once in bulk mode: one in the database while the next is collected and
-/// decoded. Settlement stays in order whatever this is.
-pub const BULKS_IN_FLIGHT: usize = 2;
-
 /// Messages written at once in one-by-one mode (the baseline, like the reference's workers),
 /// whatever RABBITMQ_NUMBERS_OF_WORKERS is: each holds a connection, and PostgreSQL's default
 /// `max_connections` is 100.
@@ -44,8 +40,9 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RecorderError> {
+    // Bulks written at once; settlement stays in order whatever this is.
     let in_flight = if config.bulk_enabled {
-        BULKS_IN_FLIGHT
+        config.bulks_in_flight
     } else {
         // The baseline writes like the reference's workers: one message each, in parallel.
         usize::from(config.workers).min(ONE_BY_ONE_IN_FLIGHT)

@@ -16,6 +16,10 @@
 
 use std::{
     collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -26,6 +30,7 @@ use super::{
     Written,
     columns::{OperationColumns, TransactionColumns},
     commit::{self, Deadline},
+    copy,
     merge::{Merged, Row},
 };
 use crate::{
@@ -82,6 +87,15 @@ const BULK_UPSERT: &str = concat!(
         txid_current(), pg_backend_pid()"
 );
 
+/// How a bulk is written.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    /// `COPY` into the tables: only when every row is new.
+    Copy,
+    /// The upsert statement: any bulk.
+    Upsert,
+}
+
 /// What one statement did.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -103,7 +117,17 @@ pub struct BulkWriter {
     /// A write may take this long per statement, plus `margin` (BEGIN, COMMIT, the network).
     statement_timeout: Duration,
     margin: Duration,
+    /// Bulks to write with the upsert before trying `COPY` again, after a `COPY` was refused
+    /// (redeliveries come in runs, after a restart for example).
+    upserts_before_copy: Arc<AtomicU32>,
 }
+
+/// The fewest transactions for which `COPY` is tried first: below, its extra round-trips cost
+/// more than the rows save.
+pub const COPY_MIN_TRANSACTIONS: usize = 32;
+
+/// Bulks written with the upsert after a `COPY` was refused.
+const UPSERTS_AFTER_A_REFUSAL: u32 = 16;
 
 impl BulkWriter {
     pub fn new(
@@ -121,6 +145,7 @@ impl BulkWriter {
             max_rows_per_insert,
             statement_timeout,
             margin,
+            upserts_before_copy: Arc::default(),
         }
     }
 
@@ -140,14 +165,63 @@ impl BulkWriter {
             .iter()
             .map(|m| plan(m.rows.len(), m.operations.len(), self.max_rows_per_insert))
             .collect();
-        let statements: usize = plans.iter().map(Vec::len).sum();
+        if passes.len() == 1 && passes[0].rows.len() >= COPY_MIN_TRANSACTIONS && self.copy_turn() {
+            match self.attempt(Path::Copy, &mut passes, &[]).await {
+                Ok(written) => return Ok(written),
+                // Refused on data: a row stored already (a redelivery, a transition), or
+                // anything else COPY cannot take (a column of another type in the ledger's
+                // tables). COPY is only a faster way: the upsert decides the bulk's fate.
+                Err(error) if error.is_data() => {
+                    if error.is_duplicate() {
+                        tracing::debug!(
+                            "a row of the bulk is stored already: writing it with the upsert"
+                        );
+                    } else {
+                        tracing::warn!(%error, "COPY refused the bulk: writing it with the upsert");
+                    }
+                    self.upserts_before_copy
+                        .store(UPSERTS_AFTER_A_REFUSAL, Ordering::Relaxed);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let written = self.attempt(Path::Upsert, &mut passes, &plans).await?;
+        tracing::debug!(
+            transactions = transactions.len(),
+            statements = written.statements,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "bulk written"
+        );
+        Ok(written)
+    }
+
+    /// Whether this bulk tries `COPY` first.
+    fn copy_turn(&self) -> bool {
+        self.upserts_before_copy
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_err()
+    }
+
+    /// One database transaction writing `passes` by `path`, on a connection of its own, within
+    /// one deadline.
+    async fn attempt(
+        &self,
+        path: Path,
+        passes: &mut [Merged<'_>],
+        plans: &[Vec<Chunk>],
+    ) -> Result<Written, WriteError> {
+        let statements = match path {
+            Path::Copy => 2,
+            Path::Upsert => plans.iter().map(Vec::len).sum(),
+        };
         let deadline = Deadline::after(self.statement_timeout * statements as u32 + self.margin);
         let mut conn = deadline
             .call("waiting for a connection", self.pool.acquire())
             .await?;
-        let result = self
-            .write_passes(&mut conn, &mut passes, &plans, &deadline)
-            .await;
+        let result = match path {
+            Path::Copy => self.copy_pass(&mut conn, &passes[0], &deadline).await,
+            Path::Upsert => self.write_passes(&mut conn, passes, plans, &deadline).await,
+        };
         if result.as_ref().is_err_and(|e| !e.is_data()) {
             // Lost, silent or confused: never hand this connection to the next bulk.
             conn.close_on_drop();
@@ -160,13 +234,34 @@ impl BulkWriter {
         for (merged, outcome) in passes.iter().zip(&outcomes) {
             written.counts += counts(merged, outcome);
         }
-        tracing::debug!(
-            transactions = transactions.len(),
-            statements,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            "bulk written"
-        );
         Ok(written)
+    }
+
+    /// BEGIN, COPY of both tables, COMMIT: every row is new, or the whole bulk fails.
+    async fn copy_pass(
+        &self,
+        conn: &mut PgConnection,
+        merged: &Merged<'_>,
+        deadline: &Deadline,
+    ) -> Result<Vec<Outcome>, WriteError> {
+        let mut tx = deadline.call("BEGIN", conn.begin()).await?;
+        let (xid, backend_pid): (i64, i32) = deadline
+            .call(
+                "BEGIN",
+                sqlx::query_as("SELECT txid_current(), pg_backend_pid()").fetch_one(&mut *tx),
+            )
+            .await?;
+        let copied = copy::copy(&mut tx, merged, deadline).await?;
+        debug_assert_eq!(copied as usize, merged.rows.len() + merged.operations.len());
+        let writer = commit::Writer { xid, backend_pid };
+        commit::commit(tx, writer, &self.pool, deadline).await?;
+        Ok(vec![Outcome {
+            inserted: merged.rows.len() as u64,
+            inserted_transitions: merged.rows.iter().filter(|r| r.transition).count() as u64,
+            operations_inserted: merged.operations.len() as u64,
+            writer: Some(writer),
+            ..Default::default()
+        }])
     }
 
     /// BEGIN, every pass's statements, COMMIT: all rows or none.

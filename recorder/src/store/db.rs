@@ -51,6 +51,15 @@ impl WriteError {
         matches!(self, WriteError::Data(_))
     }
 
+    /// A row that is stored already (`unique_violation`): what stops a `COPY`.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(
+            self,
+            WriteError::Data(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some(super::copy::UNIQUE_VIOLATION)
+        )
+    }
+
     /// A transaction whose parent (`parent_transaction_id`) is not stored: the only foreign key
     /// of the `transaction` table. It may be in a bulk that has not committed yet.
     pub fn is_missing_parent(&self) -> bool {

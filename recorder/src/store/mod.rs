@@ -6,6 +6,7 @@ mod sql;
 pub mod bulk;
 mod columns;
 pub mod commit;
+mod copy;
 pub mod db;
 pub mod merge;
 pub mod one_by_one;
