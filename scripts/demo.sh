@@ -2,9 +2,11 @@
 # The demo: the recorder against real RabbitMQ and PostgreSQL on this machine.
 #
 # Starts (or installs) the services when they do not answer, creates the database
-# `bulk_recorder_demo`, publishes 10,000 transactions (5 operations each, ~5% duplicates, 12
-# invalid messages), runs the recorder until the queue is drained, prints what it counted and
-# its throughput, then stops the recorder and whatever services it started.
+# `bulk_recorder_demo`, publishes 10,000 transactions (5 operations each) in turn as JSON,
+# msgpack and the reference ledger's own message format, ~5% of them twice, 10% as PENDING
+# followed by their commit, and 12 invalid messages; runs the recorder (format auto) until the
+# queue is drained, prints what it counted and its throughput, then stops the recorder and
+# whatever services it started.
 # Usage: ./scripts/demo.sh [--count N] [more `bulk-recorder publish` flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,12 +39,16 @@ psql -q "postgres://postgres:postgres@127.0.0.1:5432/postgres" -c "DROP DATABASE
 rabbitmqctl -q delete_queue "$QUEUE" >/dev/null 2>&1 || true
 
 echo "== publishing"
-published=$("$BIN" publish --count 10000 --operations 5 --duplicates 5 --invalid 12 "$@")
+published=$("$BIN" publish --count 10000 --operations 5 --duplicates 5 --pending 10 \
+  --invalid 12 --format json,msgpack,midaz "$@")
 echo "$published"
 messages=$(sed -E 's/.*published=([0-9]+).*/\1/' <<<"$published")
 
-metric() { curl -fsS "http://127.0.0.1:$PORT/metrics" 2>/dev/null | awk -v n="$1" '$1 == n { printf "%d", $2 }'; }
-rejected() { curl -fsS "http://127.0.0.1:$PORT/metrics" 2>/dev/null | awk '/^bulk_recorder_messages_rejected_total/ { s += $2 } END { printf "%d", s }'; }
+metrics() { curl -fsS "http://127.0.0.1:$PORT/metrics" 2>/dev/null; }
+metric() { metrics | awk -v n="$1" '$1 == n { printf "%d", $2 }'; }
+# The sum of a metric's labelled samples, or of one label's value when given.
+family() { metrics | awk -v n="$1" -v l="${2:-}" 'index($1, n "{") == 1 && index($1, l) { s += $2 } END { printf "%d", s }'; }
+rejected() { family bulk_recorder_messages_rejected_total; }
 
 echo "== running the recorder until the queue is drained"
 LOG=$(mktemp /tmp/bulk-recorder-demo.XXXXXX.log)
@@ -50,7 +56,7 @@ LOG=$(mktemp /tmp/bulk-recorder-demo.XXXXXX.log)
 RECORDER_PID=$!
 start=$(date +%s.%N)
 while :; do
-  done_count=$(( $(metric bulk_recorder_transactions_attempted_total || echo 0) + $(rejected || echo 0) ))
+  done_count=$(( $(metric bulk_recorder_transactions_attempted_total || echo 0) + $(rejected || echo 0) + $(family bulk_recorder_messages_skipped_total || echo 0) ))
   [ "$done_count" -ge "$messages" ] && break
   kill -0 "$RECORDER_PID" 2>/dev/null || { echo "the recorder exited; its log: $LOG" >&2; tail -20 "$LOG" >&2; exit 1; }
   sleep 0.05
@@ -58,10 +64,14 @@ done
 end=$(date +%s.%N)
 
 t_att=$(metric bulk_recorder_transactions_attempted_total); t_ins=$(metric bulk_recorder_transactions_inserted_total)
-t_ign=$(metric bulk_recorder_transactions_ignored_total); o_att=$(metric bulk_recorder_operations_attempted_total)
-o_ins=$(metric bulk_recorder_operations_inserted_total); o_ign=$(metric bulk_recorder_operations_ignored_total)
+t_ign=$(metric bulk_recorder_transactions_ignored_total); t_upd=$(metric bulk_recorder_transactions_updated_total)
+t_con=$(metric bulk_recorder_transactions_conflicting_total)
+o_att=$(metric bulk_recorder_operations_attempted_total); o_ins=$(metric bulk_recorder_operations_inserted_total)
+o_ign=$(metric bulk_recorder_operations_ignored_total); o_con=$(metric bulk_recorder_operations_conflicting_total)
 rej=$(rejected); statements=$(metric bulk_recorder_db_statements_total)
-flushes=$(curl -fsS "http://127.0.0.1:$PORT/metrics" | awk '/^bulk_recorder_flushes_total/ { s += $2 } END { printf "%d", s }')
+flushes=$(family bulk_recorder_flushes_total)
+formats=$(for f in json msgpack midaz midaz_legacy; do printf '%s=%d ' "$f" "$(family bulk_recorder_messages_decoded_total "\"$f\"")"; done)
+pending=$(psql -At "$DATABASE_URL" -c "SELECT count(*) FROM transaction WHERE status = 'PENDING'")
 rows_t=$(psql -At "$DATABASE_URL" -c "SELECT count(*) FROM transaction")
 rows_o=$(psql -At "$DATABASE_URL" -c "SELECT count(*) FROM operation")
 ready=$(rabbitmqctl -q list_queues name messages_ready messages_unacknowledged | awk -v q="$QUEUE" '$1 == q { print $2 "/" $3 }')
@@ -69,13 +79,14 @@ seconds=$(echo "$end - $start" | bc -l)
 
 kill -TERM "$RECORDER_PID"; wait "$RECORDER_PID"; RECORDER_PID=""
 
-printf '\n%-14s %10s %10s %10s\n' "" attempted inserted ignored
-printf '%-14s %10d %10d %10d\n' transactions "$t_att" "$t_ins" "$t_ign"
-printf '%-14s %10d %10d %10d\n' operations "$o_att" "$o_ins" "$o_ign"
+printf '\n%-14s %10s %10s %10s %10s %12s\n' "" attempted inserted updated ignored conflicting
+printf '%-14s %10d %10d %10d %10d %12d\n' transactions "$t_att" "$t_ins" "$t_upd" "$t_ign" "$t_con"
+printf '%-14s %10d %10d %10s %10d %12d\n' operations "$o_att" "$o_ins" - "$o_ign" "$o_con"
+printf 'messages decoded by format: %s\n' "$formats"
 printf 'rejected messages: %d (dead-lettered or dropped by the queue policy)\n' "$rej"
-printf 'rows in PostgreSQL: transaction=%d operation=%d\n' "$rows_t" "$rows_o"
+printf 'rows in PostgreSQL: transaction=%d operation=%d, still PENDING: %d\n' "$rows_t" "$rows_o" "$pending"
 printf 'queue ready/unacked after the run: %s\n' "${ready:-0/0}"
-printf 'bulks: %d, INSERT statements: %d (%.2f per bulk)\n' "$flushes" "$statements" "$(echo "$statements / $flushes" | bc -l)"
+printf 'bulks: %d, statements: %d (%.2f per bulk: COPY of both tables, or one upsert)\n' "$flushes" "$statements" "$(echo "$statements / $flushes" | bc -l)"
 printf 'throughput: %.0f transactions/s (%.0f operations/s) over %.2f s\n' \
   "$(echo "$t_att / $seconds" | bc -l)" "$(echo "$o_att / $seconds" | bc -l)" "$seconds"
 echo "recorder log: $LOG"

@@ -391,23 +391,23 @@ where
     }
 }
 
-/// The broker's own view of a queue: (ready, unacknowledged), from `rabbitmqctl`.
-pub fn broker_counts(queue: &str) -> (u64, u64) {
+/// Rows `rabbitmqctl <command> -q <columns> --formatter json` prints.
+pub fn rabbitmqctl_json(command: &str, columns: &[&str]) -> Vec<serde_json::Value> {
     let output = Command::new("rabbitmqctl")
-        .args([
-            "list_queues",
-            "-q",
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-            "--formatter",
-            "json",
-        ])
+        .arg(command)
+        .arg("-q")
+        .args(columns)
+        .args(["--formatter", "json"])
         .output()
         .expect("rabbitmqctl runs");
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(&output.stdout).expect("rabbitmqctl json");
-    rows.iter()
+    serde_json::from_slice(&output.stdout).expect("rabbitmqctl json")
+}
+
+/// The broker's own view of a queue: (ready, unacknowledged), from `rabbitmqctl`.
+pub fn broker_counts(queue: &str) -> (u64, u64) {
+    let columns = ["name", "messages_ready", "messages_unacknowledged"];
+    rabbitmqctl_json("list_queues", &columns)
+        .iter()
         .find(|row| row["name"] == queue)
         .map(|row| {
             (

@@ -134,7 +134,18 @@ fn transitioned(row: &Value, update: &Value) -> Value {
     row
 }
 
-async fn assert_committed(db: &TestDb, pending: &Fixture, commit: &Fixture) {
+/// The PENDING row approved by its commit, every leg of both stored, and the transactions
+/// counted as `(attempted, inserted, updated, ignored)`.
+async fn assert_committed(
+    db: &TestDb,
+    pending: &Fixture,
+    commit: &Fixture,
+    metrics: &Metrics,
+    counts: (u64, u64, u64, u64),
+) {
+    let t = metrics.totals().transactions;
+    assert_eq!((t.attempted, t.inserted, t.updated, t.ignored), counts);
+    assert_eq!(t.conflicting, 0);
     let row = transitioned(
         &pending.transactions()[0],
         &commit.expected["transaction_update"],
@@ -162,12 +173,7 @@ async fn a_commit_in_a_later_bulk_approves_the_pending_row_and_adds_its_legs() {
         &[],
     )
     .await;
-    assert_committed(&db, &pending, &commit).await;
-    let t = metrics.totals().transactions;
-    assert_eq!(
-        (t.attempted, t.inserted, t.updated, t.ignored),
-        (2, 1, 1, 0)
-    );
+    assert_committed(&db, &pending, &commit, &metrics, (2, 1, 1, 0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,12 +196,7 @@ async fn a_pending_transaction_and_its_commit_in_one_bulk_end_approved() {
         1,
         "both messages in one bulk"
     );
-    assert_committed(&db, &pending, &commit).await;
-    let t = metrics.totals().transactions;
-    assert_eq!(
-        (t.attempted, t.inserted, t.updated, t.ignored),
-        (2, 1, 1, 0)
-    );
+    assert_committed(&db, &pending, &commit, &metrics, (2, 1, 1, 0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,13 +215,7 @@ async fn a_redelivered_commit_is_ignored_and_a_final_status_never_moves_back() {
         &[],
     )
     .await;
-    assert_committed(&db, &pending, &commit).await;
-    let t = metrics.totals().transactions;
-    assert_eq!(
-        (t.attempted, t.inserted, t.updated, t.ignored),
-        (4, 1, 1, 2)
-    );
-    assert_eq!(t.conflicting, 0);
+    assert_committed(&db, &pending, &commit, &metrics, (4, 1, 1, 2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,3 +152,34 @@ async fn kill_9_mid_drain_then_restart_stores_every_transaction_exactly_once() {
     );
     assert_eq!(TestQueue::ready(&queue.name).await, 0);
 }
+
+/// A broker that accepts the TCP connection and never answers the AMQP handshake (a host that
+/// swallows packets, a wrong port behind a load balancer): the recorder neither hangs there
+/// nor at SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_broker_never_answers_exits_at_once() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let mut vars = env(&db, &queue, &[]);
+    vars.insert(
+        "RABBITMQ_URL".into(),
+        format!("amqp://guest:guest@127.0.0.1:{silent_port}/%2f"),
+    );
+    vars.insert("METRICS_ADDR".into(), format!("127.0.0.1:{}", free_port()));
+    let mut child = spawn_recorder(vars);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the recorder exits although the broker never answered")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+    held.abort();
+}

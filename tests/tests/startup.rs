@@ -95,20 +95,8 @@ async fn the_bulk_switch_is_checked_even_when_async_is_off() {
 
 /// The consumer tags the broker lists for `queue`.
 fn consumer_tags(queue: &str) -> BTreeSet<String> {
-    let output = std::process::Command::new("rabbitmqctl")
-        .args([
-            "list_consumers",
-            "-q",
-            "queue_name",
-            "consumer_tag",
-            "--formatter",
-            "json",
-        ])
-        .output()
-        .expect("rabbitmqctl runs");
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(&output.stdout).expect("rabbitmqctl json");
-    rows.iter()
+    rabbitmqctl_json("list_consumers", &["queue_name", "consumer_tag"])
+        .iter()
         .filter(|row| row["queue_name"] == queue)
         .filter_map(|row| row["consumer_tag"].as_str().map(str::to_string))
         .collect()

@@ -30,7 +30,13 @@ pub enum SessionError {
     Broker(#[from] lapin::Error),
     #[error("the broker stopped delivering (connection or consumer closed)")]
     Ended,
+    #[error("no answer from the broker within {0:?} while connecting")]
+    ConnectTimedOut(std::time::Duration),
 }
+
+/// The longest a connection attempt may take: lapin's own connect waits on the network as
+/// long as the kernel does, and a broker that drops packets would stall the recorder there.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Consumes until shutdown (Ok) or until the broker connection fails (Err).
 pub async fn run(
@@ -41,8 +47,19 @@ pub async fn run(
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
-    let connection = broker::connect(&config.rabbitmq_url, &config.queue).await?;
-    broker::ensure_queue(&connection, &config.queue).await?;
+    let connecting = async {
+        let connection = broker::connect(&config.rabbitmq_url, &config.queue).await?;
+        broker::ensure_queue(&connection, &config.queue).await?;
+        Ok::<_, lapin::Error>(connection)
+    };
+    let mut stop = shutdown.clone();
+    let connection = tokio::select! {
+        connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => {
+            connected.map_err(|_| SessionError::ConnectTimedOut(CONNECT_TIMEOUT))??
+        }
+        // Nothing is held yet: a shutdown during the attempt simply ends the session.
+        _ = stop.wait_for(|s| *s) => return Ok(()),
+    };
     let mut channels = Vec::with_capacity(usize::from(config.workers));
     let mut consumers = Vec::with_capacity(usize::from(config.workers));
     for index in 0..usize::from(config.workers) {
