@@ -85,6 +85,9 @@ pub const NAME_RULE: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-
 #[x_kube(validation = Rule::new("!has(self.size) || self.size <= self.workers * self.prefetch").message(
     "spec.size must not exceed spec.workers * spec.prefetch (RabbitMQ never hands out more unacknowledged messages than that): lower size, raise workers or prefetch, or remove size to use workers * prefetch"
 ))]
+#[x_kube(validation = Rule::new("!has(self.lockTimeoutMs) || self.lockTimeoutMs <= self.statementTimeoutMs").message(
+    "spec.lockTimeoutMs must not exceed spec.statementTimeoutMs (a statement never waits longer than it may run): lower lockTimeoutMs or raise statementTimeoutMs"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct BulkRecorderSpec {
     /// Recorder container image. Defaults to the image the operator was started with
@@ -134,6 +137,34 @@ pub struct BulkRecorderSpec {
     /// Write in bulk. false: one message at a time, one INSERT per row (the baseline).
     #[serde(default = "default_true")]
     pub bulk_enabled: bool,
+
+    /// Bulks written at once, each on a database connection of its own, while the next one is
+    /// collected (BULK_RECORDER_BULKS_IN_FLIGHT). More helps only when workers * prefetch
+    /// leaves room for the next bulk to fill, and the database has cores to spare.
+    #[serde(default = "default_bulks_in_flight")]
+    #[schemars(range(min = 1, max = 16))]
+    pub bulks_in_flight: i32,
+
+    /// PostgreSQL statement_timeout of the recorder's sessions, in milliseconds
+    /// (BULK_RECORDER_STATEMENT_TIMEOUT_MS). A write also gives up, client side, after this
+    /// per statement plus 5 s, and the bulk is retried. The pods' termination grace period
+    /// grows with it.
+    #[serde(default = "default_statement_timeout_ms")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub statement_timeout_ms: i32,
+
+    /// PostgreSQL lock_timeout of the recorder's sessions, in milliseconds
+    /// (BULK_RECORDER_LOCK_TIMEOUT_MS). Unset: 5000, or the statement timeout when lower.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub lock_timeout_ms: Option<i32>,
+
+    /// How long, in milliseconds, a transaction whose parentTransactionId is not stored yet is
+    /// retried before it is dead-lettered as missing_parent
+    /// (BULK_RECORDER_MISSING_PARENT_WAIT_MS).
+    #[serde(default = "default_missing_parent_wait_ms")]
+    #[schemars(range(min = 0, max = 600000))]
+    pub missing_parent_wait_ms: i32,
 
     /// Encoding of the queue's messages (BULK_RECORDER_MESSAGE_FORMAT): `auto` decides per
     /// message from its body (the reference ledger labels its msgpack bodies
@@ -293,6 +324,15 @@ fn default_flush_timeout_ms() -> i32 {
 fn default_max_rows_per_insert() -> i32 {
     1000
 }
+fn default_bulks_in_flight() -> i32 {
+    2
+}
+fn default_statement_timeout_ms() -> i32 {
+    10_000
+}
+fn default_missing_parent_wait_ms() -> i32 {
+    30_000
+}
 fn default_true() -> bool {
     true
 }
@@ -336,6 +376,31 @@ impl BulkRecorderSpec {
             problems.push(format!(
                 "spec.flushTimeoutMs {} is outside 1..=60000",
                 self.flush_timeout_ms
+            ));
+        }
+        for (field, value, range) in [
+            ("bulksInFlight", self.bulks_in_flight, 1..=16),
+            ("statementTimeoutMs", self.statement_timeout_ms, 1..=600_000),
+            (
+                "missingParentWaitMs",
+                self.missing_parent_wait_ms,
+                0..=600_000,
+            ),
+        ] {
+            if !range.contains(&value) {
+                problems.push(format!(
+                    "spec.{field} {value} is outside {}..={}",
+                    range.start(),
+                    range.end()
+                ));
+            }
+        }
+        if let Some(lock) = self.lock_timeout_ms
+            && !(1..=self.statement_timeout_ms).contains(&lock)
+        {
+            problems.push(format!(
+                "spec.lockTimeoutMs {lock} is outside 1..={} (spec.statementTimeoutMs): lower it",
+                self.statement_timeout_ms
             ));
         }
         problems

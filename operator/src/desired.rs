@@ -110,7 +110,7 @@ fn env_from_field(name: &str, path: &str) -> EnvVar {
 /// The recorder's environment (the README's table), the derived size included.
 pub fn recorder_env(br: &BulkRecorder) -> Vec<EnvVar> {
     let spec = &br.spec;
-    vec![
+    let mut vars = vec![
         env_from_secret("RABBITMQ_URL", &spec.rabbitmq.url_secret_ref),
         env(
             "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
@@ -128,6 +128,15 @@ pub fn recorder_env(br: &BulkRecorder) -> Vec<EnvVar> {
         ),
         env("BULK_RECORDER_FALLBACK_ENABLED", spec.fallback_enabled),
         env("BULK_RECORDER_MESSAGE_FORMAT", spec.message_format.as_str()),
+        env("BULK_RECORDER_BULKS_IN_FLIGHT", spec.bulks_in_flight),
+        env(
+            "BULK_RECORDER_STATEMENT_TIMEOUT_MS",
+            spec.statement_timeout_ms,
+        ),
+        env(
+            "BULK_RECORDER_MISSING_PARENT_WAIT_MS",
+            spec.missing_parent_wait_ms,
+        ),
         env_from_secret("DATABASE_URL", &spec.postgres.url_secret_ref),
         env("BULK_RECORDER_MIGRATE", spec.postgres.migrate),
         env("LOG_FORMAT", "json"),
@@ -136,7 +145,20 @@ pub fn recorder_env(br: &BulkRecorder) -> Vec<EnvVar> {
         env("BULK_RECORDER_NAME", br.name_any()),
         env_from_field("POD_NAMESPACE", "metadata.namespace"),
         env_from_field("POD_NAME", "metadata.name"),
-    ]
+    ];
+    if let Some(lock) = spec.lock_timeout_ms {
+        vars.push(env("BULK_RECORDER_LOCK_TIMEOUT_MS", lock));
+    }
+    vars
+}
+
+/// Long enough for SIGTERM to drain: the flush timeout, then a write that may take its
+/// statement timeout for each of its (usually two) statements plus 5 s; never below 60 s.
+pub fn termination_grace_seconds(br: &BulkRecorder) -> i64 {
+    let spec = &br.spec;
+    let drain_ms =
+        i64::from(spec.flush_timeout_ms) + 2 * i64::from(spec.statement_timeout_ms) + 10_000;
+    (drain_ms.div_euclid(1000) + 1).max(60)
 }
 
 fn probe(path: &str, period: i32) -> Probe {
@@ -236,7 +258,7 @@ pub fn deployment(br: &BulkRecorder, default_image: &str, secret_versions: &str)
                     priority_class_name: spec.priority_class_name.clone(),
                     volumes,
                     // SIGTERM: flush, ack, report; a bulk plus the flush timeout is far less.
-                    termination_grace_period_seconds: Some(60),
+                    termination_grace_period_seconds: Some(termination_grace_seconds(br)),
                     // Non-root without pinning a uid: the image's numeric USER (65532) applies,
                     // and OpenShift's restricted SCC may assign one from the namespace's range.
                     security_context: Some(PodSecurityContext {
@@ -500,6 +522,26 @@ mod tests {
             (mount.mount_path.as_str(), mount.read_only),
             ("/etc/ledger-ca", Some(true))
         );
+    }
+
+    #[test]
+    fn the_pods_get_enough_grace_to_drain_a_slow_write() {
+        let mut br = bulk_recorder("orders", "ledger");
+        assert_eq!(
+            termination_grace_seconds(&br),
+            60,
+            "the defaults drain in 31 s"
+        );
+        br.spec.statement_timeout_ms = 60_000;
+        br.spec.flush_timeout_ms = 5_000;
+        assert_eq!(termination_grace_seconds(&br), 136);
+        let pod = deployment(&br, "img", "")
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(pod.termination_grace_period_seconds, Some(136));
     }
 
     #[test]

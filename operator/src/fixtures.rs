@@ -31,6 +31,10 @@ pub fn bulk_recorder(name: &str, namespace: &str) -> BulkRecorder {
             max_rows_per_insert: 1000,
             fallback_enabled: true,
             bulk_enabled: true,
+            bulks_in_flight: 2,
+            statement_timeout_ms: 10_000,
+            lock_timeout_ms: None,
+            missing_parent_wait_ms: 30_000,
             message_format: Default::default(),
             rabbitmq: RabbitMqSpec {
                 url_secret_ref: SecretKeyRef {

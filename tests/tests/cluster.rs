@@ -237,6 +237,10 @@ async fn invalid_resources_are_rejected_with_the_rule_that_says_how_to_fix_them(
             include_str!("../../examples/invalid/name-not-a-dns-label.yaml"),
             "<name>-metrics",
         ),
+        (
+            include_str!("../../examples/invalid/lock-timeout-over-statement-timeout.yaml"),
+            "spec.lockTimeoutMs must not exceed spec.statementTimeoutMs",
+        ),
     ] {
         let value: serde_json::Value = serde_yaml::from_str(file).unwrap();
         let error = create_untyped(&client, &ns, value)

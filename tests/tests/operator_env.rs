@@ -1,0 +1,85 @@
+//! The contract between the operator and the recorder: the environment the operator gives a
+//! recorder pod is one the recorder accepts, and means what the spec says.
+
+use std::collections::HashMap;
+
+use bulk_recorder::config::Config;
+use bulk_recorder_crds::{BulkRecorder, MessageFormat};
+
+/// The variables of the recorder container, with the values a pod would see for those that
+/// come from Secrets and the downward API.
+fn pod_env(br: &BulkRecorder) -> HashMap<String, String> {
+    bulk_recorder_operator::desired::recorder_env(br)
+        .into_iter()
+        .map(|var| {
+            let value = var.value.unwrap_or_else(|| match var.name.as_str() {
+                "RABBITMQ_URL" => "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+                "DATABASE_URL" => "postgres://postgres@127.0.0.1:5432/ledger".into(),
+                "POD_NAMESPACE" => "ledger".into(),
+                "POD_NAME" => "orders-7d9f-abcde".into(),
+                other => panic!("{other} has neither a value nor a known source"),
+            });
+            (var.name, value)
+        })
+        .collect()
+}
+
+fn sample(spec: serde_json::Value) -> BulkRecorder {
+    let mut object = serde_json::json!({
+        "apiVersion": "bulkrecorder.io/v1alpha1",
+        "kind": "BulkRecorder",
+        "metadata": {"name": "orders", "namespace": "ledger"},
+        "spec": {
+            "rabbitmq": {"urlSecretRef": {"name": "rabbitmq", "key": "url"}, "queue": "transactions"},
+            "postgres": {"urlSecretRef": {"name": "postgres", "key": "url"}}
+        }
+    });
+    for (key, value) in spec.as_object().expect("fields") {
+        object["spec"][key] = value.clone();
+    }
+    serde_json::from_value(object).expect("a BulkRecorder")
+}
+
+#[test]
+fn the_defaults_give_the_recorder_its_own_defaults() {
+    let config = Config::from_vars(&pod_env(&sample(serde_json::json!({})))).expect("accepted");
+    assert_eq!(
+        (config.workers, config.prefetch, config.bulk_size),
+        (5, 10, 50)
+    );
+    assert_eq!(config.bulks_in_flight, 2);
+    assert_eq!(config.statement_timeout.as_millis(), 10_000);
+    assert_eq!(config.lock_timeout.as_millis(), 5_000);
+    assert_eq!(config.missing_parent_wait.as_millis(), 30_000);
+    assert_eq!(config.message_format, None, "auto");
+    assert_eq!(config.instance, "orders-7d9f-abcde");
+    assert_eq!(config.report.expect("reports").name, "orders");
+}
+
+#[test]
+fn every_tuning_field_reaches_the_recorder() {
+    let br = sample(serde_json::json!({
+        "workers": 4, "prefetch": 1000, "size": 1000, "maxRowsPerInsert": 2000,
+        "bulksInFlight": 3, "statementTimeoutMs": 20000, "lockTimeoutMs": 2000,
+        "missingParentWaitMs": 1000, "flushTimeoutMs": 250, "messageFormat": "midaz",
+        "fallbackEnabled": false
+    }));
+    assert_eq!(br.spec.message_format, MessageFormat::Midaz);
+    let config = Config::from_vars(&pod_env(&br)).expect("accepted");
+    assert_eq!(
+        (config.workers, config.prefetch, config.bulk_size),
+        (4, 1000, 1000)
+    );
+    assert_eq!(config.max_rows_per_insert, 2000);
+    assert_eq!(config.bulks_in_flight, 3);
+    assert_eq!(config.statement_timeout.as_millis(), 20_000);
+    assert_eq!(config.lock_timeout.as_millis(), 2_000);
+    assert_eq!(config.missing_parent_wait.as_millis(), 1_000);
+    assert_eq!(config.flush_timeout.as_millis(), 250);
+    assert_eq!(
+        config.message_format,
+        Some(bulk_recorder::message::Format::Midaz)
+    );
+    assert!(!config.fallback_enabled);
+    assert!(config.bulk_enabled);
+}
