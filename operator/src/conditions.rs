@@ -156,17 +156,7 @@ pub fn compute(
             generation,
         )
     };
-    [ready_condition, progressing, degraded]
-        .into_iter()
-        .map(|mut c| {
-            if let Some(old) = previous.iter().find(|p| p.type_ == c.type_)
-                && old.status == c.status
-            {
-                c.last_transition_time = old.last_transition_time.clone();
-            }
-            c
-        })
-        .collect()
+    keep_transition_times([ready_condition, progressing, degraded], previous)
 }
 
 /// The conditions after a reconcile failed: Degraded with the error (so that `kubectl describe`
@@ -185,7 +175,7 @@ pub fn failed(error: &str, generation: Option<i64>, previous: &[Condition]) -> V
                 generation,
             )
         });
-    [
+    let next = [
         condition(
             "Ready",
             false,
@@ -201,17 +191,22 @@ pub fn failed(error: &str, generation: Option<i64>, previous: &[Condition]) -> V
             format!("{error} (retrying with backoff)"),
             generation,
         ),
-    ]
-    .into_iter()
-    .map(|mut c| {
-        if let Some(old) = previous.iter().find(|p| p.type_ == c.type_)
-            && old.status == c.status
-        {
-            c.last_transition_time = old.last_transition_time.clone();
-        }
-        c
-    })
-    .collect()
+    ];
+    keep_transition_times(next, previous)
+}
+
+/// A condition whose status did not change keeps the time of its last transition.
+fn keep_transition_times(next: [Condition; 3], previous: &[Condition]) -> Vec<Condition> {
+    next.into_iter()
+        .map(|mut c| {
+            if let Some(old) = previous.iter().find(|p| p.type_ == c.type_)
+                && old.status == c.status
+            {
+                c.last_transition_time = old.last_transition_time.clone();
+            }
+            c
+        })
+        .collect()
 }
 
 /// Conditions equal but for their transition times.

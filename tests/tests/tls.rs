@@ -156,14 +156,7 @@ async fn a_wrong_ca_stops_start_up_with_one_line_naming_the_variable() {
         &queue,
     ))
     .await;
-    assert_eq!(code, Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with(
-            "bulk-recorder: DATABASE_URL: the server's certificate was refused (invalid peer certificate: UnknownIssuer); set sslrootcert"
-        ),
-        "{stderr}"
-    );
+    assert_refused_at_start(code, &stderr, "DATABASE_URL", "set sslrootcert");
 
     let (code, stderr) = run_until_exit(recorder_env(
         &broker.url(&format!("?cacertfile={}", certs.wrong_ca.display())),
@@ -171,14 +164,7 @@ async fn a_wrong_ca_stops_start_up_with_one_line_naming_the_variable() {
         &queue,
     ))
     .await;
-    assert_eq!(code, Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with(
-            "bulk-recorder: RABBITMQ_URL: the server's certificate was refused (invalid peer certificate: UnknownIssuer); set ?cacertfile="
-        ),
-        "{stderr}"
-    );
+    assert_refused_at_start(code, &stderr, "RABBITMQ_URL", "set ?cacertfile=");
 }
 
 #[tokio::test]
@@ -222,4 +208,14 @@ async fn a_name_the_certificate_does_not_hold_is_refused_on_both_sides() {
         .expect_err("refused");
     let reason = refused_certificate(&error).unwrap_or_else(|| panic!("{error}"));
     assert!(reason.contains("UnknownIssuer"), "{reason}");
+}
+
+/// Start-up stopped with exit 2 and one line: `variable`'s server certificate refused, and `fix`.
+fn assert_refused_at_start(code: Option<i32>, stderr: &str, variable: &str, fix: &str) {
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let expected = format!(
+        "bulk-recorder: {variable}: the server's certificate was refused (invalid peer certificate: UnknownIssuer); {fix}"
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
 }

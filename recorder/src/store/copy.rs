@@ -126,8 +126,11 @@ impl Rows {
     }
 
     fn numeric(&mut self, decimal: &Decimal) {
-        let value = numeric(decimal.as_str());
-        self.value(&value);
+        let length_at = self.buf.len();
+        self.buf.extend_from_slice(&0i32.to_be_bytes());
+        numeric(decimal.as_str(), &mut self.buf);
+        let length = (self.buf.len() - length_at - 4) as i32;
+        self.buf[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
     }
 
     fn opt_numeric(&mut self, decimal: Option<&Decimal>) {
@@ -138,9 +141,13 @@ impl Rows {
     }
 }
 
-/// PostgreSQL's binary `numeric`: digit count, weight, sign and display scale, then the
-/// digits in base 10000 (the first one times 10000^weight), from canonical decimal text.
-fn numeric(text: &str) -> Vec<u8> {
+/// Base-10000 digits a decimal can have: `Decimal` keeps at most 1000 decimal digits.
+const MAX_NUMERIC_DIGITS: usize = crate::message::decimal::MAX_DIGITS / 4 + 2;
+
+/// Appends PostgreSQL's binary `numeric` of canonical decimal text to `out`: digit count,
+/// weight, sign and display scale, then the digits in base 10000 (the first one times
+/// 10000^weight). No allocation: this runs for every amount and balance of a bulk.
+fn numeric(text: &str, out: &mut Vec<u8>) {
     let (negative, unsigned) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -152,43 +159,50 @@ fn numeric(text: &str) -> Vec<u8> {
             .iter()
             .fold(0i16, |acc, d| acc * 10 + i16::from(d - b'0'))
     };
-    let mut digits: Vec<i16> = Vec::with_capacity((integer.len() + fraction.len()) / 4 + 2);
+    let mut digits = [0i16; MAX_NUMERIC_DIGITS];
+    let mut count = 0;
+    let mut push = |d: i16| {
+        digits[count] = d;
+        count += 1;
+    };
     // Integer digits in groups of four counted from the decimal point.
     let head = integer.len() % 4;
     if head > 0 {
-        digits.push(group(&integer.as_bytes()[..head]));
+        push(group(&integer.as_bytes()[..head]));
     }
-    digits.extend(integer.as_bytes()[head..].chunks(4).map(group));
-    let mut weight = digits.len() as i16 - 1;
+    integer.as_bytes()[head..]
+        .chunks(4)
+        .for_each(|c| push(group(c)));
+    let integer_groups = integer.len().div_ceil(4);
     // Fraction digits in groups of four from the decimal point, the last one padded.
     for chunk in fraction.as_bytes().chunks(4) {
-        let padded = chunk.len()..4;
-        digits.push(group(chunk) * 10i16.pow(padded.len() as u32));
+        push(group(chunk) * 10i16.pow((4 - chunk.len()) as u32));
     }
     // No leading or trailing zero groups (the weight moves with the leading ones).
-    let leading = digits.iter().take_while(|d| **d == 0).count();
-    digits.drain(..leading);
-    weight -= leading as i16;
-    while digits.last() == Some(&0) {
-        digits.pop();
-    }
-    if digits.is_empty() {
-        weight = 0;
-    }
-    let mut out = Vec::with_capacity(8 + 2 * digits.len());
-    out.extend_from_slice(&(digits.len() as i16).to_be_bytes());
+    let leading = digits[..count].iter().take_while(|d| **d == 0).count();
+    let trailing = digits[leading..count]
+        .iter()
+        .rev()
+        .take_while(|d| **d == 0)
+        .count();
+    let kept = &digits[leading..count - trailing];
+    let weight = if kept.is_empty() {
+        0
+    } else {
+        integer_groups as i16 - 1 - leading as i16
+    };
+    out.extend_from_slice(&(kept.len() as i16).to_be_bytes());
     out.extend_from_slice(&weight.to_be_bytes());
-    let sign: u16 = if negative && !digits.is_empty() {
+    let sign: u16 = if negative && !kept.is_empty() {
         0x4000
     } else {
         0
     };
     out.extend_from_slice(&sign.to_be_bytes());
     out.extend_from_slice(&(fraction.len() as i16).to_be_bytes());
-    for d in digits {
+    for d in kept {
         out.extend_from_slice(&d.to_be_bytes());
     }
-    out
 }
 
 /// The `transaction` rows of `merged`.
@@ -298,7 +312,8 @@ mod tests {
 
     /// (digit count, weight, sign, scale, digits)
     fn parts(text: &str) -> (i16, i16, u16, i16, Vec<i16>) {
-        let b = numeric(text);
+        let mut b = Vec::new();
+        numeric(text, &mut b);
         let n = |i: usize| i16::from_be_bytes([b[i], b[i + 1]]);
         let count = n(0);
         let digits = (0..count as usize).map(|i| n(8 + 2 * i)).collect();
