@@ -7,7 +7,7 @@
 # followed by their commit, and 12 invalid messages; runs the recorder (format auto) until the
 # queue is drained, prints what it counted and its throughput, then stops the recorder and
 # whatever services it started.
-# Usage: ./scripts/demo.sh [--count N] [more `bulk-recorder publish` flags]
+# Usage: ./scripts/demo.sh [--count N] [more `bulk-recorder-publish` flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
@@ -31,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building the recorder (release)"
-cargo build --release --locked -q -p bulk-recorder
+cargo build --release --locked -q -p bulk-recorder -p bulk-recorder-publish
 BIN=target/release/bulk-recorder
 
 echo "== fresh database $DB and queue $QUEUE"
@@ -39,7 +39,7 @@ psql -q "postgres://postgres:postgres@127.0.0.1:5432/postgres" -c "DROP DATABASE
 rabbitmqctl -q delete_queue "$QUEUE" >/dev/null 2>&1 || true
 
 echo "== publishing"
-published=$("$BIN" publish --count 10000 --operations 5 --duplicates 5 --pending 10 \
+published=$("$BIN-publish" --count 10000 --operations 5 --duplicates 5 --pending 10 \
   --invalid 12 --format json,msgpack,midaz "$@")
 echo "$published"
 messages=$(sed -E 's/.*published=([0-9]+).*/\1/' <<<"$published")

@@ -3,15 +3,13 @@
 //! By stage: [`message`] (the formats a body may be in), [`broker`] (RabbitMQ: channels,
 //! consumers decoding deliveries, settlement), [`pipeline`] (collecting bulks, writing them,
 //! settling them in order, reconnecting), [`store`] (PostgreSQL: the bulk and one-by-one
-//! writes), [`telemetry`] (counts, metrics, health, reports to the cluster). [`publish`] is
-//! the sample producer used by the demo, the tests and the benchmarks.
+//! writes), [`telemetry`] (counts, metrics, health, reports to the cluster).
 
 pub mod backoff;
 pub mod broker;
 pub mod config;
 pub mod message;
 pub mod pipeline;
-pub mod publish;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

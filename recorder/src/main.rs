@@ -1,18 +1,15 @@
-//! `bulk-recorder`: runs the recorder (configured by the environment), or publishes sample
-//! transactions with `bulk-recorder publish`.
+//! `bulk-recorder`: runs the recorder, configured by the environment.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use bulk_recorder::{
     config::{Config, LogFormat, ReportTarget},
-    message::Format,
     pipeline::recorder,
-    publish::{PublishPlan, publish},
     startup,
     telemetry::{health::Health, http, metrics::Metrics, status_report::Reporter},
 };
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -27,97 +24,13 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {
-    /// Publish realistic sample transactions to the queue (persistent, with publisher confirms).
-    Publish {
-        /// Transactions to publish.
-        #[arg(long, default_value_t = 1000)]
-        count: usize,
-        /// Operations per transaction.
-        #[arg(long, default_value_t = 5)]
-        operations: usize,
-        /// Percentage of messages that repeat an earlier transaction.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
-        duplicates: u8,
-        /// Invalid messages to mix in (they must be rejected).
-        #[arg(long, default_value_t = 0)]
-        invalid: usize,
-        /// Percentage of transactions published as PENDING and, a few messages later, committed.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
-        pending: u8,
-        /// Body formats, used in turn (json: the API shape; msgpack: the same as a msgpack map;
-        /// midaz: the reference ledger's own queue message).
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "json")]
-        format: Vec<BodyFormat>,
-        #[arg(
-            long,
-            env = "RABBITMQ_URL",
-            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-        )]
-        rabbitmq_url: String,
-        #[arg(
-            long,
-            env = "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
-            default_value = "transaction_balance_operation"
-        )]
-        queue: String,
-    },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum BodyFormat {
-    Json,
-    Msgpack,
-    Midaz,
-}
+enum Command {}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => run_recorder().await,
-        Some(Command::Publish {
-            count,
-            operations,
-            duplicates,
-            pending,
-            invalid,
-            format,
-            rabbitmq_url,
-            queue,
-        }) => {
-            init_logs(LogFormat::Text);
-            let plan = PublishPlan {
-                count,
-                operations,
-                duplicate_percent: duplicates,
-                pending_percent: pending,
-                invalid,
-                formats: format
-                    .into_iter()
-                    .map(|f| match f {
-                        BodyFormat::Json => Format::Json,
-                        BodyFormat::Msgpack => Format::Msgpack,
-                        BodyFormat::Midaz => Format::Midaz,
-                    })
-                    .collect(),
-            };
-            let started = std::time::Instant::now();
-            let published = publish(&rabbitmq_url, &queue, &plan)
-                .await
-                .context("publishing")?;
-            println!(
-                "published={} unique_transactions={} duplicates={} commits={} invalid={} operations_per_transaction={} seconds={:.2}",
-                published.messages,
-                published.unique_transactions,
-                published.duplicates,
-                published.commits,
-                published.invalid,
-                published.operations_per_transaction,
-                started.elapsed().as_secs_f64()
-            );
-            Ok(())
-        }
     }
 }
 

@@ -1,9 +1,7 @@
 //! The message contract: what the recorder accepts, and the clear error for what it refuses.
 
-use bulk_recorder::{
-    message::{DecodeError, Format, Transaction, decode},
-    publish::{encode, sample_transaction},
-};
+use bulk_recorder::message::{DecodeError, Format, Transaction, decode};
+use bulk_recorder_publish::{encode, sample_transaction};
 use serde_json::{Value, json};
 
 const LIMIT: usize = 1 << 20;

@@ -2,10 +2,8 @@
 //! error, never a panic; and what it accepts survives a round trip in both encodings.
 //! Bounded by `PROPTEST_CASES` (default 256 here) so CI time stays predictable.
 
-use bulk_recorder::{
-    message::{Decimal, Format, decode},
-    publish::{encode, sample_transaction},
-};
+use bulk_recorder::message::{Decimal, Format, decode};
+use bulk_recorder_publish::{encode, sample_transaction};
 use proptest::prelude::*;
 
 const LIMIT: usize = 1 << 20;

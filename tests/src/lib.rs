@@ -19,10 +19,10 @@ use bulk_recorder::{
     config::Config,
     message::{Format, Transaction},
     pipeline::recorder::{self, RecorderError},
-    publish,
     telemetry::health::Health,
     telemetry::metrics::Metrics,
 };
+use bulk_recorder_publish as publish;
 use lapin::{
     Connection, ConnectionProperties,
     options::{QueueDeclareOptions, QueueDeleteOptions},

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use bulk_recorder::{
     message::{Decimal, Format},
-    publish::{PublishPlan, sample_transaction},
     telemetry::metrics::FlushTrigger,
 };
 use bulk_recorder_e2e::*;
+use bulk_recorder_publish::{PublishPlan, sample_transaction};
 
 fn plan(count: usize) -> PublishPlan {
     PublishPlan {

@@ -286,7 +286,7 @@ async fn counts_reported_by_a_recorder_appear_in_the_status() {
     // A recorder running here, reporting as a pod of that resource would.
     let (db, queue) = (TestDb::create().await, TestQueue::new());
     queue
-        .publish(&bulk_recorder::publish::PublishPlan {
+        .publish(&bulk_recorder_publish::PublishPlan {
             count: 20,
             ..Default::default()
         })

@@ -4,11 +4,9 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use bulk_recorder::{
-    message::{Format, Transaction},
-    publish::{encode, sample_transaction},
-};
+use bulk_recorder::message::{Format, Transaction};
 use bulk_recorder_e2e::*;
+use bulk_recorder_publish::{encode, sample_transaction};
 use uuid::Uuid;
 
 const DRAIN: Duration = Duration::from_secs(90);

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use bulk_recorder::{message::Format, publish::sample_transaction};
+use bulk_recorder::message::Format;
 use bulk_recorder_e2e::{proxy::PgProxy, *};
+use bulk_recorder_publish::sample_transaction;
 
 const DRAIN: Duration = Duration::from_secs(90);
 

@@ -3,8 +3,9 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use bulk_recorder::{message::Format, publish::sample_transaction};
+use bulk_recorder::message::Format;
 use bulk_recorder_e2e::*;
+use bulk_recorder_publish::sample_transaction;
 use tokio::process::{Child, Command};
 
 fn spawn(db: &TestDb, queue: &TestQueue, port: u16, overrides: &[(&str, &str)]) -> Child {

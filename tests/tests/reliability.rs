@@ -2,8 +2,9 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use bulk_recorder::{message::Format, publish::sample_transaction};
+use bulk_recorder::message::Format;
 use bulk_recorder_e2e::*;
+use bulk_recorder_publish::sample_transaction;
 use sqlx::{Connection, PgConnection};
 
 const DRAIN: Duration = Duration::from_secs(120);

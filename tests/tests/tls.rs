@@ -6,13 +6,13 @@
 use std::{process::Stdio, time::Duration};
 
 use bulk_recorder::{
-    broker, config::Config, message::Format, publish::sample_transaction,
-    startup::refused_certificate, store::db,
+    broker, config::Config, message::Format, startup::refused_certificate, store::db,
 };
 use bulk_recorder_e2e::{
     tls::{Certificates, TlsPostgres, TlsTerminator},
     *,
 };
+use bulk_recorder_publish::sample_transaction;
 use sqlx::{Connection as _, PgConnection};
 use tokio::process::Command;
 

@@ -4,11 +4,9 @@
 
 use std::time::Duration;
 
-use bulk_recorder::{
-    message::{Decimal, Format, Transaction},
-    publish::{encode, pending_and_commit, sample_transaction},
-};
+use bulk_recorder::message::{Decimal, Format, Transaction};
 use bulk_recorder_e2e::*;
+use bulk_recorder_publish::{encode, pending_and_commit, sample_transaction};
 
 const DRAIN: Duration = Duration::from_secs(60);
 
@@ -43,7 +41,7 @@ fn bodies<'a>(
         .map(|t| {
             (
                 encode(t, format),
-                bulk_recorder::publish::content_type(format),
+                bulk_recorder_publish::content_type(format),
             )
         })
         .collect()

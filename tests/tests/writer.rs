@@ -2,11 +2,11 @@
 
 use bulk_recorder::{
     message::Transaction,
-    publish::sample_transaction,
     store::db,
     store::{BulkWriter, Written},
 };
 use bulk_recorder_e2e::TestDb;
+use bulk_recorder_publish::sample_transaction;
 
 async fn writer(max_rows: usize) -> (TestDb, BulkWriter) {
     let test_db = TestDb::create().await;

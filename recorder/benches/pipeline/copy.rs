@@ -148,7 +148,7 @@ pub async fn preload(url: &str, count: usize, operations: usize) {
     while done < count {
         let n = SLICE.min(count - done);
         let slice: Vec<Transaction> = (0..n)
-            .map(|_| bulk_recorder::publish::sample_transaction(operations))
+            .map(|_| bulk_recorder_publish::sample_transaction(operations))
             .collect();
         copy_on(&mut conn, &slice).await;
         done += n;

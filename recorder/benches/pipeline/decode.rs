@@ -3,10 +3,8 @@
 
 use std::time::Instant;
 
-use bulk_recorder::{
-    message::{Format, decode},
-    publish::{encode, sample_transaction},
-};
+use bulk_recorder::message::{Format, decode};
+use bulk_recorder_publish::{encode, sample_transaction};
 
 /// One line of the decode table.
 pub struct Cost {

@@ -22,10 +22,8 @@ mod writer;
 
 use std::{fmt::Write as _, time::Instant};
 
-use bulk_recorder::{
-    message::{Format, Transaction},
-    publish::{content_type, encode, sample_transaction},
-};
+use bulk_recorder::message::{Format, Transaction};
+use bulk_recorder_publish::{content_type, encode, sample_transaction};
 use futures::StreamExt;
 use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},

@@ -1,6 +1,7 @@
 //! The benchmark's databases and queues: fresh ones per run, dropped afterwards.
 
-use bulk_recorder::{publish, store::db};
+use bulk_recorder::store::db;
+use bulk_recorder_publish as publish;
 use lapin::{Connection, ConnectionProperties, options::QueueDeleteOptions};
 use sqlx::{Connection as _, PgConnection};
 

@@ -5,9 +5,9 @@ use std::{sync::Arc, time::Instant};
 
 use bulk_recorder::{
     message::Transaction,
-    publish::sample_transaction,
     store::{BulkWriter, db},
 };
+use bulk_recorder_publish::sample_transaction;
 
 use crate::{
     Setting,

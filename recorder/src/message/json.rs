@@ -8,7 +8,3 @@ pub fn decode(body: &[u8]) -> Result<Transaction, DecodeError> {
         detail: e.to_string(),
     })
 }
-
-pub fn encode(transaction: &Transaction) -> Vec<u8> {
-    serde_json::to_vec(transaction).expect("a transaction serializes to JSON")
-}

@@ -11,18 +11,6 @@ pub fn decode(body: &[u8]) -> Result<Transaction, DecodeError> {
     })
 }
 
-/// The canonical form: a map with the field names as keys, ids, decimals and timestamps as
-/// text (what every msgpack library can read without extensions).
-pub fn encode(transaction: &Transaction) -> Vec<u8> {
-    let mut body = Vec::with_capacity(1024);
-    let mut serializer = rmp_serde::Serializer::new(&mut body)
-        .with_struct_map()
-        .with_human_readable();
-    serde::Serialize::serialize(transaction, &mut serializer)
-        .expect("a transaction serializes to msgpack");
-    body
-}
-
 /// The first key of a body that is a msgpack map with string keys: enough to tell the
 /// reference ledger's envelope from a transaction without decoding the whole body.
 pub fn first_map_key(body: &[u8]) -> Option<&str> {

@@ -165,7 +165,29 @@ impl<'a> Row<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{message::Decimal, publish::sample_transaction};
+    use crate::message::Decimal;
+
+    /// An APPROVED transaction with `operations` legs, fresh ids.
+    fn sample_transaction(operations: usize) -> Transaction {
+        let id = Uuid::now_v7();
+        let legs: Vec<_> = (0..operations)
+            .map(|_| {
+                serde_json::json!({
+                    "id": Uuid::now_v7(), "transactionId": id, "type": "DEBIT",
+                    "assetCode": "BRL", "accountId": Uuid::from_u128(1), "accountAlias": "@a",
+                    "balanceId": Uuid::from_u128(2), "organizationId": Uuid::from_u128(3),
+                    "ledgerId": Uuid::from_u128(4), "createdAt": "2026-11-24T10:00:00Z",
+                    "amount": {"value": "10"}
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "id": id, "status": {"code": "APPROVED"}, "amount": "10", "assetCode": "BRL",
+            "organizationId": Uuid::from_u128(3), "ledgerId": Uuid::from_u128(4),
+            "createdAt": "2026-11-24T10:00:00Z", "operations": legs
+        }))
+        .expect("a valid transaction")
+    }
 
     fn with_status(t: &Transaction, code: &str) -> Transaction {
         let mut t = t.clone();

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer, ser::SerializeTuple};
 use uuid::Uuid;
 
-use crate::message::{Decimal, Operation, Transaction};
+use bulk_recorder::message::{Decimal, Operation, Transaction};
 
 /// A decimal as shopspring's `MarshalBinary`: `[exponent i32 BE][0x02|0x03][magnitude BE]`.
 struct GoDecimal<'a>(&'a Decimal);
@@ -235,7 +235,7 @@ struct Snapshot {
     overdraft_used_after: &'static str,
 }
 
-fn balance(b: Option<&crate::message::Balance>) -> GoBalance<'_> {
+fn balance(b: Option<&bulk_recorder::message::Balance>) -> GoBalance<'_> {
     GoBalance {
         available: b.and_then(|b| b.available.as_ref()),
         on_hold: b.and_then(|b| b.on_hold.as_ref()),

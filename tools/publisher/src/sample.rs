@@ -3,7 +3,7 @@
 use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 
-use crate::message::{Amount, Balance, Decimal, Operation, Status, Transaction};
+use bulk_recorder::message::{Amount, Balance, Decimal, Operation, Status, Transaction};
 
 fn cents(value: i64) -> Decimal {
     Decimal::parse(&format!("{}.{:02}", value / 100, value % 100)).expect("a decimal")
@@ -123,11 +123,13 @@ pub fn sample_transaction(operations: usize) -> Transaction {
 pub fn pending_and_commit(operations: usize) -> (Transaction, Transaction) {
     let mut pending = header("PENDING");
     let total = amount_cents(&pending);
-    pending.body = Some(crate::message::JsonText::from_value(&serde_json::json!({
-        "description": pending.description,
-        "pending": true,
-        "send": {"asset": pending.asset_code, "value": pending.amount},
-    })));
+    pending.body = Some(bulk_recorder::message::JsonText::from_value(
+        &serde_json::json!({
+            "description": pending.description,
+            "pending": true,
+            "send": {"asset": pending.asset_code, "value": pending.amount},
+        }),
+    ));
     pending.operations = vec![leg(&pending, "ON_HOLD", "debit", total)];
     let mut commit = pending.clone();
     commit.status = status("APPROVED");

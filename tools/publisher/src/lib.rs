@@ -1,4 +1,5 @@
-//! A publisher of realistic ledger transactions, for demos, tests and benchmarks.
+//! `bulk-recorder-publish`: realistic ledger traffic for the demo, the tests and the benchmark.
+//! Not part of the recorder: the recorder never encodes a message.
 //!
 //! Messages are persistent and published with publisher confirms: when `publish` returns, the
 //! broker has them all.
@@ -14,9 +15,9 @@ use uuid::Uuid;
 
 pub use sample::{pending_and_commit, sample_transaction};
 
-use crate::{
+use bulk_recorder::{
     broker,
-    message::{Decimal, Format, Transaction, json, msgpack},
+    message::{Decimal, Format, Transaction},
 };
 
 /// What to publish.
@@ -64,10 +65,22 @@ pub struct Published {
 /// Encodes a transaction as a message body.
 pub fn encode(transaction: &Transaction, format: Format) -> Vec<u8> {
     match format {
-        Format::Json => json::encode(transaction),
-        Format::Msgpack => msgpack::encode(transaction),
+        Format::Json => serde_json::to_vec(transaction).expect("a transaction serializes to JSON"),
+        Format::Msgpack => msgpack(transaction),
         Format::Midaz => midaz::encode(transaction),
     }
+}
+
+/// The canonical msgpack form: a map with the field names as keys, ids, decimals and
+/// timestamps as text (what every msgpack library can read without extensions).
+fn msgpack(transaction: &Transaction) -> Vec<u8> {
+    let mut body = Vec::with_capacity(1024);
+    let mut serializer = rmp_serde::Serializer::new(&mut body)
+        .with_struct_map()
+        .with_human_readable();
+    serde::Serialize::serialize(transaction, &mut serializer)
+        .expect("a transaction serializes to msgpack");
+    body
 }
 
 /// The content type a producer of `format` sets (the reference ledger labels its msgpack
