@@ -3,11 +3,13 @@
 //! By stage: [`message`] (the formats a body may be in), [`broker`] (RabbitMQ: channels,
 //! consumers decoding deliveries, settlement), [`pipeline`] (collecting bulks, writing them,
 //! settling them in order, reconnecting), [`store`] (PostgreSQL: the bulk and one-by-one
-//! writes), [`telemetry`] (counts, metrics, health, reports to the cluster).
+//! writes), [`ledger`] (the ledger's own bookkeeping around its queue: its Redis backup),
+//! [`telemetry`] (counts, metrics, health, reports to the cluster).
 
 pub mod backoff;
 pub mod broker;
 pub mod config;
+pub mod ledger;
 pub mod message;
 pub mod pipeline;
 pub mod startup;

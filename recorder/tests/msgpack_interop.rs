@@ -95,6 +95,7 @@ fn decoded(value: &Value) -> Transaction {
         Decoded::Transaction {
             transaction,
             format,
+            ..
         } => {
             assert_eq!(format, "msgpack");
             *transaction

@@ -229,7 +229,7 @@ impl TestQueue {
     /// Publishes the given transactions, then the raw bodies, in that order.
     pub async fn publish_transactions(&self, transactions: &[Transaction], format: Format) {
         let connection = connect().await;
-        bulk_recorder::broker::ensure_queue(&connection, &self.name)
+        bulk_recorder_publish::declare_queue(&connection, &self.name)
             .await
             .expect("queue");
         let bodies = transactions
@@ -243,7 +243,7 @@ impl TestQueue {
 
     pub async fn publish_raw(&self, bodies: Vec<(Vec<u8>, &'static str)>) {
         let connection = connect().await;
-        bulk_recorder::broker::ensure_queue(&connection, &self.name)
+        bulk_recorder_publish::declare_queue(&connection, &self.name)
             .await
             .expect("queue");
         publish::publish_bodies(&connection, &self.name, bodies)

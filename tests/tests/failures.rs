@@ -60,53 +60,42 @@ async fn with_fallback_a_poison_message_costs_only_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_fallback_a_poison_bulk_is_requeued_and_nothing_committed() {
-    let (db, queue) = (TestDb::create().await, TestQueue::with_dead_letters().await);
-    let mut transactions: Vec<_> = (0..5).map(|_| sample_transaction(2)).collect();
+async fn without_fallback_a_refused_bulk_is_halved_until_the_poison_stands_alone() {
+    // A quorum queue that dead-letters any message returned to it even once: a requeue of the
+    // good siblings (the old "no fallback") would dead-letter them.
+    let (db, queue) = (
+        TestDb::create().await,
+        TestQueue::quorum_with_dead_letters(Some(0)).await,
+    );
+    let mut transactions: Vec<_> = (0..31).map(|_| sample_transaction(2)).collect();
     transactions.push(poison());
     queue
         .publish_transactions(&transactions, Format::Midaz)
         .await;
     let overrides = [
         ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
+        ("RABBITMQ_NUMBERS_OF_PREFETCH", "32"),
+        ("BULK_RECORDER_FLUSH_TIMEOUT_MS", "2000"),
         ("BULK_RECORDER_FALLBACK_ENABLED", "false"),
     ];
     let recorder = RunningRecorder::start(config(&db, &queue, &overrides));
-    wait_until(DRAIN, "the bulk to be refused twice", || async {
-        recorder
-            .metrics
-            .flushes(bulk_recorder::telemetry::metrics::FlushTrigger::Timeout)
-            >= 2
+    wait_until(DRAIN, "31 committed and the poison rejected", || async {
+        recorder.settled_messages() == 32
     })
     .await;
     let metrics = recorder.metrics.clone();
     recorder.stop().await;
-    assert_eq!(db.count("transaction").await, 0, "the bulk never commits");
-    assert_eq!(
-        metrics.totals().transactions.attempted,
-        0,
-        "counters move only after COMMIT"
-    );
-    assert_eq!(metrics.fallbacks.get(), 0);
-    assert_eq!(
-        TestQueue::ready(&queue.name).await,
-        6,
-        "all six are back in the queue"
-    );
-
-    // The same messages, with fallback on: the five good ones once, the poison dead-lettered.
-    let recorder =
-        RunningRecorder::start(config(&db, &queue, &[("RABBITMQ_NUMBERS_OF_WORKERS", "1")]));
-    wait_until(DRAIN, "5 committed", || async {
-        recorder.committed_transactions() == 5
-    })
-    .await;
-    recorder.stop().await;
-    assert_eq!(stored_transaction_ids(&db).await, ids(&transactions[..5]));
+    assert_eq!(stored_transaction_ids(&db).await, ids(&transactions[..31]));
+    assert_eq!(metrics.rejected("database"), 1);
     assert_eq!(
         TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await,
-        1
+        1,
+        "only the poison is dead-lettered: no good sibling was requeued"
     );
+    assert_eq!(broker_counts(&queue.name), (0, 0));
+    // Halves of 16, 8, 4, 2 and 1 good messages: 5 writes, where one at a time takes 31.
+    assert_eq!(metrics.fallbacks.get(), 1);
+    assert_eq!(metrics.bulk_duration.get_sample_count(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

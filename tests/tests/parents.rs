@@ -116,9 +116,9 @@ async fn a_child_waits_for_a_parent_that_another_recorder_commits_later() {
         .publish_transactions(std::slice::from_ref(&child), Format::Json)
         .await;
     let recorder = RunningRecorder::start(config(&db, &queue, &[]));
-    // The child is refused (no parent) and waits; then the parent arrives elsewhere.
-    wait_until(DRAIN, "the child refused once", || async {
-        recorder.metrics.fallbacks.get() >= 1
+    // The child is refused (no parent) and waits aside; then the parent arrives elsewhere.
+    wait_until(DRAIN, "the child waiting for its parent", || async {
+        recorder.metrics.parked.get() == 1
     })
     .await;
     let other_queue = TestQueue::new();
@@ -134,6 +134,7 @@ async fn a_child_waits_for_a_parent_that_another_recorder_commits_later() {
     recorder.stop().await;
     other.stop().await;
     assert_eq!(metrics.rejected_total(), 0, "nothing dead-lettered");
+    assert_eq!(metrics.parked.get(), 0, "the child no longer waits");
     assert_eq!(TestQueue::ready(&queue.name).await, 0);
 }
 

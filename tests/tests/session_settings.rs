@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bulk_recorder::store::db::{self, WriteError};
+use bulk_recorder::store::{WriteError, db};
 use bulk_recorder_e2e::*;
 use sqlx::{Connection as _, PgConnection, postgres::PgDatabaseError};
 

@@ -3,7 +3,7 @@
 use bulk_recorder::{
     message::Transaction,
     store::db,
-    store::{BulkWriter, Written},
+    store::{BulkWriter, Database, Written},
 };
 use bulk_recorder_e2e::TestDb;
 use bulk_recorder_publish::sample_transaction;
@@ -13,7 +13,10 @@ async fn writer(max_rows: usize) -> (TestDb, BulkWriter) {
     let pool = test_db.pool().await;
     db::migrate(&pool).await.expect("migrations");
     let timeout = std::time::Duration::from_secs(10);
-    (test_db, BulkWriter::new(pool, max_rows, timeout, timeout))
+    (
+        test_db,
+        BulkWriter::new(Database::standalone(pool, timeout), max_rows),
+    )
 }
 
 async fn write(writer: &BulkWriter, transactions: &[Transaction]) -> Written {
@@ -218,7 +221,10 @@ async fn a_copy_that_meets_a_stored_row_is_written_again_by_the_upsert() {
     let mut second: Vec<_> = first[..20].to_vec();
     second.extend((0..20).map(|_| sample_transaction(2)));
     let written = write(&writer, &second).await;
-    assert_eq!(written.statements, 1, "the upsert statement");
+    assert_eq!(
+        written.statements, 2,
+        "the upsert, then the classification of the stored rows it met"
+    );
     let t = written.counts.transactions;
     assert_eq!((t.attempted, t.inserted, t.ignored), (40, 20, 20));
     assert_eq!(written.counts.operations.inserted, 40);

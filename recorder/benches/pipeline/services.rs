@@ -72,7 +72,7 @@ pub async fn amqp() -> Connection {
 pub async fn fresh_queue(name: &str, bodies: &[(Vec<u8>, &'static str)]) {
     delete_queue(name).await;
     let connection = amqp().await;
-    bulk_recorder::broker::ensure_queue(&connection, name)
+    bulk_recorder_publish::declare_queue(&connection, name)
         .await
         .unwrap();
     publish::publish_bodies(&connection, name, bodies.iter().cloned())

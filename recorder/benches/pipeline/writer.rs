@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Instant};
 
 use bulk_recorder::{
     message::Transaction,
-    store::{BulkWriter, db},
+    store::{BulkWriter, Database, db},
 };
 use bulk_recorder_publish::sample_transaction;
 
@@ -39,10 +39,8 @@ pub async fn alone(count: usize, settings: &[Setting]) {
         .expect("config");
         let pool = db::connect(&config, in_flight as u32 + 1).await.unwrap();
         let writer = BulkWriter::new(
-            pool.clone(),
+            Database::standalone(pool.clone(), config.statement_timeout),
             setting.3,
-            config.statement_timeout,
-            std::time::Duration::from_secs(5),
         );
         let bulks: Vec<std::ops::Range<usize>> = (0..count.div_ceil(size))
             .map(|i| i * size..((i + 1) * size).min(count))

@@ -3,32 +3,68 @@
 //! Decoding happens here, on each channel's own task, so that the collector only ever sees
 //! valid transactions and a bad message is rejected at once, alone, without a database trip.
 //! The content type is not consulted: the format is configured, or read from the body.
+//!
+//! The consumer ends when the session cancels it at shutdown. Any other end is the broker's
+//! doing (`basic.cancel`: the queue was deleted, a quorum queue's leader moved, a consumer
+//! timeout) and ends the session, so that it reconnects with every consumer instead of going on
+//! with fewer.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
-use lapin::{Channel, Consumer};
-use tokio::sync::mpsc;
+use lapin::Consumer;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
-    broker::{Tag, settle},
+    broker::{
+        Raw, Tag,
+        settle::{Rejected, SettleError, Settler},
+    },
     message::{Decoded, Format, decode},
     pipeline::collector::Pending,
     telemetry::metrics::Metrics,
 };
 
-/// Runs until the consumer is cancelled (Ok) or the channel fails (Err).
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("channel {channel}: {source}")]
+    Broker {
+        channel: usize,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("channel {0}: settling a message it decoded: {1}")]
+    Settle(usize, #[source] SettleError),
+    #[error(
+        "the broker cancelled the consumer of channel {0} (the queue deleted, its leader moved, \
+         or a consumer timeout): reconnecting"
+    )]
+    Cancelled(usize),
+}
+
+/// How a channel's deliveries are read.
+#[derive(Clone)]
+pub struct Decoding {
+    pub format: Option<Format>,
+    pub max_message_bytes: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs until the consumer is cancelled at shutdown (Ok), or fails (Err).
 pub async fn consume(
     index: usize,
     mut consumer: Consumer,
-    channel: Channel,
+    settler: Arc<Settler>,
     out: mpsc::Sender<Pending>,
-    format: Option<Format>,
-    max_message_bytes: usize,
-    metrics: Arc<Metrics>,
-) -> Result<(), lapin::Error> {
+    decoding: Decoding,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ConsumeError> {
+    let broker = |source| ConsumeError::Broker {
+        channel: index,
+        source,
+    };
     while let Some(delivery) = consumer.next().await {
-        let delivery = delivery?;
+        let delivery = delivery.map_err(broker)?;
         let tag = Tag {
             channel: index,
             delivery: delivery.delivery_tag,
@@ -38,27 +74,44 @@ pub async fn consume(
             .message_id()
             .as_ref()
             .map(|m| m.to_string());
-        match decode(&delivery.data, format, max_message_bytes) {
+        let decoded = decode(&delivery.data, decoding.format, decoding.max_message_bytes);
+        let raw = settler.keeps_raw().then_some(Raw {
+            body: delivery.data,
+            properties: delivery.properties,
+        });
+        match decoded {
             Ok(Decoded::Transaction {
                 transaction,
                 format,
+                bookkeeping,
             }) => {
-                metrics.decoded(format);
+                decoding.metrics.decoded(format);
                 let pending = Pending {
                     tag,
                     message_id,
                     transaction: *transaction,
+                    bookkeeping,
+                    raw,
                 };
                 if out.send(pending).await.is_err() {
-                    break;
+                    return Ok(());
                 }
             }
             Ok(Decoded::Skip { reason }) => {
-                // It carries no rows, so nothing can be lost by acknowledging it now (alone:
-                // lower tags may still be in a bulk).
-                tracing::debug!(delivery_tag = tag.delivery, reason, "message skipped");
-                metrics.skip(reason);
-                settle::ack_one(&channel, tag.delivery).await?;
+                // The ledger's "nothing to persist": acknowledged now (alone: lower tags may
+                // still be in a bulk), and said loudly enough to notice a producer that
+                // suddenly sends nothing else.
+                tracing::warn!(
+                    delivery_tag = tag.delivery,
+                    message_id = message_id.as_deref().unwrap_or(""),
+                    reason,
+                    "message acknowledged without rows (the ledger's empty QueueData)"
+                );
+                decoding.metrics.skip(reason);
+                settler
+                    .ack_one(tag)
+                    .await
+                    .map_err(|e| ConsumeError::Settle(index, e))?;
             }
             Err(error) => {
                 tracing::warn!(
@@ -69,10 +122,22 @@ pub async fn consume(
                     %error,
                     "message rejected without requeue"
                 );
-                metrics.reject(error.reason());
-                settle::reject(&channel, tag.delivery).await?;
+                let rejected = Rejected {
+                    tag,
+                    reason: error.reason(),
+                    error: error.to_string(),
+                    raw,
+                };
+                settler
+                    .reject(rejected)
+                    .await
+                    .map_err(|e| ConsumeError::Settle(index, e))?;
             }
         }
     }
-    Ok(())
+    if *shutdown.borrow() {
+        Ok(())
+    } else {
+        Err(ConsumeError::Cancelled(index))
+    }
 }

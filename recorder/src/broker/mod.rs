@@ -1,6 +1,8 @@
 //! The RabbitMQ side: one connection, `workers` channels, and settling deliveries per channel.
 
 pub mod consumer;
+pub mod dead_letter;
+pub mod depth;
 pub mod settle;
 
 use std::io;
@@ -27,41 +29,80 @@ pub async fn connect(url: &str, queue: &str) -> Result<Connection, lapin::Error>
         .await
 }
 
+/// Who made the queue, as far as this process knows: it decides whether a queue that has gone
+/// may be declared again.
+#[derive(Debug, Default)]
+pub struct QueueOrigin(std::sync::Mutex<Option<Origin>>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The queue existed when this process first looked: someone declared it, perhaps with a
+    /// dead-letter exchange, a type, a delivery limit. The recorder never declares it again.
+    Found,
+    /// This process declared it (durable, no arguments), and may do so again.
+    Declared,
+}
+
+/// The queue is gone and the recorder must not make a different one in its place.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the queue {0:?} existed when the recorder started and has been deleted: the recorder does \
+     not declare it again (it would lose its arguments: dead-letter exchange, type, delivery \
+     limit); declare it as it was, and the recorder resumes"
+)]
+pub struct QueueGone(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(transparent)]
+    Gone(#[from] QueueGone),
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
 /// Makes sure `queue` exists without touching one that does.
 ///
 /// An operator may have declared it with a dead-letter exchange, a quorum type or a length
 /// limit; declaring it again with other arguments would fail (PRECONDITION_FAILED) and close
-/// the channel. So: a passive declare first, and a plain durable declare only when that says
-/// the queue does not exist.
-pub async fn ensure_queue(connection: &Connection, queue: &str) -> Result<(), lapin::Error> {
+/// the channel. So: a passive declare first, and a plain durable declare only when the queue
+/// does not exist and was not found by this process before (see [`Origin`]).
+pub async fn ensure_queue(
+    connection: &Connection,
+    queue: &str,
+    origin: &QueueOrigin,
+) -> Result<(), QueueError> {
     let probe = connection.create_channel().await?;
     let passive = QueueDeclareOptions {
         passive: true,
         ..Default::default()
     };
-    match probe
+    let exists = probe
         .queue_declare(queue.into(), passive, FieldTable::default())
         .await
-    {
-        Ok(_) => {
-            let _ = probe.close(200, "ok".into()).await;
-            Ok(())
+        .is_ok();
+    let mut known = origin.0.lock().expect("origin").to_owned();
+    if exists {
+        let _ = probe.close(200, "ok".into()).await;
+        known.get_or_insert(Origin::Found);
+    } else {
+        if known == Some(Origin::Found) {
+            return Err(QueueGone(queue.to_string()).into());
         }
-        Err(_) => {
-            // A failed passive declare closes its channel; declare on a fresh one.
-            let channel = connection.create_channel().await?;
-            channel
-                .queue_declare(
-                    queue.into(),
-                    QueueDeclareOptions::durable(),
-                    FieldTable::default(),
-                )
-                .await?;
-            tracing::info!(queue, "declared durable queue");
-            let _ = channel.close(200, "ok".into()).await;
-            Ok(())
-        }
+        // A failed passive declare closes its channel; declare on a fresh one.
+        let channel = connection.create_channel().await?;
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue, "declared durable queue");
+        let _ = channel.close(200, "ok".into()).await;
+        known = Some(Origin::Declared);
     }
+    *origin.0.lock().expect("origin") = known;
+    Ok(())
 }
 
 /// One consuming channel: `basic.qos(prefetch)`, manual acknowledgements. Its consumer tag
@@ -96,8 +137,16 @@ pub fn consumer_tag(instance: &str, index: usize) -> String {
 }
 
 /// Where a message came from: its channel (by index) and its delivery tag on that channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Tag {
     pub channel: usize,
     pub delivery: u64,
+}
+
+/// A delivery as received, kept (when dead letters are published with reasons) so that a
+/// rejected message can be republished unchanged.
+#[derive(Debug, Clone)]
+pub struct Raw {
+    pub body: Vec<u8>,
+    pub properties: lapin::BasicProperties,
 }

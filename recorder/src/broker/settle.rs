@@ -2,115 +2,202 @@
 //!
 //! Bulks are settled strictly in the order they were collected, which is what makes one
 //! `multiple=true` ack per channel safe: every lower tag on that channel is then part of this
-//! bulk, of an earlier settled bulk, or already settled alone.
+//! bulk, of an earlier settled bulk, or already settled alone. The exception is a message
+//! waiting for its parent ("parked"): it stays unsettled while later bulks are acknowledged, so
+//! on its channel a `multiple=true` ack (or nack) never reaches its tag; tags above it are
+//! settled one by one until it is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use lapin::{
     Channel,
     options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
 };
 
-use super::Tag;
+use super::{
+    Raw, Tag,
+    dead_letter::{DeadLetterError, DeadLetters},
+};
+use crate::telemetry::metrics::Metrics;
 
 /// What to tell the broker about each message of a bulk.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
+#[derive(Debug, Default)]
+pub struct Settlement {
     pub ack: Vec<Tag>,
-    pub reject: Vec<Tag>,
+    pub reject: Vec<Rejected>,
     pub requeue: Vec<Tag>,
 }
 
-/// Tells the broker. Rejections go first and one by one; then, when nothing is requeued, one
-/// `multiple=true` ack per channel covers the rest. A mixed outcome settles each tag alone so
-/// that an ack can never cover a message being returned.
-pub async fn settle(channels: &[Channel], outcome: Outcome) -> Result<(), lapin::Error> {
-    for tag in &outcome.reject {
-        reject(&channels[tag.channel], tag.delivery).await?;
-    }
-    if outcome.requeue.is_empty() {
-        return ack_up_to(channels, outcome.ack).await;
-    }
-    if outcome.ack.is_empty() && outcome.reject.is_empty() {
-        return requeue_up_to(channels, outcome.requeue).await;
-    }
-    for tag in outcome.ack {
-        ack_one(&channels[tag.channel], tag.delivery).await?;
-    }
-    for tag in outcome.requeue {
-        requeue_one(&channels[tag.channel], tag.delivery).await?;
-    }
-    Ok(())
+/// A message to dead-letter, and why.
+#[derive(Debug)]
+pub struct Rejected {
+    pub tag: Tag,
+    /// Labels `bulk_recorder_messages_rejected_total` and the `x-bulk-recorder-reason` header.
+    pub reason: &'static str,
+    pub error: String,
+    /// The delivery as received, when dead letters are published with their reason.
+    pub raw: Option<Raw>,
 }
 
-/// The highest delivery tag per channel among `tags`.
-pub fn highest_per_channel(tags: impl IntoIterator<Item = Tag>) -> BTreeMap<usize, u64> {
-    let mut highest = BTreeMap::new();
-    for tag in tags {
-        let entry = highest.entry(tag.channel).or_insert(tag.delivery);
-        *entry = (*entry).max(tag.delivery);
-    }
-    highest
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("dead letter: {0}")]
+    DeadLetter(#[from] DeadLetterError),
 }
 
-/// Acknowledges with `multiple=true`, one frame per channel up to its highest tag in `tags`.
-///
-/// Correct only because bulks are settled in the order they were collected: every lower tag on
-/// that channel is then part of this bulk, of an earlier settled bulk, or already rejected.
-pub async fn ack_up_to(
-    channels: &[Channel],
-    tags: impl IntoIterator<Item = Tag>,
-) -> Result<(), lapin::Error> {
-    for (channel, tag) in highest_per_channel(tags) {
-        channels[channel]
-            .basic_ack(tag, BasicAckOptions { multiple: true })
+/// Settles on one session's channels.
+pub struct Settler {
+    channels: Vec<Channel>,
+    dead_letters: Option<DeadLetters>,
+    /// Parked tags per channel: no `multiple=true` settlement may reach them.
+    parked: std::sync::Mutex<BTreeMap<usize, BTreeSet<u64>>>,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl Settler {
+    pub fn new(
+        channels: Vec<Channel>,
+        dead_letters: Option<DeadLetters>,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Self {
+        Self {
+            channels,
+            dead_letters,
+            parked: Default::default(),
+            metrics,
+        }
+    }
+
+    /// Tells the broker. Rejections go first and one by one; then, when nothing is requeued,
+    /// acks (`multiple=true` per channel as far as no parked message is reached). A mixed
+    /// outcome settles each tag alone so that an ack can never cover a message being returned.
+    pub async fn settle(&self, settlement: Settlement) -> Result<(), SettleError> {
+        for rejected in settlement.reject {
+            self.reject(rejected).await?;
+        }
+        if settlement.requeue.is_empty() {
+            return self.ack(settlement.ack).await;
+        }
+        for tag in settlement.ack {
+            self.ack_one(tag).await?;
+        }
+        self.requeue(settlement.requeue).await
+    }
+
+    /// Keeps `tag` out of every `multiple=true` settlement until [`Settler::unpark`].
+    pub fn park(&self, tag: Tag) {
+        let mut parked = self.parked.lock().expect("parked");
+        parked.entry(tag.channel).or_default().insert(tag.delivery);
+        self.metrics
+            .parked
+            .set(parked.values().map(|p| p.len() as i64).sum());
+    }
+
+    /// Call after the parked message was settled on its own.
+    pub fn unpark(&self, tag: Tag) {
+        let mut parked = self.parked.lock().expect("parked");
+        if let Some(tags) = parked.get_mut(&tag.channel) {
+            tags.remove(&tag.delivery);
+        }
+        self.metrics
+            .parked
+            .set(parked.values().map(|p| p.len() as i64).sum());
+    }
+
+    /// Per channel, the highest of `tags` that a `multiple=true` frame may cover (below the
+    /// lowest parked tag); the others, to settle alone.
+    fn by_floor(&self, tags: Vec<Tag>) -> (BTreeMap<usize, u64>, Vec<Tag>) {
+        let parked = self.parked.lock().expect("parked");
+        let mut multiple = BTreeMap::new();
+        let mut alone = Vec::new();
+        for tag in tags {
+            let floor = parked.get(&tag.channel).and_then(|t| t.first().copied());
+            if floor.is_some_and(|floor| tag.delivery > floor) {
+                alone.push(tag);
+            } else {
+                let highest = multiple.entry(tag.channel).or_insert(tag.delivery);
+                *highest = (*highest).max(tag.delivery);
+            }
+        }
+        (multiple, alone)
+    }
+
+    async fn ack(&self, tags: Vec<Tag>) -> Result<(), SettleError> {
+        let (multiple, alone) = self.by_floor(tags);
+        for (channel, tag) in multiple {
+            self.channels[channel]
+                .basic_ack(tag, BasicAckOptions { multiple: true })
+                .await?;
+        }
+        for tag in alone {
+            self.ack_one(tag).await?;
+        }
+        Ok(())
+    }
+
+    /// Returns messages to the queue for another try.
+    async fn requeue(&self, tags: Vec<Tag>) -> Result<(), SettleError> {
+        let (multiple, alone) = self.by_floor(tags);
+        for (channel, tag) in multiple {
+            self.channels[channel].basic_nack(tag, nack(true)).await?;
+        }
+        for tag in alone {
+            self.requeue_one(tag).await?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges one message alone.
+    pub async fn ack_one(&self, tag: Tag) -> Result<(), SettleError> {
+        self.channels[tag.channel]
+            .basic_ack(tag.delivery, BasicAckOptions { multiple: false })
             .await?;
+        Ok(())
     }
-    Ok(())
-}
 
-/// Returns messages to the queue for another try, one frame per channel.
-pub async fn requeue_up_to(
-    channels: &[Channel],
-    tags: impl IntoIterator<Item = Tag>,
-) -> Result<(), lapin::Error> {
-    for (channel, tag) in highest_per_channel(tags) {
-        channels[channel]
-            .basic_nack(
-                tag,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                },
-            )
+    /// Returns one message alone to the queue.
+    pub async fn requeue_one(&self, tag: Tag) -> Result<(), SettleError> {
+        self.channels[tag.channel]
+            .basic_nack(tag.delivery, nack(false))
             .await?;
+        Ok(())
     }
-    Ok(())
+
+    /// Dead-letters one message: published with its reason and acknowledged when a target is
+    /// configured, else rejected without requeue (to the queue's dead-letter exchange, if any).
+    pub async fn reject(&self, rejected: Rejected) -> Result<(), SettleError> {
+        self.metrics.reject(rejected.reason);
+        let channel = &self.channels[rejected.tag.channel];
+        match (&self.dead_letters, &rejected.raw) {
+            (Some(dead_letters), Some(raw)) => {
+                dead_letters
+                    .publish(raw, rejected.reason, &rejected.error)
+                    .await?;
+                self.metrics.dead_lettered(rejected.reason);
+                channel
+                    .basic_ack(rejected.tag.delivery, BasicAckOptions { multiple: false })
+                    .await?;
+            }
+            _ => {
+                channel
+                    .basic_reject(rejected.tag.delivery, BasicRejectOptions { requeue: false })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether rejected messages keep their delivery for [`DeadLetters`].
+    pub fn keeps_raw(&self) -> bool {
+        self.dead_letters.is_some()
+    }
 }
 
-/// Acknowledges one message alone.
-pub async fn ack_one(channel: &Channel, delivery: u64) -> Result<(), lapin::Error> {
-    channel
-        .basic_ack(delivery, BasicAckOptions { multiple: false })
-        .await
-}
-
-/// Returns one message alone to the queue.
-pub async fn requeue_one(channel: &Channel, delivery: u64) -> Result<(), lapin::Error> {
-    channel
-        .basic_nack(
-            delivery,
-            BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            },
-        )
-        .await
-}
-
-/// Rejects one message for good: the queue's dead-letter exchange gets it when it has one.
-pub async fn reject(channel: &Channel, delivery: u64) -> Result<(), lapin::Error> {
-    channel
-        .basic_reject(delivery, BasicRejectOptions { requeue: false })
-        .await
+fn nack(multiple: bool) -> BasicNackOptions {
+    BasicNackOptions {
+        multiple,
+        requeue: true,
+    }
 }

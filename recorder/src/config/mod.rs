@@ -4,11 +4,20 @@
 //! variable, the value and what is accepted, instead of surfacing later as a stalled consumer.
 
 pub mod connection_url;
+pub mod redis_url;
+pub mod variables;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 pub use crate::config::connection_url::redact;
-use crate::config::connection_url::{UrlProblem, check_database_url, check_rabbitmq_url};
+use crate::{
+    broker::dead_letter,
+    config::{
+        connection_url::{UrlProblem, check_database_url, check_rabbitmq_url},
+        redis_url::RedisTarget,
+        variables::{Accepted, Default, variable},
+    },
+};
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,22 +92,23 @@ pub struct Config {
     /// PostgreSQL's `lock_timeout`: the longest a statement waits for a lock (never above
     /// `statement_timeout`, which would make it pointless).
     pub lock_timeout: Duration,
-    /// Names this process in its consumer tags: `POD_NAME` when set, otherwise a random
-    /// suffix (the process id is 1 in every container, so it tells nothing apart).
+    /// Names this process in its consumer tags and dead letters: `POD_NAME` when set, otherwise
+    /// a random suffix (the process id is 1 in every container, so it tells nothing apart).
     pub instance: String,
+    /// Where rejected messages are published with their reason; `None`: plain reject.
+    pub dead_letter: Option<dead_letter::Target>,
+    /// The ledger's Redis, whose backup entries are acknowledged after each commit.
+    pub redis: Option<RedisConfig>,
 }
 
-/// Upper bound of `BULK_RECORDER_MAX_ROWS_PER_INSERT`: 2000 rows x 30 columns of the widest
-/// table stays under PostgreSQL's 65535 bind parameters, the limit of a multi-row VALUES.
-pub const MAX_ROWS_PER_INSERT_LIMIT: usize = 2000;
-
-/// 10 s: a bulk of 2000 rows takes well under a second; anything near this is a stall, and
-/// flush timeout + one statement must still fit Kubernetes' default 30 s grace period.
-pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 10_000;
-pub const MAX_STATEMENT_TIMEOUT_MS: u64 = 600_000;
-/// 5 s: long enough for row locks held by another writer's bulk, short enough to give up on a
-/// table locked by maintenance and retry later (the retry backs off).
-pub const DEFAULT_LOCK_TIMEOUT_MS: u64 = 5_000;
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub target: RedisTarget,
+    /// `REDIS_URL` with its password hidden, for logs.
+    pub shown: String,
+    /// The longest a bulk's acknowledgement waits for the cleanup.
+    pub timeout: Duration,
+}
 
 impl Config {
     /// Reads the process environment.
@@ -109,130 +119,179 @@ impl Config {
     /// Reads a given set of variables (the environment, or a test's map).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let env = Env(vars);
-        let workers = env.int("RABBITMQ_NUMBERS_OF_WORKERS", 5, 1, 256)? as u16;
-        let prefetch = env.int("RABBITMQ_NUMBERS_OF_PREFETCH", 10, 1, 65535)? as u16;
+        let rabbitmq_url = env.url(
+            "RABBITMQ_URL",
+            &["amqp://", "amqps://"],
+            "set it to amqp://user:password@host:5672/vhost (amqps:// for TLS)",
+            check_rabbitmq_url,
+        )?;
+        let workers = env.int("RABBITMQ_NUMBERS_OF_WORKERS")? as u16;
+        let prefetch = env.int("RABBITMQ_NUMBERS_OF_PREFETCH")? as u16;
         // Both are read (and checked) whatever the first one says.
-        let transaction_async = env.bool("RABBITMQ_TRANSACTION_ASYNC", true)?;
-        let bulk_recorder_enabled = env.bool("BULK_RECORDER_ENABLED", true)?;
+        let transaction_async = env.bool("RABBITMQ_TRANSACTION_ASYNC")?;
+        let bulk_recorder_enabled = env.bool("BULK_RECORDER_ENABLED")?;
         let bulk_enabled = transaction_async && bulk_recorder_enabled;
-        // A bulk can never hold more than the unacked messages the broker hands out.
-        let unacked_limit = u64::from(workers) * u64::from(prefetch);
-        let size = env.int("BULK_RECORDER_SIZE", 0, 0, u64::MAX)?;
-        if size > unacked_limit {
-            return Err(ConfigError::Invalid {
-                var: "BULK_RECORDER_SIZE",
-                value: size.to_string(),
-                expected: format!(
-                    "0 (= workers x prefetch) or 1..={unacked_limit}: the broker never hands out more \
-                     than RABBITMQ_NUMBERS_OF_WORKERS x RABBITMQ_NUMBERS_OF_PREFETCH unacked messages, \
-                     so a larger bulk would only ever flush on the timeout"
-                ),
-            });
-        }
-        let bulk_size = match (bulk_enabled, size) {
-            (false, _) => 1,
-            (true, 0) => unacked_limit as usize,
-            (true, n) => n as usize,
-        };
-        let metrics_addr = env.text("METRICS_ADDR", "[::]:9090");
-        let metrics_addr = metrics_addr.parse().map_err(|_| ConfigError::Invalid {
-            var: "METRICS_ADDR",
-            value: metrics_addr.clone(),
-            expected: "an address like [::]:9090 or 0.0.0.0:9090".into(),
-        })?;
-        let statement_timeout_ms = env.int(
-            "BULK_RECORDER_STATEMENT_TIMEOUT_MS",
-            DEFAULT_STATEMENT_TIMEOUT_MS,
-            1,
-            MAX_STATEMENT_TIMEOUT_MS,
+        let bulk_size = bulk_size(&env, bulk_enabled, workers, prefetch)?;
+        let (statement_timeout, lock_timeout) = timeouts(&env)?;
+        let queue = env.required(
+            "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
+            "set it to the name of the queue the ledger publishes transactions to",
         )?;
-        let lock_timeout_ms = env.int(
-            "BULK_RECORDER_LOCK_TIMEOUT_MS",
-            DEFAULT_LOCK_TIMEOUT_MS.min(statement_timeout_ms),
-            1,
-            statement_timeout_ms,
-        )?;
-        let instance = match env.get("POD_NAME") {
-            Some(pod) => pod.to_string(),
-            None => format!("{:08x}", fastrand::u32(..)),
-        };
-        let log_format = match env.text("LOG_FORMAT", "text").as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(ConfigError::Invalid {
-                    var: "LOG_FORMAT",
-                    value: other.into(),
-                    expected: "text or json".into(),
-                });
-            }
-        };
-        let report = match (
-            env.get("BULK_RECORDER_NAME"),
-            env.get("POD_NAMESPACE"),
-            env.get("POD_NAME"),
-        ) {
-            (Some(name), Some(namespace), Some(pod)) => Some(ReportTarget {
-                name: name.into(),
-                namespace: namespace.into(),
-                pod: pod.into(),
-            }),
-            (None, _, _) => None,
-            (Some(_), _, _) => {
-                return Err(ConfigError::Missing {
-                    var: "POD_NAMESPACE/POD_NAME",
-                    hint: "BULK_RECORDER_NAME is set, so the pod's namespace and name are needed to \
-                           report counts (set them from the downward API, or unset BULK_RECORDER_NAME)",
-                });
-            }
-        };
         Ok(Self {
-            rabbitmq_url: env.url(
-                "RABBITMQ_URL",
-                &["amqp://", "amqps://"],
-                "set it to amqp://user:password@host:5672/vhost (amqps:// for TLS)",
-                check_rabbitmq_url,
-            )?,
-            queue: env.required(
-                "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
-                "set it to the name of the queue the ledger publishes transactions to",
-            )?,
+            rabbitmq_url,
+            dead_letter: dead_letter_target(&env, &queue),
+            queue,
             workers,
             prefetch,
             bulk_enabled,
             bulk_size,
-            flush_timeout: Duration::from_millis(env.int("BULK_RECORDER_FLUSH_TIMEOUT_MS", 100, 1, 60_000)?),
-            max_rows_per_insert: env.int(
-                "BULK_RECORDER_MAX_ROWS_PER_INSERT",
-                1000,
-                1,
-                MAX_ROWS_PER_INSERT_LIMIT as u64,
-            )? as usize,
-            fallback_enabled: env.bool("BULK_RECORDER_FALLBACK_ENABLED", true)?,
+            flush_timeout: env.millis("BULK_RECORDER_FLUSH_TIMEOUT_MS")?,
+            max_rows_per_insert: env.int("BULK_RECORDER_MAX_ROWS_PER_INSERT")? as usize,
+            fallback_enabled: env.bool("BULK_RECORDER_FALLBACK_ENABLED")?,
             database_url: env.url(
                 "DATABASE_URL",
                 &["postgres://", "postgresql://"],
                 "set it to postgres://user:password@host:5432/database (add ?sslmode=verify-full for TLS)",
                 check_database_url,
             )?,
-            migrate: env.bool("BULK_RECORDER_MIGRATE", true)?,
-            max_message_bytes: env.int("BULK_RECORDER_MAX_MESSAGE_BYTES", 1_048_576, 1, 134_217_728)? as usize,
-            message_format: env.message_format()?,
-            bulks_in_flight: env.int("BULK_RECORDER_BULKS_IN_FLIGHT", 2, 1, 16)? as usize,
-            missing_parent_wait: Duration::from_millis(env.int(
-                "BULK_RECORDER_MISSING_PARENT_WAIT_MS",
-                30_000,
-                0,
-                600_000,
-            )?),
-            log_format,
-            metrics_addr,
-            report,
-            statement_timeout: Duration::from_millis(statement_timeout_ms),
-            lock_timeout: Duration::from_millis(lock_timeout_ms),
-            instance,
+            migrate: env.bool("BULK_RECORDER_MIGRATE")?,
+            max_message_bytes: env.int("BULK_RECORDER_MAX_MESSAGE_BYTES")? as usize,
+            message_format: crate::message::Format::parse_setting(
+                &env.choice("BULK_RECORDER_MESSAGE_FORMAT")?,
+            )
+            .expect("a choice of the table"),
+            bulks_in_flight: env.int("BULK_RECORDER_BULKS_IN_FLIGHT")? as usize,
+            missing_parent_wait: env.millis("BULK_RECORDER_MISSING_PARENT_WAIT_MS")?,
+            log_format: match env.choice("LOG_FORMAT")?.as_str() {
+                "json" => LogFormat::Json,
+                _ => LogFormat::Text,
+            },
+            metrics_addr: metrics_addr(&env)?,
+            report: report_target(&env)?,
+            statement_timeout,
+            lock_timeout,
+            instance: match env.get("POD_NAME") {
+                Some(pod) => pod.to_string(),
+                None => format!("{:08x}", fastrand::u32(..)),
+            },
+            redis: redis(&env)?,
         })
     }
+}
+
+/// `BULK_RECORDER_SIZE`: a bulk can never hold more than the unacked messages the broker hands
+/// out; 1 in one-by-one mode.
+fn bulk_size(
+    env: &Env,
+    bulk_enabled: bool,
+    workers: u16,
+    prefetch: u16,
+) -> Result<usize, ConfigError> {
+    let unacked_limit = u64::from(workers) * u64::from(prefetch);
+    let size = env.int_in("BULK_RECORDER_SIZE", 0, 0, u64::MAX)?;
+    if size > unacked_limit {
+        return Err(ConfigError::Invalid {
+            var: "BULK_RECORDER_SIZE",
+            value: size.to_string(),
+            expected: format!(
+                "0 (= workers x prefetch) or 1..={unacked_limit}: the broker never hands out more \
+                 than RABBITMQ_NUMBERS_OF_WORKERS x RABBITMQ_NUMBERS_OF_PREFETCH unacked messages, \
+                 so a larger bulk would only ever flush on the timeout"
+            ),
+        });
+    }
+    Ok(match (bulk_enabled, size) {
+        (false, _) => 1,
+        (true, 0) => unacked_limit as usize,
+        (true, n) => n as usize,
+    })
+}
+
+/// The statement and lock timeouts; the lock wait never above the statement's.
+fn timeouts(env: &Env) -> Result<(Duration, Duration), ConfigError> {
+    let statement = env.int("BULK_RECORDER_STATEMENT_TIMEOUT_MS")?;
+    let Default::Explained(lock_default, _) = variable("BULK_RECORDER_LOCK_TIMEOUT_MS").default
+    else {
+        unreachable!("the lock timeout's default is explained")
+    };
+    let lock = env.int_in(
+        "BULK_RECORDER_LOCK_TIMEOUT_MS",
+        lock_default.min(statement),
+        1,
+        statement,
+    )?;
+    Ok((
+        Duration::from_millis(statement),
+        Duration::from_millis(lock),
+    ))
+}
+
+fn metrics_addr(env: &Env) -> Result<SocketAddr, ConfigError> {
+    let Default::Text(default) = variable("METRICS_ADDR").default else {
+        unreachable!("an address")
+    };
+    let addr = env.text("METRICS_ADDR", default);
+    addr.parse().map_err(|_| ConfigError::Invalid {
+        var: "METRICS_ADDR",
+        value: addr.clone(),
+        expected: "an address like [::]:9090 or 0.0.0.0:9090".into(),
+    })
+}
+
+fn report_target(env: &Env) -> Result<Option<ReportTarget>, ConfigError> {
+    match (
+        env.get("BULK_RECORDER_NAME"),
+        env.get("POD_NAMESPACE"),
+        env.get("POD_NAME"),
+    ) {
+        (Some(name), Some(namespace), Some(pod)) => Ok(Some(ReportTarget {
+            name: name.into(),
+            namespace: namespace.into(),
+            pod: pod.into(),
+        })),
+        (None, _, _) => Ok(None),
+        (Some(_), _, _) => Err(ConfigError::Missing {
+            var: "POD_NAMESPACE/POD_NAME",
+            hint: "BULK_RECORDER_NAME is set, so the pod's namespace and name are needed to \
+                   report counts (set them from the downward API, or unset BULK_RECORDER_NAME)",
+        }),
+    }
+}
+
+/// Dead letters with reasons go to the exchange, by the routing key or else the queue's name
+/// (what the default exchange `""` routes to the queue of that name).
+fn dead_letter_target(env: &Env, queue: &str) -> Option<dead_letter::Target> {
+    let exchange = env
+        .0
+        .get("BULK_RECORDER_DEAD_LETTER_EXCHANGE")?
+        .trim()
+        .to_string();
+    let routing_key = env
+        .get("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY")
+        .unwrap_or(queue)
+        .to_string();
+    Some(dead_letter::Target {
+        exchange,
+        routing_key,
+    })
+}
+
+fn redis(env: &Env) -> Result<Option<RedisConfig>, ConfigError> {
+    let Some(url) = env.get("REDIS_URL") else {
+        return Ok(None);
+    };
+    let target =
+        RedisTarget::parse(url).map_err(|UrlProblem { problem, fix }| ConfigError::Url {
+            var: "REDIS_URL",
+            value: redact(url),
+            problem,
+            fix,
+        })?;
+    Ok(Some(RedisConfig {
+        target,
+        shown: redact(url),
+        timeout: env.millis("BULK_RECORDER_REDIS_TIMEOUT_MS")?,
+    }))
 }
 
 /// Typed access to the variables, producing the errors above.
@@ -242,15 +301,6 @@ impl Env<'_> {
     /// A set, non-blank value.
     fn get(&self, var: &str) -> Option<&str> {
         self.0.get(var).map(|v| v.trim()).filter(|v| !v.is_empty())
-    }
-
-    fn message_format(&self) -> Result<Option<crate::message::Format>, ConfigError> {
-        let raw = self.text("BULK_RECORDER_MESSAGE_FORMAT", "auto");
-        crate::message::Format::parse_setting(&raw).map_err(|_| ConfigError::Invalid {
-            var: "BULK_RECORDER_MESSAGE_FORMAT",
-            value: raw,
-            expected: "auto, json, msgpack or midaz".into(),
-        })
     }
 
     fn text(&self, var: &str, default: &str) -> String {
@@ -287,7 +337,29 @@ impl Env<'_> {
         Ok(value)
     }
 
-    fn int(&self, var: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    /// An integer with the table's default and range.
+    fn int(&self, var: &'static str) -> Result<u64, ConfigError> {
+        let variable = variable(var);
+        let (Default::Int(default) | Default::Explained(default, _), Accepted::Range(min, max)) =
+            (variable.default, variable.accepted)
+        else {
+            unreachable!("{var} is an integer with a range in the table")
+        };
+        self.int_in(var, default, min, max)
+    }
+
+    fn millis(&self, var: &'static str) -> Result<Duration, ConfigError> {
+        self.int(var).map(Duration::from_millis)
+    }
+
+    /// An integer with a default and range that depend on other variables.
+    fn int_in(
+        &self,
+        var: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
         let Some(raw) = self.get(var) else {
             return Ok(default);
         };
@@ -305,7 +377,10 @@ impl Env<'_> {
         }
     }
 
-    fn bool(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    fn bool(&self, var: &'static str) -> Result<bool, ConfigError> {
+        let Default::Bool(default) = variable(var).default else {
+            unreachable!("{var} is a boolean in the table")
+        };
         let Some(raw) = self.get(var) else {
             return Ok(default);
         };
@@ -318,6 +393,29 @@ impl Env<'_> {
                 expected: "true or false".into(),
             }),
         }
+    }
+
+    /// One of the table's values (case-insensitive).
+    fn choice(&self, var: &'static str) -> Result<String, ConfigError> {
+        let variable = variable(var);
+        let (Default::Text(default), Accepted::OneOf(values)) =
+            (variable.default, variable.accepted)
+        else {
+            unreachable!("{var} is a choice in the table")
+        };
+        let raw = self.text(var, default).to_ascii_lowercase();
+        if values.contains(&raw.as_str()) {
+            return Ok(raw);
+        }
+        let expected = match values {
+            [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+            [] => String::new(),
+        };
+        Err(ConfigError::Invalid {
+            var,
+            value: self.text(var, default),
+            expected,
+        })
     }
 }
 

@@ -51,6 +51,30 @@ impl Format {
     }
 }
 
+/// What the ledger keeps about a message besides its rows, for the side effects of persisting
+/// it (see [`crate::ledger`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bookkeeping {
+    /// The `transaction_status` the ledger's Redis backup entry holds for this message while it
+    /// waits to be persisted: `CREATED` for a new posting of the ledger's own format (its
+    /// payload says APPROVED, not pending), otherwise the payload's status as sent.
+    pub backup_status: String,
+    /// The transaction or one of its operations carries metadata, which the ledger keeps in
+    /// its document store and this recorder does not store.
+    pub has_metadata: bool,
+}
+
+impl Bookkeeping {
+    /// For formats without the ledger's validation data: the status as sent.
+    fn of(transaction: &Transaction) -> Self {
+        Self {
+            backup_status: transaction.status.code.clone(),
+            has_metadata: transaction.has_metadata
+                || transaction.operations.iter().any(|o| o.has_metadata),
+        }
+    }
+}
+
 /// What a message asks of the recorder.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
@@ -59,6 +83,7 @@ pub enum Decoded {
     Transaction {
         transaction: Box<Transaction>,
         format: &'static str,
+        bookkeeping: Bookkeeping,
     },
     /// Nothing to write (an empty ledger envelope): acknowledged and counted by `reason`.
     Skip { reason: &'static str },
@@ -88,6 +113,9 @@ pub enum DecodeError {
     },
     #[error("invalid transaction: {0}")]
     Invalid(String),
+    /// A known format this recorder deliberately does not write.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 }
 
 impl DecodeError {
@@ -97,6 +125,7 @@ impl DecodeError {
             DecodeError::TooLarge { .. } => "too_large",
             DecodeError::Malformed { .. } => "malformed",
             DecodeError::Invalid(_) => "invalid",
+            DecodeError::Unsupported(_) => "unsupported",
         }
     }
 }
@@ -127,6 +156,7 @@ pub fn decode(
     };
     transaction.validate().map_err(DecodeError::Invalid)?;
     Ok(Decoded::Transaction {
+        bookkeeping: Bookkeeping::of(&transaction),
         transaction: Box::new(transaction),
         format: format.as_str(),
     })

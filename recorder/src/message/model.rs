@@ -56,6 +56,15 @@ pub struct Transaction {
     pub deleted_at: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "fields::null_as_default")]
     pub operations: Vec<Operation>,
+    /// The message carries metadata, which the ledger keeps in its document store and the
+    /// recorder does not store (counted so that it is noticed).
+    #[serde(
+        default,
+        rename = "metadata",
+        deserialize_with = "fields::non_empty",
+        skip_serializing
+    )]
+    pub has_metadata: bool,
 }
 
 /// A status as the ledger sends it: a code and an optional description.
@@ -123,6 +132,14 @@ pub struct Operation {
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "fields::opt_time")]
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The operation carries metadata (not stored here; see [`Transaction::has_metadata`]).
+    #[serde(
+        default,
+        rename = "metadata",
+        deserialize_with = "fields::non_empty",
+        skip_serializing
+    )]
+    pub has_metadata: bool,
 }
 
 /// The amount an operation moves.

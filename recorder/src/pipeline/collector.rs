@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use tokio::{sync::mpsc, time::Instant};
 
-use crate::{broker::Tag, message::Transaction, telemetry::metrics::FlushTrigger};
+use crate::{
+    broker::{Raw, Tag},
+    message::{Bookkeeping, Transaction},
+    telemetry::metrics::FlushTrigger,
+};
 
 /// A decoded message waiting for its bulk to be written.
 #[derive(Debug)]
@@ -17,6 +21,9 @@ pub struct Pending {
     pub tag: Tag,
     pub message_id: Option<String>,
     pub transaction: Transaction,
+    pub bookkeeping: Bookkeeping,
+    /// The delivery as received, kept only when dead letters are published with their reason.
+    pub raw: Option<Raw>,
 }
 
 /// Messages to write and settle together.

@@ -8,11 +8,13 @@ use tokio::{sync::watch, time::Instant};
 
 use crate::{
     backoff::Backoff,
+    broker::QueueOrigin,
     config::{Config, redact},
+    ledger::backup,
     pipeline::flush::Flusher,
-    pipeline::session,
+    pipeline::session::{self, Shared},
     store::db,
-    store::{BulkWriter, OneByOneWriter, Writer, commit::Deadline},
+    store::{BulkWriter, Database, OneByOneWriter, Writer, deadline::Deadline},
     telemetry::health::Health,
     telemetry::metrics::Metrics,
 };
@@ -22,15 +24,35 @@ use crate::{
 /// `max_connections` is 100.
 pub const ONE_BY_ONE_IN_FLIGHT: usize = 16;
 
-/// Added to the statement timeout for BEGIN, COMMIT and the network, when bounding a write.
-pub const WRITE_MARGIN: Duration = Duration::from_secs(5);
-
 #[derive(Debug, thiserror::Error)]
 pub enum RecorderError {
     #[error(
         "running the migrations failed (set BULK_RECORDER_MIGRATE=false to write into existing tables): {0}"
     )]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Broker sessions, one after another with backoff, until shutdown.
+async fn reconnect_until_shutdown(shared: &Shared, shutdown: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut stop = shutdown.clone();
+    while !*stop.borrow() {
+        let started = Instant::now();
+        match session::run(shared, shutdown.clone()).await {
+            Ok(()) => break,
+            Err(error) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, reconnect_in_ms = delay.as_millis() as u64, "broker session ended");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Runs until `shutdown` turns true, then drains and returns.
@@ -64,16 +86,22 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let write_timeout = config.statement_timeout + WRITE_MARGIN;
+    let database = Database::new(
+        pool.clone(),
+        config.statement_timeout,
+        health.clone(),
+        shutdown.clone(),
+    );
     let writer = if config.bulk_enabled {
-        Writer::Bulk(BulkWriter::new(
-            pool.clone(),
-            config.max_rows_per_insert,
-            config.statement_timeout,
-            WRITE_MARGIN,
-        ))
+        Writer::Bulk(BulkWriter::new(database, config.max_rows_per_insert))
     } else {
-        Writer::OneByOne(OneByOneWriter::new(pool.clone(), write_timeout))
+        Writer::OneByOne(OneByOneWriter::new(database))
+    };
+    let ledger = match &config.redis {
+        Some(redis) => Some(Arc::new(
+            backup::Cleanup::start(redis, metrics.clone()).await,
+        )),
+        None => None,
     };
     let flusher = Arc::new(Flusher {
         writer,
@@ -82,35 +110,17 @@ pub async fn run(
         metrics: metrics.clone(),
         health: health.clone(),
         shutdown: shutdown.clone(),
+        ledger,
     });
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let mut stop = shutdown.clone();
-    while !*stop.borrow() {
-        let started = Instant::now();
-        let outcome = session::run(
-            &config,
-            flusher.clone(),
-            in_flight,
-            metrics.clone(),
-            health.clone(),
-            shutdown.clone(),
-        )
-        .await;
-        match outcome {
-            Ok(()) => break,
-            Err(error) => {
-                if started.elapsed() > Duration::from_secs(30) {
-                    backoff.reset();
-                }
-                let delay = backoff.next_delay();
-                tracing::warn!(%error, reconnect_in_ms = delay.as_millis() as u64, "broker session ended");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.wait_for(|s| *s) => {}
-                }
-            }
-        }
-    }
+    let shared = Shared {
+        config,
+        flusher,
+        bulks_in_flight: in_flight,
+        metrics: metrics.clone(),
+        health: health.clone(),
+        origin: QueueOrigin::default(),
+    };
+    reconnect_until_shutdown(&shared, shutdown).await;
     // A connection that went silent would make a graceful close wait forever.
     if tokio::time::timeout(Duration::from_secs(2), pool.close())
         .await
@@ -169,7 +179,8 @@ async fn probe(pool: &PgPool) -> bool {
         .call("probe", sqlx::query("SELECT 1").execute(&mut *conn))
         .await;
     if answered.is_err() {
-        conn.close_on_drop();
+        crate::store::txn::discard(conn);
+        return false;
     }
-    answered.is_ok()
+    true
 }

@@ -2,69 +2,135 @@
 //!
 //! Bulks are written concurrently but settled strictly in the order they were collected
 //! (`buffered`), which is what makes one `multiple=true` ack per channel safe. The session
-//! ends cleanly only at shutdown; a lost connection ends it with an error, and whatever was
-//! not acknowledged is redelivered by the broker to the next session.
+//! ends cleanly only at shutdown; a lost connection, a failed channel or a consumer the broker
+//! cancelled ends it with an error, and whatever was not acknowledged is redelivered by the
+//! broker to the next session.
 
-use std::{future::pending, sync::Arc};
+use std::{future::pending, sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use lapin::{Channel, Connection, Consumer};
 use tokio::{
     sync::{mpsc, watch},
     task::JoinSet,
 };
 
 use crate::{
-    broker,
-    broker::consumer::consume,
-    broker::settle::settle,
+    broker::{
+        self, QueueError, QueueOrigin,
+        consumer::{ConsumeError, Decoding, consume},
+        dead_letter::DeadLetters,
+        depth,
+        settle::{SettleError, Settler},
+    },
     config::Config,
-    pipeline::collector::{Bulk, collect},
-    pipeline::flush::Flusher,
-    telemetry::health::Health,
-    telemetry::metrics::Metrics,
+    pipeline::{
+        collector::{Bulk, Pending, collect},
+        flush::Flusher,
+        parents::wait_for_parents,
+    },
+    telemetry::{health::Health, metrics::Metrics},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Consume(#[from] ConsumeError),
+    #[error("settling: {0}")]
+    Settle(#[from] SettleError),
     #[error("the broker stopped delivering (connection or consumer closed)")]
     Ended,
     #[error("no answer from the broker within {0:?} while connecting")]
-    ConnectTimedOut(std::time::Duration),
+    ConnectTimedOut(Duration),
 }
 
 /// The longest a connection attempt may take: lapin's own connect waits on the network as
 /// long as the kernel does, and a broker that drops packets would stall the recorder there.
-pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every session of a recorder shares.
+pub struct Shared {
+    pub config: Config,
+    pub flusher: Arc<Flusher>,
+    pub bulks_in_flight: usize,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// Whether the queue was found or declared by this process (see [`broker::Origin`]).
+    pub origin: QueueOrigin,
+}
+
+/// A connection's consuming channels, before deliveries flow.
+struct Opened {
+    settler: Arc<Settler>,
+    consumers: Vec<(Consumer, String)>,
+    channels: Vec<Channel>,
+}
 
 /// Consumes until shutdown (Ok) or until the broker connection fails (Err).
-pub async fn run(
-    config: &Config,
-    flusher: Arc<Flusher>,
-    bulks_in_flight: usize,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), SessionError> {
+pub async fn run(shared: &Shared, shutdown: watch::Receiver<bool>) -> Result<(), SessionError> {
+    let Some(connection) = connect(shared, &shutdown).await? else {
+        return Ok(());
+    };
+    let opened = open(shared, &connection).await?;
+    shared.health.set_broker(true);
+    tracing::info!(
+        queue = shared.config.queue,
+        workers = shared.config.workers,
+        prefetch = shared.config.prefetch,
+        bulk_size = shared.config.bulk_size,
+        "consuming"
+    );
+    let depth = tokio::spawn(depth::poll(
+        connection.create_channel().await?,
+        shared.config.queue.clone(),
+        shared.metrics.clone(),
+    ));
+    let drained = drain(shared, &connection, opened, shutdown.clone()).await;
+    depth.abort();
+    shared.health.set_broker(false);
+    match drained {
+        Ok(()) if *shutdown.borrow() => {
+            let _ = connection.close(200, "shutdown".into()).await;
+            Ok(())
+        }
+        Ok(()) => Err(SessionError::Ended),
+        Err(error) => Err(error),
+    }
+}
+
+/// Connects and makes sure the queue exists, within [`CONNECT_TIMEOUT`]; `None` when shutdown
+/// came first (nothing is held yet).
+async fn connect(
+    shared: &Shared,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<Connection>, SessionError> {
+    let config = &shared.config;
     let connecting = async {
         let connection = broker::connect(&config.rabbitmq_url, &config.queue).await?;
-        broker::ensure_queue(&connection, &config.queue).await?;
-        Ok::<_, lapin::Error>(connection)
+        broker::ensure_queue(&connection, &config.queue, &shared.origin).await?;
+        Ok::<_, SessionError>(connection)
     };
     let mut stop = shutdown.clone();
-    let connection = tokio::select! {
+    tokio::select! {
         connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => {
-            connected.map_err(|_| SessionError::ConnectTimedOut(CONNECT_TIMEOUT))??
+            connected.map_err(|_| SessionError::ConnectTimedOut(CONNECT_TIMEOUT))?.map(Some)
         }
-        // Nothing is held yet: a shutdown during the attempt simply ends the session.
-        _ = stop.wait_for(|s| *s) => return Ok(()),
-    };
+        _ = stop.wait_for(|s| *s) => Ok(None),
+    }
+}
+
+/// Opens the consuming channels (and the dead-letter channel, when configured).
+async fn open(shared: &Shared, connection: &Connection) -> Result<Opened, SessionError> {
+    let config = &shared.config;
     let mut channels = Vec::with_capacity(usize::from(config.workers));
     let mut consumers = Vec::with_capacity(usize::from(config.workers));
     for index in 0..usize::from(config.workers) {
         let (channel, consumer, tag) = broker::open_consumer(
-            &connection,
+            connection,
             &config.queue,
             config.prefetch,
             &config.instance,
@@ -74,32 +140,53 @@ pub async fn run(
         channels.push(channel);
         consumers.push((consumer, tag));
     }
-    health.set_broker(true);
-    tracing::info!(
-        queue = config.queue,
-        workers = config.workers,
-        prefetch = config.prefetch,
-        bulk_size = config.bulk_size,
-        "consuming"
-    );
+    let dead_letters = match &config.dead_letter {
+        Some(target) => {
+            Some(DeadLetters::open(connection, target.clone(), config.instance.clone()).await?)
+        }
+        None => None,
+    };
+    let settler = Arc::new(Settler::new(
+        channels.clone(),
+        dead_letters,
+        shared.metrics.clone(),
+    ));
+    Ok(Opened {
+        settler,
+        consumers,
+        channels,
+    })
+}
 
+/// Runs deliveries through the collector, the writes and the settlement until the consumers
+/// end (cancelled at shutdown, or failed) and every bulk is settled.
+async fn drain(
+    shared: &Shared,
+    connection: &Connection,
+    opened: Opened,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), SessionError> {
+    let config = &shared.config;
     let (deliveries, incoming) = mpsc::channel(config.bulk_size.max(1));
+    let decoding = Decoding {
+        format: config.message_format,
+        max_message_bytes: config.max_message_bytes,
+        metrics: shared.metrics.clone(),
+    };
     let mut consumer_tasks = JoinSet::new();
-    let mut consumer_tags = Vec::new();
-    for (index, (consumer, tag)) in consumers.into_iter().enumerate() {
-        consumer_tags.push((channels[index].clone(), tag));
+    let mut tags = Vec::new();
+    for (index, (consumer, tag)) in opened.consumers.into_iter().enumerate() {
+        tags.push((opened.channels[index].clone(), tag));
         consumer_tasks.spawn(consume(
             index,
             consumer,
-            channels[index].clone(),
+            opened.settler.clone(),
             deliveries.clone(),
-            config.message_format,
-            config.max_message_bytes,
-            metrics.clone(),
+            decoding.clone(),
+            shutdown.clone(),
         ));
     }
     drop(deliveries);
-
     let (bulk_out, bulk_in) = mpsc::channel::<Bulk>(1);
     let collector = tokio::spawn(collect(
         incoming,
@@ -107,88 +194,118 @@ pub async fn run(
         config.bulk_size,
         config.flush_timeout,
     ));
-
-    let settle_in_order =
-        async {
-            let bulks = futures::stream::unfold(bulk_in, |mut rx| async move {
-                rx.recv().await.map(|b| (b, rx))
-            });
-            let mut outcomes = std::pin::pin!(
-                bulks
-                    .map(|bulk| {
-                        let flusher = flusher.clone();
-                        async move { flusher.flush(bulk).await }
-                    })
-                    .buffered(bulks_in_flight)
-            );
-            let mut failure = None;
-            while let Some(outcome) = outcomes.next().await {
-                // Once the broker is gone nothing can be settled, but the bulks already in the
-                // database still finish, so that the counters match what was committed; their
-                // messages come back as redeliveries and are counted as ignored.
-                if failure.is_none()
-                    && let Err(error) = settle(&channels, outcome).await
-                {
-                    // End the other channels' deliveries too: this session is over.
-                    let _ = connection.close(200, "settlement failed".into()).await;
-                    failure = Some(error);
-                }
-            }
-            failure.map_or(Ok(()), Err)
-        };
-
-    // At shutdown, stop deliveries; the consumers' streams then end, the collector flushes
-    // what it holds, and `settle_in_order` finishes once that last bulk is acknowledged.
-    let mut stop_signal = shutdown.clone();
-    let cancel_at_shutdown = async move {
-        let _ = stop_signal.wait_for(|stop| *stop).await;
-        for (channel, tag) in &consumer_tags {
-            if let Err(error) = channel
-                .basic_cancel(tag.as_str().into(), Default::default())
-                .await
-            {
-                tracing::warn!(%error, "could not cancel consumer");
-            }
-        }
-        pending::<()>().await
-    };
-
-    // The consumers end at shutdown (cancelled) or when their channel fails; either way the
-    // collector then flushes what it holds and `settle_in_order` drains.
-    let consumers_ended = async {
-        let mut first_error = None;
-        while let Some(joined) = consumer_tasks.join_next().await {
-            match joined {
-                Ok(Err(error)) if first_error.is_none() => {
-                    // One failed channel ends the session: close the others so it drains.
-                    let _ = connection.close(200, "a channel failed".into()).await;
-                    first_error = Some(error);
-                }
-                Ok(_) => {}
-                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
-            }
-        }
-        first_error
-    };
-
+    let (park, parked) = mpsc::unbounded_channel();
+    let waiting_room = tokio::spawn(wait_for_parents(
+        shared.flusher.clone(),
+        opened.settler.clone(),
+        parked,
+        shutdown.clone(),
+    ));
+    let settled = settle_in_order(shared, &opened.settler, bulk_in, park, connection);
+    let ended = consumers_ended(&mut consumer_tasks, connection, &shared.health, &shutdown);
     let (settled, consumer_error) = tokio::select! {
-        done = async { tokio::join!(settle_in_order, consumers_ended) } => done,
-        _ = cancel_at_shutdown => unreachable!("waits forever"),
-    };
-    let result = match (consumer_error, settled) {
-        (Some(error), _) if !*shutdown.borrow() => Err(SessionError::Broker(error)),
-        (_, Err(error)) => Err(SessionError::Broker(error)),
-        (_, Ok(())) => Ok(()),
+        done = async { tokio::join!(settled, ended) } => done,
+        _ = cancel_at_shutdown(tags, shutdown.clone()) => unreachable!("waits forever"),
     };
     collector.abort();
-    health.set_broker(false);
-    let stopping = *shutdown.borrow_and_update();
-    match result {
-        Ok(()) if stopping => {
-            let _ = connection.close(200, "shutdown".into()).await;
-            Ok(())
-        }
-        Ok(()) => Err(SessionError::Ended),
-        Err(error) => Err(error),
+    if *shutdown.borrow() {
+        // It returns its messages to the queue; the connection must still be open for that.
+        let _ = waiting_room.await;
+    } else {
+        waiting_room.abort();
     }
+    match (consumer_error, settled) {
+        (Some(error), _) => Err(error.into()),
+        (None, Err(error)) => Err(error.into()),
+        (None, Ok(())) => Ok(()),
+    }
+}
+
+/// Writes bulks (up to `bulks_in_flight` at once) and settles them in the order they were
+/// collected; messages waiting for a parent go to the waiting room.
+async fn settle_in_order(
+    shared: &Shared,
+    settler: &Settler,
+    bulk_in: mpsc::Receiver<Bulk>,
+    park: mpsc::UnboundedSender<Pending>,
+    connection: &Connection,
+) -> Result<(), SettleError> {
+    let bulks =
+        futures::stream::unfold(
+            bulk_in,
+            |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
+        );
+    let mut outcomes = std::pin::pin!(
+        bulks
+            .map(|bulk| {
+                let flusher = shared.flusher.clone();
+                async move { flusher.flush(bulk).await }
+            })
+            .buffered(shared.bulks_in_flight)
+    );
+    let mut failure = None;
+    while let Some(flushed) = outcomes.next().await {
+        // Once the broker is gone nothing can be settled, but the bulks already in the
+        // database still finish, so that the counters match what was committed; their
+        // messages come back as redeliveries and are counted as ignored.
+        if failure.is_some() {
+            continue;
+        }
+        for message in &flushed.parked {
+            settler.park(message.tag);
+        }
+        match settler.settle(flushed.settlement).await {
+            Ok(()) => flushed.parked.into_iter().for_each(|m| {
+                let _ = park.send(m);
+            }),
+            Err(error) => {
+                // End the other channels' deliveries too: this session is over.
+                let _ = connection.close(200, "settlement failed".into()).await;
+                failure = Some(error);
+            }
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// Waits for every consumer to end (cancelled at shutdown, or failed); the first failure ends
+/// the session at once (readiness off, the connection closed so that the rest drains).
+async fn consumers_ended(
+    tasks: &mut JoinSet<Result<(), ConsumeError>>,
+    connection: &Connection,
+    health: &Health,
+    shutdown: &watch::Receiver<bool>,
+) -> Option<ConsumeError> {
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Err(error)) if first_error.is_none() && !*shutdown.borrow() => {
+                tracing::warn!(%error, "a consumer ended: ending the session");
+                health.set_broker(false);
+                let _ = connection.close(200, "a consumer ended".into()).await;
+                first_error = Some(error);
+            }
+            Ok(_) => {}
+            Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+        }
+    }
+    first_error
+}
+
+/// At shutdown, stops deliveries: the consumers' streams then end, the collector flushes what
+/// it holds, and the settlement finishes once that last bulk is acknowledged.
+async fn cancel_at_shutdown(
+    consumers: Vec<(Channel, String)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    for (channel, tag) in &consumers {
+        if let Err(error) = channel
+            .basic_cancel(tag.as_str().into(), Default::default())
+            .await
+        {
+            tracing::warn!(%error, "could not cancel consumer");
+        }
+    }
+    pending::<()>().await
 }

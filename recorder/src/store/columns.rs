@@ -1,157 +1,399 @@
-//! Rows as one array per column, borrowing the decoded messages: what `unnest` expands.
+//! The columns the recorder writes, stated once: name, type, where a message's value comes
+//! from, and what the column gets when a message leaves the value out (the table's default: an
+//! explicit NULL would bypass it and sink the bulk on a NOT NULL column).
 //!
-//! Decimals and JSON travel as text and are cast by PostgreSQL, so any precision and any
-//! document reaches the table exactly as decoded.
+//! The bulk and one-by-one statements ([`super::sql`]), their parameters ([`Arrays`]) and the
+//! binary `COPY` rows ([`super::copy`]) are all derived from [`TRANSACTION`] and [`OPERATION`],
+//! so the paths cannot write a column differently.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{json, merge::Row, text};
-use crate::message::Operation;
+use crate::message::{Decimal, Operation, Transaction};
 
-/// The `transaction` rows.
-#[derive(Default)]
-pub struct TransactionColumns<'a> {
-    pub id: Vec<Uuid>,
-    pub parent_transaction_id: Vec<Option<Uuid>>,
-    pub description: Vec<&'a str>,
-    pub status: Vec<&'a str>,
-    pub status_description: Vec<Option<&'a str>>,
-    pub amount: Vec<Option<&'a str>>,
-    pub asset_code: Vec<&'a str>,
-    pub chart_of_accounts_group_name: Vec<&'a str>,
-    pub ledger_id: Vec<Uuid>,
-    pub organization_id: Vec<Uuid>,
-    pub body: Vec<Option<&'a str>>,
-    pub route: Vec<Option<&'a str>>,
-    pub route_id: Vec<Option<Uuid>>,
-    pub fees_skipped: Vec<bool>,
-    pub tracer_skipped: Vec<bool>,
-    pub created_at: Vec<DateTime<Utc>>,
-    pub updated_at: Vec<Option<DateTime<Utc>>>,
-    pub deleted_at: Vec<Option<DateTime<Utc>>>,
-    /// A PENDING transaction and its final status were both in the bulk (for the counts).
-    pub transition: Vec<bool>,
+/// How a value travels to PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Uuid,
+    Text,
+    /// Sent as text and cast by PostgreSQL, so that no precision is lost on the way.
+    Numeric,
+    Int8,
+    Bool,
+    /// Sent as text and cast to `jsonb`.
+    Jsonb,
+    Time,
 }
 
-impl<'a> TransactionColumns<'a> {
-    pub fn new(rows: &[Row<'a>]) -> Self {
-        let n = rows.len();
-        let mut c = Self {
-            id: Vec::with_capacity(n),
-            ..Default::default()
-        };
-        for row in rows {
-            let (t, state) = (row.content, row.state);
-            c.id.push(t.id);
-            c.parent_transaction_id.push(t.parent_transaction_id);
-            c.description.push(&t.description);
-            c.status.push(&state.status.code);
-            c.status_description
-                .push(state.status.description.as_deref());
-            c.amount.push(text(t.amount.as_ref()));
-            c.asset_code.push(&t.asset_code);
-            c.chart_of_accounts_group_name
-                .push(&t.chart_of_accounts_group_name);
-            c.ledger_id.push(t.ledger_id);
-            c.organization_id.push(t.organization_id);
-            c.body.push(json(t.body.as_ref()));
-            c.route.push(t.route.as_deref());
-            c.route_id.push(t.route_id);
-            c.fees_skipped.push(t.fees_skipped);
-            c.tracer_skipped.push(t.tracer_skipped);
-            c.created_at.push(t.created_at);
-            c.updated_at.push(state.updated_at);
-            c.deleted_at.push(t.deleted_at);
-            c.transition.push(row.transition);
+impl Kind {
+    /// The parameter type a value travels as.
+    pub fn parameter_type(self) -> &'static str {
+        match self {
+            Kind::Uuid => "uuid",
+            Kind::Text | Kind::Numeric | Kind::Jsonb => "text",
+            Kind::Int8 => "int8",
+            Kind::Bool => "bool",
+            Kind::Time => "timestamptz",
         }
-        c
+    }
+
+    /// The cast from the parameter type to the column's, when they differ.
+    pub fn cast(self) -> Option<&'static str> {
+        match self {
+            Kind::Numeric => Some("numeric"),
+            Kind::Jsonb => Some("jsonb"),
+            _ => None,
+        }
     }
 }
 
-/// The `operation` rows.
-#[derive(Default)]
-pub struct OperationColumns<'a> {
-    pub id: Vec<Uuid>,
-    pub transaction_id: Vec<Uuid>,
-    pub description: Vec<&'a str>,
-    pub kind: Vec<&'a str>,
-    pub asset_code: Vec<&'a str>,
-    pub amount: Vec<Option<&'a str>>,
-    pub available_balance: Vec<Option<&'a str>>,
-    pub on_hold_balance: Vec<Option<&'a str>>,
-    pub available_balance_after: Vec<Option<&'a str>>,
-    pub on_hold_balance_after: Vec<Option<&'a str>>,
-    pub balance_version_before: Vec<Option<i64>>,
-    pub balance_version_after: Vec<Option<i64>>,
-    pub status: Vec<&'a str>,
-    pub status_description: Vec<Option<&'a str>>,
-    pub account_id: Vec<Uuid>,
-    pub account_alias: Vec<&'a str>,
-    pub balance_id: Vec<Uuid>,
-    pub balance_key: Vec<Option<&'a str>>,
-    pub chart_of_accounts: Vec<&'a str>,
-    pub organization_id: Vec<Uuid>,
-    pub ledger_id: Vec<Uuid>,
-    pub route: Vec<Option<&'a str>>,
-    pub route_id: Vec<Option<Uuid>>,
-    pub route_code: Vec<Option<&'a str>>,
-    pub route_description: Vec<Option<&'a str>>,
-    pub direction: Vec<Option<&'a str>>,
-    pub balance_affected: Vec<Option<bool>>,
-    pub snapshot: Vec<Option<&'a str>>,
-    pub created_at: Vec<DateTime<Utc>>,
-    pub updated_at: Vec<Option<DateTime<Utc>>>,
-    pub deleted_at: Vec<Option<DateTime<Utc>>>,
+/// What a column gets when the message has no value for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absent {
+    /// NULL (the column is nullable).
+    Null,
+    Zero,
+    Text(&'static str),
+    True,
+    EmptyObject,
+    /// The time of the write.
+    Now,
 }
 
-impl<'a> OperationColumns<'a> {
-    pub fn new(rows: &[&'a Operation]) -> Self {
-        let mut c = Self {
-            id: Vec::with_capacity(rows.len()),
-            ..Default::default()
-        };
-        for o in rows {
-            let before = o.balance.as_ref();
-            let after = o.balance_after.as_ref();
-            c.id.push(o.id);
-            c.transaction_id.push(o.transaction_id);
-            c.description.push(&o.description);
-            c.kind.push(&o.kind);
-            c.asset_code.push(&o.asset_code);
-            c.amount
-                .push(text(o.amount.as_ref().and_then(|a| a.value.as_ref())));
-            c.available_balance
-                .push(text(before.and_then(|b| b.available.as_ref())));
-            c.on_hold_balance
-                .push(text(before.and_then(|b| b.on_hold.as_ref())));
-            c.available_balance_after
-                .push(text(after.and_then(|b| b.available.as_ref())));
-            c.on_hold_balance_after
-                .push(text(after.and_then(|b| b.on_hold.as_ref())));
-            c.balance_version_before
-                .push(before.and_then(|b| b.version));
-            c.balance_version_after.push(after.and_then(|b| b.version));
-            c.status.push(&o.status.code);
-            c.status_description.push(o.status.description.as_deref());
-            c.account_id.push(o.account_id);
-            c.account_alias.push(&o.account_alias);
-            c.balance_id.push(o.balance_id);
-            c.balance_key.push(o.balance_key.as_deref());
-            c.chart_of_accounts.push(&o.chart_of_accounts);
-            c.organization_id.push(o.organization_id);
-            c.ledger_id.push(o.ledger_id);
-            c.route.push(o.route.as_deref());
-            c.route_id.push(o.route_id);
-            c.route_code.push(o.route_code.as_deref());
-            c.route_description.push(o.route_description.as_deref());
-            c.direction.push(o.direction.as_deref());
-            c.balance_affected.push(o.balance_affected);
-            c.snapshot.push(json(o.snapshot.as_ref()));
-            c.created_at.push(o.created_at);
-            c.updated_at.push(o.updated_at);
-            c.deleted_at.push(o.deleted_at);
+impl Absent {
+    /// The SQL the column gets, when not NULL.
+    pub fn sql(self) -> Option<String> {
+        match self {
+            Absent::Null => None,
+            Absent::Zero => Some("0".into()),
+            Absent::Text(text) => Some(format!("'{text}'")),
+            Absent::True => Some("true".into()),
+            Absent::EmptyObject => Some("'{}'::jsonb".into()),
+            Absent::Now => Some("now()".into()),
         }
-        c
+    }
+}
+
+/// One value of a row, borrowed from the decoded message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    Null,
+    Uuid(Uuid),
+    Text(&'a str),
+    Numeric(&'a Decimal),
+    Int8(i64),
+    Bool(bool),
+    Jsonb(&'a str),
+    Time(DateTime<Utc>),
+}
+
+/// A column whose value is read from `R` by `value`.
+pub struct Column<F> {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub absent: Absent,
+    /// An empty text counts as absent (the ledger sends `""` for "no balance key").
+    pub blank_is_absent: bool,
+    pub value: F,
+}
+
+/// Reads a transaction column from (the row's content, its latest valid state): content from
+/// the row's message, status and `updated_at` from the latest state of that transaction in the
+/// bulk.
+pub type TransactionValue = for<'a> fn(&'a Transaction, &'a Transaction) -> Cell<'a>;
+pub type OperationValue = for<'a> fn(&'a Operation) -> Cell<'a>;
+pub type TransactionColumn = Column<TransactionValue>;
+pub type OperationColumn = Column<OperationValue>;
+
+const fn column<F: Copy>(name: &'static str, kind: Kind, absent: Absent, value: F) -> Column<F> {
+    Column {
+        name,
+        kind,
+        absent,
+        blank_is_absent: false,
+        value,
+    }
+}
+
+/// A nullable transaction column.
+const fn t(name: &'static str, kind: Kind, value: TransactionValue) -> TransactionColumn {
+    column(name, kind, Absent::Null, value)
+}
+
+/// A transaction column with a default.
+const fn t_or(
+    name: &'static str,
+    kind: Kind,
+    absent: Absent,
+    value: TransactionValue,
+) -> TransactionColumn {
+    column(name, kind, absent, value)
+}
+
+/// A nullable operation column.
+const fn o(name: &'static str, kind: Kind, value: OperationValue) -> OperationColumn {
+    column(name, kind, Absent::Null, value)
+}
+
+/// An operation column with a default.
+const fn o_or(
+    name: &'static str,
+    kind: Kind,
+    absent: Absent,
+    value: OperationValue,
+) -> OperationColumn {
+    column(name, kind, absent, value)
+}
+
+fn text(value: &str) -> Cell<'_> {
+    Cell::Text(value)
+}
+
+fn opt_text(value: Option<&str>) -> Cell<'_> {
+    value.map_or(Cell::Null, Cell::Text)
+}
+
+fn opt_uuid(value: Option<Uuid>) -> Cell<'static> {
+    value.map_or(Cell::Null, Cell::Uuid)
+}
+
+fn opt_numeric(value: Option<&Decimal>) -> Cell<'_> {
+    value.map_or(Cell::Null, Cell::Numeric)
+}
+
+fn opt_time(value: Option<DateTime<Utc>>) -> Cell<'static> {
+    value.map_or(Cell::Null, Cell::Time)
+}
+
+fn opt_int(value: Option<i64>) -> Cell<'static> {
+    value.map_or(Cell::Null, Cell::Int8)
+}
+
+fn opt_json(value: Option<&crate::message::JsonText>) -> Cell<'_> {
+    value.map_or(Cell::Null, |j| Cell::Jsonb(&j.0))
+}
+
+/// The `transaction` table, in the order every statement lists it.
+pub static TRANSACTION: [TransactionColumn; 18] = [
+    t("id", Kind::Uuid, |t, _| Cell::Uuid(t.id)),
+    t("parent_transaction_id", Kind::Uuid, |t, _| {
+        opt_uuid(t.parent_transaction_id)
+    }),
+    t("description", Kind::Text, |t, _| text(&t.description)),
+    t("status", Kind::Text, |_, s| text(&s.status.code)),
+    t("status_description", Kind::Text, |_, s| {
+        opt_text(s.status.description.as_deref())
+    }),
+    t("amount", Kind::Numeric, |t, _| {
+        opt_numeric(t.amount.as_ref())
+    }),
+    t("asset_code", Kind::Text, |t, _| text(&t.asset_code)),
+    t("chart_of_accounts_group_name", Kind::Text, |t, _| {
+        text(&t.chart_of_accounts_group_name)
+    }),
+    t("ledger_id", Kind::Uuid, |t, _| Cell::Uuid(t.ledger_id)),
+    t("organization_id", Kind::Uuid, |t, _| {
+        Cell::Uuid(t.organization_id)
+    }),
+    t("body", Kind::Jsonb, |t, _| opt_json(t.body.as_ref())),
+    t("route", Kind::Text, |t, _| opt_text(t.route.as_deref())),
+    t("route_id", Kind::Uuid, |t, _| opt_uuid(t.route_id)),
+    t("fees_skipped", Kind::Bool, |t, _| {
+        Cell::Bool(t.fees_skipped)
+    }),
+    t("tracer_skipped", Kind::Bool, |t, _| {
+        Cell::Bool(t.tracer_skipped)
+    }),
+    t("created_at", Kind::Time, |t, _| Cell::Time(t.created_at)),
+    t_or("updated_at", Kind::Time, Absent::Now, |_, s| {
+        opt_time(s.updated_at)
+    }),
+    t("deleted_at", Kind::Time, |t, _| opt_time(t.deleted_at)),
+];
+
+/// The `operation` table, in the order every statement lists it.
+pub static OPERATION: [OperationColumn; 31] = [
+    o("id", Kind::Uuid, |o| Cell::Uuid(o.id)),
+    o("transaction_id", Kind::Uuid, |o| {
+        Cell::Uuid(o.transaction_id)
+    }),
+    o("description", Kind::Text, |o| text(&o.description)),
+    o("type", Kind::Text, |o| text(&o.kind)),
+    o("asset_code", Kind::Text, |o| text(&o.asset_code)),
+    o("amount", Kind::Numeric, |o| {
+        opt_numeric(o.amount.as_ref().and_then(|a| a.value.as_ref()))
+    }),
+    o("available_balance", Kind::Numeric, |o| {
+        opt_numeric(o.balance.as_ref().and_then(|b| b.available.as_ref()))
+    }),
+    o("on_hold_balance", Kind::Numeric, |o| {
+        opt_numeric(o.balance.as_ref().and_then(|b| b.on_hold.as_ref()))
+    }),
+    o("available_balance_after", Kind::Numeric, |o| {
+        opt_numeric(o.balance_after.as_ref().and_then(|b| b.available.as_ref()))
+    }),
+    o("on_hold_balance_after", Kind::Numeric, |o| {
+        opt_numeric(o.balance_after.as_ref().and_then(|b| b.on_hold.as_ref()))
+    }),
+    o_or("balance_version_before", Kind::Int8, Absent::Zero, |o| {
+        opt_int(o.balance.as_ref().and_then(|b| b.version))
+    }),
+    o_or("balance_version_after", Kind::Int8, Absent::Zero, |o| {
+        opt_int(o.balance_after.as_ref().and_then(|b| b.version))
+    }),
+    o("status", Kind::Text, |o| text(&o.status.code)),
+    o("status_description", Kind::Text, |o| {
+        opt_text(o.status.description.as_deref())
+    }),
+    o("account_id", Kind::Uuid, |o| Cell::Uuid(o.account_id)),
+    o("account_alias", Kind::Text, |o| text(&o.account_alias)),
+    o("balance_id", Kind::Uuid, |o| Cell::Uuid(o.balance_id)),
+    Column {
+        blank_is_absent: true,
+        ..o_or("balance_key", Kind::Text, Absent::Text("default"), |o| {
+            opt_text(o.balance_key.as_deref())
+        })
+    },
+    o("chart_of_accounts", Kind::Text, |o| {
+        text(&o.chart_of_accounts)
+    }),
+    o("organization_id", Kind::Uuid, |o| {
+        Cell::Uuid(o.organization_id)
+    }),
+    o("ledger_id", Kind::Uuid, |o| Cell::Uuid(o.ledger_id)),
+    o("route", Kind::Text, |o| opt_text(o.route.as_deref())),
+    o("route_id", Kind::Uuid, |o| opt_uuid(o.route_id)),
+    o("route_code", Kind::Text, |o| {
+        opt_text(o.route_code.as_deref())
+    }),
+    o("route_description", Kind::Text, |o| {
+        opt_text(o.route_description.as_deref())
+    }),
+    o("direction", Kind::Text, |o| {
+        opt_text(o.direction.as_deref())
+    }),
+    o_or("balance_affected", Kind::Bool, Absent::True, |o| {
+        o.balance_affected.map_or(Cell::Null, Cell::Bool)
+    }),
+    o_or("snapshot", Kind::Jsonb, Absent::EmptyObject, |o| {
+        opt_json(o.snapshot.as_ref())
+    }),
+    o("created_at", Kind::Time, |o| Cell::Time(o.created_at)),
+    o_or("updated_at", Kind::Time, Absent::Now, |o| {
+        opt_time(o.updated_at)
+    }),
+    o("deleted_at", Kind::Time, |o| opt_time(o.deleted_at)),
+];
+
+/// One parameter array per column: what `unnest` expands into rows.
+pub enum Array<'a> {
+    Uuid(Vec<Option<Uuid>>),
+    Text(Vec<Option<&'a str>>),
+    Int8(Vec<Option<i64>>),
+    Bool(Vec<Option<bool>>),
+    Time(Vec<Option<DateTime<Utc>>>),
+}
+
+impl<'a> Array<'a> {
+    pub fn with_capacity(kind: Kind, n: usize) -> Self {
+        match kind {
+            Kind::Uuid => Array::Uuid(Vec::with_capacity(n)),
+            Kind::Text | Kind::Numeric | Kind::Jsonb => Array::Text(Vec::with_capacity(n)),
+            Kind::Int8 => Array::Int8(Vec::with_capacity(n)),
+            Kind::Bool => Array::Bool(Vec::with_capacity(n)),
+            Kind::Time => Array::Time(Vec::with_capacity(n)),
+        }
+    }
+
+    pub fn push(&mut self, cell: Cell<'a>) {
+        match (self, cell) {
+            (Array::Uuid(v), Cell::Uuid(id)) => v.push(Some(id)),
+            (Array::Text(v), Cell::Text(t) | Cell::Jsonb(t)) => v.push(Some(t)),
+            (Array::Text(v), Cell::Numeric(d)) => v.push(Some(d.as_str())),
+            (Array::Int8(v), Cell::Int8(n)) => v.push(Some(n)),
+            (Array::Bool(v), Cell::Bool(b)) => v.push(Some(b)),
+            (Array::Time(v), Cell::Time(t)) => v.push(Some(t)),
+            (array, Cell::Null) => array.push_null(),
+            (_, cell) => unreachable!("a column's value has the column's kind: {cell:?}"),
+        }
+    }
+
+    fn push_null(&mut self) {
+        match self {
+            Array::Uuid(v) => v.push(None),
+            Array::Text(v) => v.push(None),
+            Array::Int8(v) => v.push(None),
+            Array::Bool(v) => v.push(None),
+            Array::Time(v) => v.push(None),
+        }
+    }
+
+    /// Binds this array as the query's next parameter.
+    pub fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        match self {
+            Array::Uuid(v) => query.bind(v),
+            Array::Text(v) => query.bind(v),
+            Array::Int8(v) => query.bind(v),
+            Array::Bool(v) => query.bind(v),
+            Array::Time(v) => query.bind(v),
+        }
+    }
+}
+
+/// The parameter arrays of `rows` of the `transaction` table, as (content, state) pairs.
+pub fn transaction_arrays<'a>(
+    rows: impl ExactSizeIterator<Item = (&'a Transaction, &'a Transaction)> + Clone,
+) -> Vec<Array<'a>> {
+    let n = rows.len();
+    TRANSACTION
+        .iter()
+        .map(|column| {
+            let mut array = Array::with_capacity(column.kind, n);
+            for (content, state) in rows.clone() {
+                array.push((column.value)(content, state));
+            }
+            array
+        })
+        .collect()
+}
+
+/// The parameter arrays of `operations`.
+pub fn operation_arrays<'a>(operations: &[&'a Operation]) -> Vec<Array<'a>> {
+    OPERATION
+        .iter()
+        .map(|column| {
+            let mut array = Array::with_capacity(column.kind, operations.len());
+            for o in operations {
+                array.push((column.value)(o));
+            }
+            array
+        })
+        .collect()
+}
+
+/// Binds one value as the query's next parameter (the one-by-one statements).
+pub fn bind_cell<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    kind: Kind,
+    cell: Cell<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    match (kind, cell) {
+        (Kind::Uuid, Cell::Uuid(id)) => query.bind(Some(id)),
+        (Kind::Uuid, _) => query.bind(None::<Uuid>),
+        (_, Cell::Text(t) | Cell::Jsonb(t)) => query.bind(Some(t)),
+        (_, Cell::Numeric(d)) => query.bind(Some(d.as_str())),
+        (Kind::Text | Kind::Numeric | Kind::Jsonb, _) => query.bind(None::<&str>),
+        (Kind::Int8, Cell::Int8(n)) => query.bind(Some(n)),
+        (Kind::Int8, _) => query.bind(None::<i64>),
+        (Kind::Bool, Cell::Bool(b)) => query.bind(Some(b)),
+        (Kind::Bool, _) => query.bind(None::<bool>),
+        (Kind::Time, Cell::Time(t)) => query.bind(Some(t)),
+        (Kind::Time, _) => query.bind(None::<DateTime<Utc>>),
     }
 }

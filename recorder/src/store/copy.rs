@@ -14,23 +14,14 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{commit::Deadline, db::WriteError, json, merge::Merged};
+use super::{
+    columns::{Absent, Cell, Column, OPERATION, TRANSACTION},
+    deadline::Deadline,
+    errors::WriteError,
+    merge::Merged,
+    sql,
+};
 use crate::message::{Decimal, Operation};
-
-const COPY_TRANSACTIONS: &str = concat!(
-    "COPY transaction (",
-    transaction_columns!(),
-    ") FROM STDIN (FORMAT binary)"
-);
-
-const COPY_OPERATIONS: &str = concat!(
-    "COPY operation (",
-    operation_columns!(),
-    ") FROM STDIN (FORMAT binary)"
-);
-
-/// `unique_violation`: some row of the bulk is stored already.
-pub const UNIQUE_VIOLATION: &str = "23505";
 
 /// Rows in `COPY`'s binary format: a header, then per row the field count and each field as
 /// a length (-1 for NULL) and the value in the type's own binary form. Nothing is parsed as
@@ -74,33 +65,12 @@ impl Rows {
         self.value(value.as_bytes());
     }
 
-    fn opt_text(&mut self, value: Option<&str>) {
-        match value {
-            Some(v) => self.text(v),
-            None => self.null(),
-        }
-    }
-
     fn uuid(&mut self, id: Uuid) {
         self.value(id.as_bytes());
     }
 
-    fn opt_uuid(&mut self, id: Option<Uuid>) {
-        match id {
-            Some(id) => self.uuid(id),
-            None => self.null(),
-        }
-    }
-
     fn time(&mut self, t: DateTime<Utc>) {
         self.value(&(t.timestamp_micros() - POSTGRES_EPOCH_MICROS).to_be_bytes());
-    }
-
-    fn opt_time(&mut self, t: Option<DateTime<Utc>>) {
-        match t {
-            Some(t) => self.time(t),
-            None => self.null(),
-        }
     }
 
     fn bool(&mut self, b: bool) {
@@ -118,26 +88,12 @@ impl Rows {
         self.buf.extend_from_slice(json.as_bytes());
     }
 
-    fn opt_jsonb(&mut self, json: Option<&str>) {
-        match json {
-            Some(j) => self.jsonb(j),
-            None => self.null(),
-        }
-    }
-
     fn numeric(&mut self, decimal: &Decimal) {
         let length_at = self.buf.len();
         self.buf.extend_from_slice(&0i32.to_be_bytes());
         numeric(decimal.as_str(), &mut self.buf);
         let length = (self.buf.len() - length_at - 4) as i32;
         self.buf[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
-    }
-
-    fn opt_numeric(&mut self, decimal: Option<&Decimal>) {
-        match decimal {
-            Some(d) => self.numeric(d),
-            None => self.null(),
-        }
     }
 }
 
@@ -205,83 +161,60 @@ fn numeric(text: &str, out: &mut Vec<u8>) {
     }
 }
 
+impl Rows {
+    /// One value of `column`, or the column's default when the message left it out.
+    fn cell<F>(&mut self, column: &Column<F>, cell: Cell<'_>, now: DateTime<Utc>) {
+        let cell = match cell {
+            Cell::Text("") if column.blank_is_absent => Cell::Null,
+            cell => cell,
+        };
+        match (cell, column.absent) {
+            (Cell::Null, Absent::Null) => self.null(),
+            (Cell::Null, Absent::Zero) => self.int8(0),
+            (Cell::Null, Absent::Text(text)) => self.text(text),
+            (Cell::Null, Absent::True) => self.bool(true),
+            (Cell::Null, Absent::EmptyObject) => self.jsonb("{}"),
+            (Cell::Null, Absent::Now) => self.time(now),
+            (Cell::Uuid(id), _) => self.uuid(id),
+            (Cell::Text(text), _) => self.text(text),
+            (Cell::Numeric(decimal), _) => self.numeric(decimal),
+            (Cell::Int8(n), _) => self.int8(n),
+            (Cell::Bool(b), _) => self.bool(b),
+            (Cell::Jsonb(json), _) => self.jsonb(json),
+            (Cell::Time(t), _) => self.time(t),
+        }
+    }
+}
+
 /// The `transaction` rows of `merged`.
 fn transaction_rows(merged: &Merged, now: DateTime<Utc>) -> Vec<u8> {
     let mut rows = Rows::with_capacity(merged.rows.len() * 300);
     for row in &merged.rows {
-        let (t, state) = (row.content, row.state);
-        rows.row(18);
-        rows.uuid(t.id);
-        rows.opt_uuid(t.parent_transaction_id);
-        rows.text(&t.description);
-        rows.text(&state.status.code);
-        rows.opt_text(state.status.description.as_deref());
-        rows.opt_numeric(t.amount.as_ref());
-        rows.text(&t.asset_code);
-        rows.text(&t.chart_of_accounts_group_name);
-        rows.uuid(t.ledger_id);
-        rows.uuid(t.organization_id);
-        rows.opt_jsonb(json(t.body.as_ref()));
-        rows.opt_text(t.route.as_deref());
-        rows.opt_uuid(t.route_id);
-        rows.bool(t.fees_skipped);
-        rows.bool(t.tracer_skipped);
-        rows.time(t.created_at);
-        rows.time(state.updated_at.unwrap_or(now));
-        rows.opt_time(t.deleted_at);
+        rows.row(TRANSACTION.len() as i16);
+        for column in &TRANSACTION {
+            rows.cell(column, (column.value)(row.content, row.state), now);
+        }
     }
     rows.finish()
 }
 
-/// The `operation` rows, with the columns' defaults where a message left a value out.
+/// The `operation` rows.
 fn operation_rows(operations: &[&Operation], now: DateTime<Utc>) -> Vec<u8> {
     let mut rows = Rows::with_capacity(operations.len() * 500);
     for o in operations {
-        let before = o.balance.as_ref();
-        let after = o.balance_after.as_ref();
-        rows.row(31);
-        rows.uuid(o.id);
-        rows.uuid(o.transaction_id);
-        rows.text(&o.description);
-        rows.text(&o.kind);
-        rows.text(&o.asset_code);
-        rows.opt_numeric(o.amount.as_ref().and_then(|a| a.value.as_ref()));
-        rows.opt_numeric(before.and_then(|b| b.available.as_ref()));
-        rows.opt_numeric(before.and_then(|b| b.on_hold.as_ref()));
-        rows.opt_numeric(after.and_then(|b| b.available.as_ref()));
-        rows.opt_numeric(after.and_then(|b| b.on_hold.as_ref()));
-        rows.int8(before.and_then(|b| b.version).unwrap_or(0));
-        rows.int8(after.and_then(|b| b.version).unwrap_or(0));
-        rows.text(&o.status.code);
-        rows.opt_text(o.status.description.as_deref());
-        rows.uuid(o.account_id);
-        rows.text(&o.account_alias);
-        rows.uuid(o.balance_id);
-        rows.text(
-            o.balance_key
-                .as_deref()
-                .filter(|k| !k.is_empty())
-                .unwrap_or("default"),
-        );
-        rows.text(&o.chart_of_accounts);
-        rows.uuid(o.organization_id);
-        rows.uuid(o.ledger_id);
-        rows.opt_text(o.route.as_deref());
-        rows.opt_uuid(o.route_id);
-        rows.opt_text(o.route_code.as_deref());
-        rows.opt_text(o.route_description.as_deref());
-        rows.opt_text(o.direction.as_deref());
-        rows.bool(o.balance_affected.unwrap_or(true));
-        rows.jsonb(json(o.snapshot.as_ref()).unwrap_or("{}"));
-        rows.time(o.created_at);
-        rows.time(o.updated_at.unwrap_or(now));
-        rows.opt_time(o.deleted_at);
+        rows.row(OPERATION.len() as i16);
+        for column in &OPERATION {
+            rows.cell(column, (column.value)(o), now);
+        }
     }
     rows.finish()
 }
 
 /// Copies the rows of `merged` on `conn` (inside a database transaction); the caller treats a
-/// `unique_violation` as "write it with the upsert instead".
+/// `unique_violation` as "write it with the upsert instead". Every step is within `deadline`:
+/// a connection that goes silent while rows are sent fails the write (the caller then
+/// discards the connection: nothing is sent to abort a `COPY` on a connection that does not
+/// answer).
 pub async fn copy(
     conn: &mut PgConnection,
     merged: &Merged<'_>,
@@ -290,17 +223,17 @@ pub async fn copy(
     let now = Utc::now();
     let mut copied = 0;
     for (statement, rows) in [
-        (COPY_TRANSACTIONS, transaction_rows(merged, now)),
-        (COPY_OPERATIONS, operation_rows(&merged.operations, now)),
+        (&*sql::COPY_TRANSACTIONS, transaction_rows(merged, now)),
+        (
+            &*sql::COPY_OPERATIONS,
+            operation_rows(&merged.operations, now),
+        ),
     ] {
         if rows.len() <= 21 {
             continue; // a header and a trailer: no row
         }
         let mut copy = deadline.call("COPY", conn.copy_in_raw(statement)).await?;
-        if let Err(error) = deadline.call("COPY", copy.send(rows)).await {
-            let _ = copy.abort("send failed").await;
-            return Err(error);
-        }
+        deadline.call("COPY", copy.send(rows)).await?;
         copied += deadline.call("COPY", copy.finish()).await?;
     }
     Ok(copied)

@@ -1,77 +1,60 @@
-//! The PostgreSQL side: the pool, the migrations, and which failures are worth a retry.
+//! The PostgreSQL side: the pool, its sessions' settings and the migrations.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use sqlx::{
     PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
+use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::{config::Config, telemetry::health::Health};
 
-/// Why a write failed, which decides what happens to the messages it carried.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// The rows themselves were refused (constraint, invalid value): retrying the same bulk
-    /// cannot succeed, so it is split into single messages.
-    #[error("rows refused by PostgreSQL: {0}")]
-    Data(#[source] sqlx::Error),
-    /// The database could not be reached or asked us to retry: the same rows may pass later.
-    #[error("database unavailable: {0}")]
-    Transient(#[source] sqlx::Error),
-    /// No answer in time (a stalled server, a half-open connection): the connection is
-    /// dropped and the write retried.
-    #[error("no answer from PostgreSQL within {0:?} ({1})")]
-    TimedOut(Duration, &'static str),
+/// What every write needs: the pool, the bound of one statement, and the process's readiness
+/// and shutdown (a write that waits for its commit to become durable holds readiness, and gives
+/// up at shutdown).
+#[derive(Clone)]
+pub struct Database {
+    pub pool: PgPool,
+    pub statement_timeout: Duration,
+    /// Added to the statement timeouts of a write for BEGIN, COMMIT and the network.
+    pub margin: Duration,
+    pub health: Arc<Health>,
+    pub shutdown: watch::Receiver<bool>,
 }
 
-/// `foreign_key_violation`.
-const FOREIGN_KEY_VIOLATION: &str = "23503";
-
-impl WriteError {
-    /// SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation) are the
-    /// rows' fault; everything else (connection loss, serialization failure, deadlock,
-    /// shutdown, a missing table) is worth waiting for.
-    pub fn classify(error: sqlx::Error) -> Self {
-        let is_data = match &error {
-            sqlx::Error::Database(db) => db
-                .code()
-                .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
-            sqlx::Error::Encode(_) => true,
-            _ => false,
-        };
-        if is_data {
-            WriteError::Data(error)
-        } else {
-            WriteError::Transient(error)
+impl Database {
+    pub fn new(
+        pool: PgPool,
+        statement_timeout: Duration,
+        health: Arc<Health>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            pool,
+            statement_timeout,
+            margin: WRITE_MARGIN,
+            health,
+            shutdown,
         }
     }
 
-    pub fn is_data(&self) -> bool {
-        matches!(self, WriteError::Data(_))
+    /// For tools and tests: no readiness to report, never shutting down.
+    pub fn standalone(pool: PgPool, statement_timeout: Duration) -> Self {
+        let (stop, shutdown) = watch::channel(false);
+        // Kept open for the life of the process: the receiver never sees a shutdown.
+        std::mem::forget(stop);
+        Self::new(pool, statement_timeout, Arc::default(), shutdown)
     }
 
-    /// A row that is stored already (`unique_violation`): what stops a `COPY`.
-    pub fn is_duplicate(&self) -> bool {
-        matches!(
-            self,
-            WriteError::Data(sqlx::Error::Database(db))
-                if db.code().as_deref() == Some(super::copy::UNIQUE_VIOLATION)
-        )
-    }
-
-    /// A transaction whose parent (`parent_transaction_id`) is not stored: the only foreign key
-    /// of the `transaction` table. It may be in a bulk that has not committed yet.
-    pub fn is_missing_parent(&self) -> bool {
-        match self {
-            WriteError::Data(sqlx::Error::Database(db)) => {
-                db.code().as_deref() == Some(FOREIGN_KEY_VIOLATION)
-                    && db.table() == Some("transaction")
-            }
-            _ => false,
-        }
+    /// The bound of a write of `statements` statements.
+    pub fn write_budget(&self, statements: usize) -> Duration {
+        self.statement_timeout * statements.max(1) as u32 + self.margin
     }
 }
+
+/// Added to the statement timeout for BEGIN, COMMIT and the network, when bounding a write.
+pub const WRITE_MARGIN: Duration = Duration::from_secs(5);
 
 /// How every connection of the recorder is opened: `DATABASE_URL` plus session settings that
 /// the server's or the role's defaults must not change.
@@ -84,7 +67,8 @@ pub fn connect_options(config: &Config) -> Result<PgConnectOptions, sqlx::Error>
         // server default of `off` would let an acked bulk vanish in a crash.
         ("synchronous_commit", "on".to_string()),
         // Nothing waits forever: a stalled statement or a lock held elsewhere ends in an error
-        // (57014, 55P03) that `WriteError::classify` treats as transient.
+        // (57014, 55P03) that is retried. Not COMMIT: it runs with no statement timeout (see
+        // `txn`), because a cancelled wait for a synchronous standby leaves a local commit.
         ("statement_timeout", millis(config.statement_timeout)),
         ("lock_timeout", millis(config.lock_timeout)),
         // A write's transaction never waits between its round-trips: a session left open by a

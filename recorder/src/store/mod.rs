@@ -1,23 +1,31 @@
 //! Writing transactions into PostgreSQL: in bulk ([`bulk`]) or one row per statement
-//! ([`one_by_one`], the baseline), with the same rules.
+//! ([`one_by_one`], the baseline), with the same rules, the same columns ([`columns`]) and the
+//! same commit protocol ([`txn`]: nothing is reported written before it is durable as the
+//! server is configured).
+//!
+//! Layering, leaves first: `errors`, `deadline`, `columns` -> `sql`, `plan`, `merge` ->
+//! `db`, `durability`, `resolve` -> `txn` -> `copy`, `upsert` -> `bulk`, `one_by_one`.
 
-#[macro_use]
-mod sql;
 pub mod bulk;
-mod columns;
-pub mod commit;
+pub mod columns;
 mod copy;
 pub mod db;
+pub mod deadline;
+pub mod durability;
+pub mod errors;
 pub mod merge;
 pub mod one_by_one;
+mod plan;
+pub mod resolve;
+mod sql;
+pub mod txn;
+mod upsert;
 
-use crate::{
-    message::{Decimal, JsonText, Transaction},
-    store::db::WriteError,
-    telemetry::counts::WriteCounts,
-};
+use crate::{message::Transaction, telemetry::counts::WriteCounts};
 
 pub use bulk::BulkWriter;
+pub use db::Database;
+pub use errors::WriteError;
 pub use one_by_one::OneByOneWriter;
 
 /// What a write did.
@@ -31,7 +39,7 @@ pub struct Written {
 /// How messages are written.
 #[derive(Clone)]
 pub enum Writer {
-    /// All messages of a bulk in one statement.
+    /// All messages of a bulk in one database transaction of one or two statements.
     Bulk(BulkWriter),
     /// One statement per row, one database transaction per message: the baseline.
     OneByOne(OneByOneWriter),
@@ -53,13 +61,4 @@ impl Writer {
             }
         }
     }
-}
-
-/// Decimals and JSON travel as text; PostgreSQL casts them, so nothing is rounded.
-fn text(d: Option<&Decimal>) -> Option<&str> {
-    d.map(Decimal::as_str)
-}
-
-fn json(j: Option<&JsonText>) -> Option<&str> {
-    j.map(|j| j.0.as_str())
 }

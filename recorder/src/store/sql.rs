@@ -1,79 +1,247 @@
-//! SQL shared by the bulk and the one-by-one writers, so that both follow one rule.
+//! The statements, generated once from the column tables ([`super::columns`]), so that the bulk,
+//! one-by-one and `COPY` paths name, cast and default every column alike.
 //!
-//! Macros rather than constants: `concat!` assembles each statement at compile time.
+//! A bulk is written by [`BULK_UPSERT`], and only when some of its rows were stored already
+//! (redeliveries, transitions racing another writer, reused ids) by [`CLASSIFY`] after it:
+//! the upsert locks every stored row it meets (`ON CONFLICT DO UPDATE` locks even when its
+//! `WHERE` is false), and the next statement of the same database transaction reads them with a
+//! new snapshot. So whether a stored row is the same transaction or another one is decided on
+//! its latest committed version, the one `ON CONFLICT` saw, never on an older snapshot.
 
-/// The `transaction` columns the recorder writes.
-macro_rules! transaction_columns {
-    () => {
-        "id, parent_transaction_id, description, status, status_description, amount, \
-         asset_code, chart_of_accounts_group_name, ledger_id, organization_id, body, route, \
-         route_id, fees_skipped, tracer_skipped, created_at, updated_at, deleted_at"
-    };
+use std::sync::LazyLock;
+
+use super::columns::{Column, OPERATION, TRANSACTION};
+
+/// `id, parent_transaction_id, ...`
+fn names<F>(columns: &[Column<F>]) -> String {
+    columns
+        .iter()
+        .map(|c| c.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// The `operation` columns the recorder writes.
-macro_rules! operation_columns {
-    () => {
-        "id, transaction_id, description, type, asset_code, amount, available_balance, \
-         on_hold_balance, available_balance_after, on_hold_balance_after, \
-         balance_version_before, balance_version_after, status, status_description, account_id, \
-         account_alias, balance_id, balance_key, chart_of_accounts, organization_id, ledger_id, \
-         route, route_id, route_code, route_description, direction, balance_affected, snapshot, \
-         created_at, updated_at, deleted_at"
-    };
+/// `$first::uuid[], $first+1::text[], ...` (or scalars when `array` is false).
+fn parameters<F>(columns: &[Column<F>], first: usize, array: bool) -> String {
+    let suffix = if array { "[]" } else { "" };
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("${}::{}{suffix}", first + i, c.kind.parameter_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// Ends an `INSERT INTO transaction AS s`: a stored PENDING transaction with the same content
-/// moves to the proposed final status; anything else stored stays as it is. Returns each row
+/// The value written for each column, from a row source whose columns are named like the table:
+/// cast where the parameter travels as text, the column's default where the message left the
+/// value out.
+fn values<F>(columns: &[Column<F>]) -> String {
+    columns
+        .iter()
+        .map(|c| {
+            let mut value = match c.kind.cast() {
+                Some(cast) => format!("{}::{cast}", c.name),
+                None => c.name.to_string(),
+            };
+            if c.blank_is_absent {
+                value = format!("NULLIF({value}, '')");
+            }
+            match c.absent.sql() {
+                Some(default) => format!("COALESCE({value}, {default})"),
+                None => value,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A stored PENDING transaction with the same content moves to the proposed final status;
+/// anything else stored stays as it is (but is locked, for [`CLASSIFY`]). Returns each row
 /// written and whether it was inserted (`xmax = 0`) rather than updated.
-macro_rules! upsert_transaction {
-    () => {
-        "ON CONFLICT (id) DO UPDATE
-            SET status = EXCLUDED.status, status_description = EXCLUDED.status_description,
-                updated_at = EXCLUDED.updated_at
-            WHERE s.status = 'PENDING' AND EXCLUDED.status IN ('APPROVED', 'CANCELED')
-              AND (s.amount, s.asset_code, s.ledger_id, s.organization_id,
-                   s.parent_transaction_id)
-                  IS NOT DISTINCT FROM (EXCLUDED.amount, EXCLUDED.asset_code,
-                   EXCLUDED.ledger_id, EXCLUDED.organization_id, EXCLUDED.parent_transaction_id)
-        RETURNING s.id, s.xmax = 0 AS inserted"
-    };
-}
+const UPSERT_TRANSACTION: &str = "ON CONFLICT (id) DO UPDATE
+    SET status = EXCLUDED.status, status_description = EXCLUDED.status_description,
+        updated_at = EXCLUDED.updated_at
+    WHERE s.status = 'PENDING' AND EXCLUDED.status IN ('APPROVED', 'CANCELED')
+      AND (s.amount, s.asset_code, s.ledger_id, s.organization_id, s.parent_transaction_id)
+          IS NOT DISTINCT FROM (EXCLUDED.amount, EXCLUDED.asset_code, EXCLUDED.ledger_id,
+          EXCLUDED.organization_id, EXCLUDED.parent_transaction_id)
+    RETURNING s.id, s.xmax = 0 AS inserted";
 
-/// True when the stored row `s` and the proposed row `i` (left alone by the upsert) are not
-/// the same transaction: other content, or a status that is neither the stored one nor a
-/// stale PENDING.
-macro_rules! conflicting {
-    () => {
-        "((s.amount, s.asset_code, s.ledger_id, s.organization_id, s.parent_transaction_id)
-            IS DISTINCT FROM (i.amount::numeric, i.asset_code, i.ledger_id, i.organization_id,
-            i.parent_transaction_id)
-          OR (i.status <> s.status AND i.status <> 'PENDING'))"
-    };
-}
+/// True when the stored transaction `s` and the proposed one `i` are not the same transaction:
+/// other content, or a final status that is neither the stored one nor a stale PENDING.
+const TRANSACTION_CONFLICTS: &str = "((s.amount, s.asset_code, s.ledger_id, s.organization_id,
+        s.parent_transaction_id) IS DISTINCT FROM (i.amount::numeric, i.asset_code, i.ledger_id,
+        i.organization_id, i.parent_transaction_id)
+    OR (i.status <> s.status AND i.status <> 'PENDING'))";
 
-/// The values written for operation columns a message may leave out (the columns' defaults:
-/// explicit NULLs would bypass them), from a row source whose columns are named as in
-/// `operation_columns!`.
-macro_rules! operation_values {
-    () => {
-        "id, transaction_id, description, type, asset_code, amount::numeric,
-         available_balance::numeric, on_hold_balance::numeric, available_balance_after::numeric,
-         on_hold_balance_after::numeric, COALESCE(balance_version_before, 0),
-         COALESCE(balance_version_after, 0), status, status_description, account_id,
-         account_alias, balance_id, COALESCE(NULLIF(balance_key, ''), 'default'),
-         chart_of_accounts, organization_id, ledger_id, route, route_id, route_code,
-         route_description, direction, COALESCE(balance_affected, true),
-         COALESCE(snapshot::jsonb, '{}'), created_at, COALESCE(updated_at, now()), deleted_at"
-    };
-}
+/// What [`CLASSIFY`] compares of a transaction, as parameters `$1..$7`.
+pub const COMPARED_TRANSACTION: &str = "$1::uuid[], $2::text[], $3::text[], $4::uuid[], \
+    $5::uuid[], $6::uuid[], $7::text[]) AS i(id, amount, asset_code, ledger_id, \
+    organization_id, parent_transaction_id, status";
 
-/// The same for transaction columns.
-macro_rules! transaction_values {
-    () => {
-        "id, parent_transaction_id, description, status, status_description, amount::numeric,
-         asset_code, chart_of_accounts_group_name, ledger_id, organization_id, body::jsonb,
-         route, route_id, fees_skipped, tracer_skipped, created_at, COALESCE(updated_at, now()),
-         deleted_at"
-    };
+/// True when the stored operation `s` and the proposed one `i` are not the same leg.
+const OPERATION_CONFLICTS: &str = "((s.transaction_id, s.type, s.asset_code, s.amount,
+        s.account_id, s.balance_id, s.organization_id, s.ledger_id) IS DISTINCT FROM
+    (i.transaction_id, i.type, i.asset_code, i.amount::numeric, i.account_id, i.balance_id,
+        i.organization_id, i.ledger_id))";
+
+/// The bulk's first statement: every transaction upserted, the operations of the transactions
+/// it wrote inserted. Returns: inserted, inserted transitions, updated, the ids it did not write
+/// (stored already: for [`CLASSIFY`]), operations inserted, and the ids of operations of written
+/// transactions that were stored already (for [`CLASSIFY`]).
+pub static BULK_UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let t = names(&TRANSACTION);
+    let o = names(&OPERATION);
+    let transition = TRANSACTION.len() + 1;
+    let first_op = transition + 1;
+    let written_before = first_op + OPERATION.len();
+    let written = format!(
+        "(EXISTS (SELECT 1 FROM t WHERE t.id = i.transaction_id) \
+         OR i.transaction_id = ANY(${written_before}::uuid[]))"
+    );
+    format!(
+        "WITH t_in AS (SELECT * FROM unnest({tp}, ${transition}::bool[]) AS r({t}, transition)),
+        t AS (INSERT INTO transaction AS s ({t}) SELECT {tv} FROM t_in {UPSERT_TRANSACTION}),
+        o_in AS (SELECT * FROM unnest({op}) AS r({o})),
+        o AS (INSERT INTO operation ({o}) SELECT {ov} FROM o_in i WHERE {written}
+            ON CONFLICT (id) DO NOTHING RETURNING id)
+        SELECT (SELECT count(*) FROM t WHERE inserted),
+            (SELECT count(*) FROM t JOIN t_in USING (id) WHERE t.inserted AND t_in.transition),
+            (SELECT count(*) FROM t WHERE NOT inserted),
+            (SELECT array_agg(id) FROM t_in WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.id = t_in.id)),
+            (SELECT count(*) FROM o),
+            (SELECT array_agg(i.id) FROM o_in i
+                WHERE {written} AND NOT EXISTS (SELECT 1 FROM o WHERE o.id = i.id))",
+        tp = parameters(&TRANSACTION, 1, true),
+        tv = values(&TRANSACTION),
+        op = parameters(&OPERATION, first_op, true),
+        ov = values(&OPERATION),
+    )
+});
+
+/// The bulk's second statement, only when the first met stored rows (locked by it): which of
+/// those transactions conflict (read on their latest version), the operations of the others
+/// inserted, and which operations stored already are other legs under the same id. Returns: the
+/// conflicting transaction ids, the ids of operations inserted, the operations of conflicting
+/// transactions (left out), the conflicting operations, and the ids of operations a concurrent
+/// writer inserted after this statement's snapshot (for [`CLASSIFY_OPERATIONS`]).
+pub static CLASSIFY: LazyLock<String> = LazyLock::new(|| {
+    let o = names(&OPERATION);
+    format!(
+        "WITH t_in AS (SELECT * FROM unnest({COMPARED_TRANSACTION})),
+        c AS (SELECT i.id FROM t_in i JOIN transaction s ON s.id = i.id WHERE {TRANSACTION_CONFLICTS}),
+        o_in AS (SELECT * FROM unnest({op}) AS r({o})),
+        o AS (INSERT INTO operation ({o}) SELECT {ov} FROM o_in
+            WHERE transaction_id NOT IN (SELECT id FROM c) ON CONFLICT (id) DO NOTHING RETURNING id),
+        l AS (SELECT * FROM o_in i WHERE i.transaction_id NOT IN (SELECT id FROM c)
+            AND NOT EXISTS (SELECT 1 FROM o WHERE o.id = i.id))
+        SELECT (SELECT array_agg(id) FROM c),
+            (SELECT array_agg(id) FROM o),
+            (SELECT count(*) FROM o_in WHERE transaction_id IN (SELECT id FROM c)),
+            (SELECT count(*) FROM l i JOIN operation s ON s.id = i.id WHERE {OPERATION_CONFLICTS}),
+            (SELECT array_agg(i.id) FROM l i
+                WHERE NOT EXISTS (SELECT 1 FROM operation s WHERE s.id = i.id))",
+        op = parameters(&OPERATION, 8, true),
+        ov = values(&OPERATION),
+    )
+});
+
+/// Operations that a concurrent writer inserted after [`CLASSIFY`]'s snapshot (its insert
+/// waited for them to commit): with a new snapshot, how many are other legs under the same id,
+/// and how many were found.
+pub static CLASSIFY_OPERATIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT count(*) FILTER (WHERE {OPERATION_CONFLICTS}), count(*)
+        FROM unnest({op}) AS i({o}) JOIN operation s ON s.id = i.id",
+        op = parameters(&OPERATION, 1, true),
+        o = names(&OPERATION),
+    )
+});
+
+/// One transaction row (one-by-one mode).
+pub static ONE_TRANSACTION: LazyLock<String> = LazyLock::new(|| {
+    let t = names(&TRANSACTION);
+    format!(
+        "INSERT INTO transaction AS s ({t}) SELECT {tv} FROM (VALUES ({tp})) AS r({t})
+        {UPSERT_TRANSACTION}",
+        tv = values(&TRANSACTION),
+        tp = parameters(&TRANSACTION, 1, false),
+    )
+});
+
+/// Asked, in the next statement, when [`ONE_TRANSACTION`] left a stored row alone.
+pub static ONE_TRANSACTION_CONFLICTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {TRANSACTION_CONFLICTS} FROM transaction s, (VALUES ($1::uuid, $2::text,
+            $3::text, $4::uuid, $5::uuid, $6::uuid, $7::text)) AS i(id, amount, asset_code,
+            ledger_id, organization_id, parent_transaction_id, status)
+        WHERE s.id = i.id"
+    )
+});
+
+/// One operation row (one-by-one mode); returns its id when it was inserted.
+pub static ONE_OPERATION: LazyLock<String> = LazyLock::new(|| {
+    let o = names(&OPERATION);
+    format!(
+        "INSERT INTO operation ({o}) SELECT {ov} FROM (VALUES ({op})) AS r({o})
+        ON CONFLICT (id) DO NOTHING RETURNING id",
+        ov = values(&OPERATION),
+        op = parameters(&OPERATION, 1, false),
+    )
+});
+
+/// Asked, in the next statement, when [`ONE_OPERATION`] met a stored row.
+pub static ONE_OPERATION_CONFLICTS: LazyLock<String> = LazyLock::new(|| {
+    let o = names(&OPERATION);
+    format!(
+        "SELECT {OPERATION_CONFLICTS} FROM operation s, (VALUES ({op})) AS i({o})
+        WHERE s.id = i.id",
+        op = parameters(&OPERATION, 1, false),
+    )
+});
+
+pub static COPY_TRANSACTIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "COPY transaction ({}) FROM STDIN (FORMAT binary)",
+        names(&TRANSACTION)
+    )
+});
+
+pub static COPY_OPERATIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "COPY operation ({}) FROM STDIN (FORMAT binary)",
+        names(&OPERATION)
+    )
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_written_where_a_message_leaves_a_value_out() {
+        let v = values(&OPERATION);
+        assert!(v.contains("COALESCE(balance_version_before, 0)"), "{v}");
+        assert!(
+            v.contains("COALESCE(NULLIF(balance_key, ''), 'default')"),
+            "{v}"
+        );
+        assert!(v.contains("COALESCE(snapshot::jsonb, '{}'::jsonb)"), "{v}");
+        assert!(v.contains("COALESCE(balance_affected, true)"), "{v}");
+        assert!(
+            v.starts_with("id, transaction_id, description, type, asset_code, amount::numeric")
+        );
+        assert!(values(&TRANSACTION).contains("COALESCE(updated_at, now())"));
+    }
+
+    #[test]
+    fn parameters_are_numbered_past_the_transaction_columns() {
+        // The transaction columns, the transition flags, the operation columns, then the ids
+        // of transactions written by earlier statements of the same bulk.
+        let last = TRANSACTION.len() + 1 + OPERATION.len() + 1;
+        assert!(BULK_UPSERT.contains(&format!("${last}::uuid[]")));
+        assert!(BULK_UPSERT.contains("$19::bool[]"));
+        assert!(BULK_UPSERT.contains("$20::uuid[]"));
+        assert!(CLASSIFY.contains("$8::uuid[]") && CLASSIFY.contains("$38::timestamptz[]"));
+    }
 }

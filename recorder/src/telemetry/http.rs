@@ -70,6 +70,7 @@ fn is_any_ipv6(addr: SocketAddr) -> bool {
 async fn render_metrics(
     State(state): State<AppState>,
 ) -> ([(&'static str, &'static str); 1], String) {
+    state.metrics.set_health(&state.health);
     (
         [("content-type", "text/plain; version=0.0.4")],
         state.metrics.render(),

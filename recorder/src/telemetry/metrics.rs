@@ -2,8 +2,11 @@
 //!
 //! Row counters move only after COMMIT, so they always match what PostgreSQL holds.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::telemetry::counts::{RowCounts, WriteCounts};
@@ -104,6 +107,44 @@ pub struct Metrics {
     decoded: IntCounterVec,
     pub statements: IntCounter,
     pub retries: IntCounter,
+    /// Messages waiting for a parent transaction that is not stored yet.
+    pub parked: IntGauge,
+    queue_messages: IntGauge,
+    queue_consumers: IntGauge,
+    /// Whether `queue_messages` has been read at least once.
+    queue_read: AtomicBool,
+    holding_seconds: Gauge,
+    ready: IntGauge,
+    dead_lettered: IntCounterVec,
+    ledger_cleanup: IntCounterVec,
+    metadata_not_stored: IntCounter,
+}
+
+/// Label values known in advance: exported at zero from the start, so that `rate()` and
+/// `increase()` see the first event.
+const REJECT_REASONS: [&str; 7] = [
+    "empty",
+    "too_large",
+    "malformed",
+    "invalid",
+    "unsupported",
+    "database",
+    "missing_parent",
+];
+pub const CLEANUP_RESULTS: [&str; 5] = ["removed", "kept", "absent", "failed", "dropped"];
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: &C) {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+}
+
+fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).expect("valid metric")
 }
 
 impl Default for Metrics {
@@ -184,20 +225,77 @@ impl Metrics {
             "Writes retried after a transient database failure",
         )
         .expect("valid metric");
-        for c in [&bulk_duration, &bulk_size] {
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
+        let parked = gauge(
+            "bulk_recorder_parked_messages",
+            "Messages waiting for a parent transaction that is not stored yet (unacknowledged)",
+        );
+        let queue_messages = gauge(
+            "bulk_recorder_queue_messages",
+            "Messages ready in the queue, as last read by this recorder (a passive declare every 5 s)",
+        );
+        let queue_consumers = gauge(
+            "bulk_recorder_queue_consumers",
+            "Consumers of the queue, as last read by this recorder",
+        );
+        let holding_seconds = Gauge::new(
+            "bulk_recorder_holding_seconds",
+            "How long the longest-held bulk has been held unacknowledged (a failing write, or a \
+             commit not yet on the synchronous standbys); 0 when none is",
+        )
+        .expect("valid metric");
+        let ready = gauge(
+            "bulk_recorder_ready",
+            "1 while the recorder is ready (broker and database connected, no bulk held), else 0",
+        );
+        let dead_lettered = counter_vec(
+            "bulk_recorder_dead_lettered_total",
+            "Rejected messages published to BULK_RECORDER_DEAD_LETTER_EXCHANGE with their reason, by reason",
+            "reason",
+        );
+        let ledger_cleanup = counter_vec(
+            "bulk_recorder_ledger_cleanup_total",
+            "The ledger's Redis backup entries after their messages were persisted, by result: \
+             removed, kept (its status moved on), absent, failed (retried in the background), \
+             dropped (given up: the ledger republishes it, the recorder ignores the duplicate)",
+            "result",
+        );
+        let metadata_not_stored = IntCounter::new(
+            "bulk_recorder_metadata_not_stored_total",
+            "Messages whose transaction or operations carry metadata, which the ledger keeps in \
+             its document store and this recorder does not store",
+        )
+        .expect("valid metric");
+        register(&registry, &bulk_duration);
+        register(&registry, &bulk_size);
+        for c in [
+            &flushes,
+            &rejected,
+            &skipped,
+            &decoded,
+            &dead_lettered,
+            &ledger_cleanup,
+        ] {
+            register(&registry, c);
         }
-        for c in [&flushes, &rejected, &skipped, &decoded] {
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
+        for c in [&fallbacks, &statements, &retries, &metadata_not_stored] {
+            register(&registry, c);
         }
-        for c in [&fallbacks, &statements, &retries] {
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
+        for c in [&parked, &queue_messages, &queue_consumers, &ready] {
+            register(&registry, c);
+        }
+        register(&registry, &holding_seconds);
+        for reason in REJECT_REASONS {
+            rejected.with_label_values(&[reason]);
+        }
+        for result in CLEANUP_RESULTS {
+            ledger_cleanup.with_label_values(&[result]);
+        }
+        for trigger in [
+            FlushTrigger::Size,
+            FlushTrigger::Timeout,
+            FlushTrigger::Shutdown,
+        ] {
+            flushes.with_label_values(&[trigger.as_str()]);
         }
         Self {
             registry,
@@ -212,7 +310,60 @@ impl Metrics {
             decoded,
             statements,
             retries,
+            parked,
+            queue_messages,
+            queue_consumers,
+            queue_read: AtomicBool::new(false),
+            holding_seconds,
+            ready,
+            dead_lettered,
+            ledger_cleanup,
+            metadata_not_stored,
         }
+    }
+
+    /// The queue's depth as just read.
+    pub fn queue_depth(&self, ready: u32, consumers: u32) {
+        self.queue_messages.set(i64::from(ready));
+        self.queue_consumers.set(i64::from(consumers));
+        self.queue_read.store(true, Ordering::Relaxed);
+    }
+
+    /// Ready messages in the queue as last read; `None` before the first read.
+    pub fn backlog(&self) -> Option<u64> {
+        self.queue_read
+            .load(Ordering::Relaxed)
+            .then(|| self.queue_messages.get().max(0) as u64)
+    }
+
+    /// Readiness, as gauges (set when /metrics is read).
+    pub fn set_health(&self, health: &crate::telemetry::health::Health) {
+        self.ready.set(i64::from(health.ready()));
+        self.holding_seconds.set(health.held_for().as_secs_f64());
+    }
+
+    pub fn dead_lettered(&self, reason: &str) {
+        self.dead_lettered.with_label_values(&[reason]).inc();
+    }
+
+    pub fn dead_lettered_count(&self, reason: &str) -> u64 {
+        self.dead_lettered.with_label_values(&[reason]).get()
+    }
+
+    pub fn ledger_cleanup(&self, result: &str, n: u64) {
+        self.ledger_cleanup.with_label_values(&[result]).inc_by(n);
+    }
+
+    pub fn ledger_cleanup_count(&self, result: &str) -> u64 {
+        self.ledger_cleanup.with_label_values(&[result]).get()
+    }
+
+    pub fn metadata_not_stored(&self) {
+        self.metadata_not_stored.inc();
+    }
+
+    pub fn metadata_not_stored_count(&self) -> u64 {
+        self.metadata_not_stored.get()
     }
 
     /// Records committed rows.

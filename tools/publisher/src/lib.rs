@@ -152,6 +152,15 @@ pub async fn publish_bodies(
     Ok(sent)
 }
 
+/// Declares `queue` (durable) unless it exists, as the recorder does at its start.
+pub async fn declare_queue(connection: &Connection, queue: &str) -> Result<(), lapin::Error> {
+    match broker::ensure_queue(connection, queue, &broker::QueueOrigin::default()).await {
+        Ok(()) => Ok(()),
+        Err(broker::QueueError::Broker(error)) => Err(error),
+        Err(broker::QueueError::Gone(_)) => unreachable!("a queue never seen cannot be gone"),
+    }
+}
+
 /// Publishes according to `plan`; the queue is declared (durable) when missing.
 pub async fn publish(
     url: &str,
@@ -159,7 +168,7 @@ pub async fn publish(
     plan: &PublishPlan,
 ) -> Result<Published, lapin::Error> {
     let connection = broker::connect(url, &format!("{queue}-publisher")).await?;
-    broker::ensure_queue(&connection, queue).await?;
+    declare_queue(&connection, queue).await?;
     let mut published = Published {
         operations_per_transaction: plan.operations,
         ..Default::default()

@@ -62,6 +62,7 @@ fn leg(transaction: &Transaction, kind: &str, direction: &str, amount_cents: i64
         created_at: transaction.created_at,
         updated_at: transaction.updated_at,
         deleted_at: None,
+        has_metadata: false,
     }
 }
 
@@ -87,6 +88,7 @@ fn header(code: &str) -> Transaction {
         updated_at: Some(now),
         deleted_at: None,
         operations: Vec::new(),
+        has_metadata: false,
     }
 }
 

@@ -14,7 +14,7 @@ mod wire;
 use uuid::Uuid;
 
 use super::{
-    Decoded, JsonText, Transaction,
+    Bookkeeping, Decoded, JsonText, Transaction,
     model::{Amount, Balance, Operation, Status},
 };
 use crate::message::DecodeError;
@@ -31,7 +31,15 @@ pub const ENVELOPE_KEYS: [&str; 5] = [
 pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
     let envelope: wire::Envelope =
         rmp_serde::from_slice(body).map_err(|e| malformed("envelope", e))?;
-    let items = envelope.queue_data.unwrap_or_default();
+    let Some(items) = envelope.queue_data else {
+        return Err(DecodeError::Malformed {
+            format: "midaz",
+            detail: "the envelope has no QueueData key: not a ledger message (a producer that \
+                     renamed it would otherwise have every message acknowledged unwritten)"
+                .into(),
+        });
+    };
+    let items = items.unwrap_or_default();
     let item = match items.as_slice() {
         [] => return Ok(Decoded::Skip { reason: "empty" }),
         [item] => item,
@@ -50,16 +58,33 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
         .map_err(|e| malformed("payload (QueueData[0].Value)", e))?;
     let legacy = payload.version.is_none();
     let Some(transaction) = payload.transaction else {
-        return Ok(Decoded::Skip {
-            reason: "no_transaction",
+        return Err(DecodeError::Malformed {
+            format: "midaz",
+            detail: "payload (QueueData[0].Value) has no Transaction: nothing to write".into(),
         });
+    };
+    let bookkeeping = Bookkeeping {
+        backup_status: backup_status(&transaction.status.code, payload.validate.as_ref()),
+        has_metadata: transaction.metadata || transaction.operations.iter().any(|o| o.metadata),
     };
     let transaction = convert(transaction).map_err(DecodeError::Invalid)?;
     transaction.validate().map_err(DecodeError::Invalid)?;
     Ok(Decoded::Transaction {
         transaction: Box::new(transaction),
         format: if legacy { "midaz_legacy" } else { "midaz" },
+        bookkeeping,
     })
+}
+
+/// The status the ledger's backup entry holds for a message: a new posting (APPROVED, not a
+/// commit of a pending one) was stored in the backup as CREATED, before it became APPROVED;
+/// anything else under its own status. As the ledger's consumer compares it (case-sensitive
+/// APPROVED, and a message without `Validate` keeps its status).
+fn backup_status(status: &str, validate: Option<&wire::Validate>) -> String {
+    match validate {
+        Some(validate) if status == "APPROVED" && !validate.pending => "CREATED".into(),
+        _ => status.to_string(),
+    }
 }
 
 fn malformed(part: &str, error: rmp_serde::decode::Error) -> DecodeError {
@@ -118,6 +143,7 @@ fn convert(t: wire::Transaction) -> Result<Transaction, String> {
         updated_at: Some(t.updated_at.map_or_else(go_zero_time, |u| u.0)),
         deleted_at: t.deleted_at.map(|d| d.0),
         operations,
+        has_metadata: t.metadata,
     })
 }
 
@@ -197,6 +223,7 @@ fn convert_operation(op: wire::Operation) -> Result<Operation, String> {
         created_at: op.created_at.map_or_else(go_zero_time, |c| c.0),
         updated_at: Some(op.updated_at.map_or_else(go_zero_time, |u| u.0)),
         deleted_at: op.deleted_at.map(|d| d.0),
+        has_metadata: op.metadata,
     })
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Go structs become msgpack maps keyed by their Go field names; missing keys mean Go's zero
 //! values (older producers leave out fields added later) and unknown keys are ignored, so
-//! every field here has a default. Only what reaches the tables is declared: everything else
-//! (balances, validation maps, metadata) is skipped without being decoded.
+//! every field here has a default. Only what reaches the tables (and the ledger's bookkeeping:
+//! `Validate.Pending`, whether metadata is present) is declared: everything else (balances,
+//! validation maps, the metadata itself) is skipped without being decoded.
 
 use std::borrow::Cow;
 
@@ -18,8 +19,15 @@ use crate::message::{
 /// The outer document (`mmodel.Queue`).
 #[derive(Deserialize)]
 pub struct Envelope<'a> {
-    #[serde(rename = "QueueData", default, borrow)]
-    pub queue_data: Option<Vec<QueueItem<'a>>>,
+    /// `None` when the key is missing (not a ledger message: refused), `Some(None)` for `nil`
+    /// (Go's encoding of an empty slice: skipped like `[]`).
+    #[serde(
+        rename = "QueueData",
+        default,
+        borrow,
+        deserialize_with = "fields::present"
+    )]
+    pub queue_data: Option<Option<Vec<QueueItem<'a>>>>,
 }
 
 /// One entry of `QueueData`: the transaction id and the payload, itself a msgpack document.
@@ -61,19 +69,36 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawBytes<'a> {
 /// The inner document (`TransactionProcessingPayload`).
 ///
 /// `Validate.Pending` is how the ledger's consumer tells a commit or cancel from a new
-/// posting; the recorder does not need it: a stored PENDING row and a final status in the
-/// message decide (the same rule for every format).
+/// posting. The rows do not need it (a stored PENDING row and a final status in the message
+/// decide, the same rule for every format), but the ledger's Redis backup entry does: a new
+/// posting's entry still says CREATED.
 #[derive(Deserialize)]
 pub struct Payload {
     #[serde(rename = "Transaction", default)]
     pub transaction: Option<Transaction>,
+    #[serde(rename = "Validate", default)]
+    pub validate: Option<Validate>,
     /// Absent in messages of older producers (v3.5.x).
     #[serde(rename = "Version", default)]
     pub version: Option<String>,
 }
 
+/// The ledger's validation of the input (`mtransaction.Responses`): only `Pending` is read.
+#[derive(Deserialize)]
+pub struct Validate {
+    #[serde(
+        rename = "Pending",
+        default,
+        deserialize_with = "fields::null_as_default"
+    )]
+    pub pending: bool,
+}
+
 #[derive(Deserialize)]
 pub struct Transaction {
+    /// Kept in the ledger's document store, not in these tables.
+    #[serde(rename = "Metadata", default, deserialize_with = "fields::non_empty")]
+    pub metadata: bool,
     #[serde(rename = "ID", default, deserialize_with = "fields::null_as_default")]
     pub id: String,
     #[serde(rename = "ParentTransactionID", default)]
@@ -163,6 +188,8 @@ pub struct Status {
 
 #[derive(Deserialize)]
 pub struct Operation {
+    #[serde(rename = "Metadata", default, deserialize_with = "fields::non_empty")]
+    pub metadata: bool,
     #[serde(rename = "ID", default, deserialize_with = "fields::null_as_default")]
     pub id: String,
     #[serde(

@@ -1,0 +1,240 @@
+//! The upsert path of a bulk: one pass of merged rows through [`sql::BULK_UPSERT`] (split at
+//! `maxRowsPerInsert`), then, only when it met stored rows, [`sql::CLASSIFY`] (and, when a
+//! concurrent writer raced it on an operation id, [`sql::CLASSIFY_OPERATIONS`]).
+
+use std::collections::HashSet;
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{
+    columns::{Array, operation_arrays, transaction_arrays},
+    deadline::Deadline,
+    errors::WriteError,
+    merge::{Merged, Row},
+    plan::Chunk,
+    resolve::Evidence,
+    sql,
+};
+use crate::message::Operation;
+
+/// What one pass wrote and found.
+#[derive(Debug, Default)]
+pub struct PassResult {
+    pub inserted: u64,
+    /// Inserted rows that stand for a PENDING message and its commit or cancel.
+    pub inserted_transitions: u64,
+    pub updated: u64,
+    /// Transaction ids stored with other content: their messages are conflicting.
+    pub conflicts: Vec<Uuid>,
+    pub operations_inserted: u64,
+    /// Operations of conflicting transactions, left out.
+    pub operations_of_conflicts: u64,
+    /// Operation ids stored with other content.
+    pub operations_conflicting: u64,
+    pub statements: u64,
+    /// A row this pass wrote, to resolve a lost COMMIT answer.
+    pub evidence: Option<Evidence>,
+}
+
+/// Writes one pass (its statements in the caller's database transaction).
+pub async fn write_pass(
+    conn: &mut PgConnection,
+    merged: &Merged<'_>,
+    chunks: &[Chunk],
+    deadline: &Deadline,
+) -> Result<PassResult, WriteError> {
+    let mut result = PassResult::default();
+    let mut written: Vec<Uuid> = Vec::new();
+    let mut stored: HashSet<Uuid> = HashSet::new();
+    let mut stored_operations: Vec<Uuid> = Vec::new();
+    for (t, o) in chunks {
+        let rows = &merged.rows[t.clone()];
+        // Operations of a transaction an earlier statement found stored wait for CLASSIFY.
+        let ops: Vec<&Operation> = merged.operations[o.clone()]
+            .iter()
+            .copied()
+            .filter(|op| !stored.contains(&op.transaction_id))
+            .collect();
+        let answer = upsert(conn, rows, &ops, &written, deadline).await?;
+        result.statements += 1;
+        result.inserted += answer.inserted;
+        result.inserted_transitions += answer.inserted_transitions;
+        result.updated += answer.updated;
+        result.operations_inserted += answer.operations_inserted;
+        let not_written: HashSet<Uuid> = answer.not_written.into_iter().collect();
+        written.extend(
+            rows.iter()
+                .map(|r| r.content.id)
+                .filter(|id| !not_written.contains(id)),
+        );
+        stored.extend(not_written);
+        stored_operations.extend(answer.stored_operations);
+    }
+    result.evidence = written.first().map(|id| Evidence::Transaction(*id));
+    if !stored.is_empty() || !stored_operations.is_empty() {
+        classify(
+            conn,
+            merged,
+            &stored,
+            &stored_operations,
+            deadline,
+            &mut result,
+        )
+        .await?;
+    }
+    Ok(result)
+}
+
+struct UpsertAnswer {
+    inserted: u64,
+    inserted_transitions: u64,
+    updated: u64,
+    not_written: Vec<Uuid>,
+    operations_inserted: u64,
+    stored_operations: Vec<Uuid>,
+}
+
+async fn upsert(
+    conn: &mut PgConnection,
+    rows: &[Row<'_>],
+    ops: &[&Operation],
+    written_before: &[Uuid],
+    deadline: &Deadline,
+) -> Result<UpsertAnswer, WriteError> {
+    let mut query = sqlx::query(&sql::BULK_UPSERT);
+    for array in transaction_arrays(rows.iter().map(|r| (r.content, r.state))) {
+        query = array.bind(query);
+    }
+    query = query.bind(rows.iter().map(|r| r.transition).collect::<Vec<bool>>());
+    for array in operation_arrays(ops) {
+        query = array.bind(query);
+    }
+    query = query.bind(written_before);
+    type Returned = (i64, i64, i64, Option<Vec<Uuid>>, i64, Option<Vec<Uuid>>);
+    let row = deadline
+        .call("the bulk statement", query.fetch_one(&mut *conn))
+        .await?;
+    let returned: Returned = sqlx::FromRow::from_row(&row).map_err(WriteError::classify)?;
+    Ok(UpsertAnswer {
+        inserted: returned.0 as u64,
+        inserted_transitions: returned.1 as u64,
+        updated: returned.2 as u64,
+        not_written: returned.3.unwrap_or_default(),
+        operations_inserted: returned.4 as u64,
+        stored_operations: returned.5.unwrap_or_default(),
+    })
+}
+
+/// The stored transactions the upsert met (and locked), read on their latest version: other
+/// content is a conflict; the operations of the others are inserted, and stored operations are
+/// told apart (the same leg, or another one under the same id).
+async fn classify(
+    conn: &mut PgConnection,
+    merged: &Merged<'_>,
+    stored: &HashSet<Uuid>,
+    stored_operations: &[Uuid],
+    deadline: &Deadline,
+    result: &mut PassResult,
+) -> Result<(), WriteError> {
+    let rows: Vec<&Row> = merged
+        .rows
+        .iter()
+        .filter(|r| stored.contains(&r.content.id))
+        .collect();
+    let again: HashSet<&Uuid> = stored_operations.iter().collect();
+    let ops: Vec<&Operation> = merged
+        .operations
+        .iter()
+        .copied()
+        .filter(|op| stored.contains(&op.transaction_id) || again.contains(&op.id))
+        .collect();
+    let mut query = sqlx::query(&sql::CLASSIFY)
+        .bind(rows.iter().map(|r| r.content.id).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.content.amount.as_ref().map(|a| a.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.content.asset_code.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.content.ledger_id).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.content.organization_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.content.parent_transaction_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.state.status.code.as_str())
+                .collect::<Vec<_>>(),
+        );
+    for array in operation_arrays(&ops) {
+        query = array.bind(query);
+    }
+    type Returned = (
+        Option<Vec<Uuid>>,
+        Option<Vec<Uuid>>,
+        i64,
+        i64,
+        Option<Vec<Uuid>>,
+    );
+    let row = deadline
+        .call("classifying stored rows", query.fetch_one(&mut *conn))
+        .await?;
+    let (conflicts, inserted, of_conflicts, conflicting, racing): Returned =
+        sqlx::FromRow::from_row(&row).map_err(WriteError::classify)?;
+    result.statements += 1;
+    let inserted = inserted.unwrap_or_default();
+    if result.evidence.is_none() {
+        result.evidence = inserted.first().map(|id| Evidence::Operation(*id));
+    }
+    result.operations_inserted += inserted.len() as u64;
+    result.conflicts = conflicts.unwrap_or_default();
+    result.operations_of_conflicts += of_conflicts as u64;
+    result.operations_conflicting += conflicting as u64;
+    let racing = racing.unwrap_or_default();
+    if !racing.is_empty() {
+        let racing: HashSet<&Uuid> = racing.iter().collect();
+        let ops: Vec<&Operation> = ops
+            .into_iter()
+            .filter(|op| racing.contains(&op.id))
+            .collect();
+        result.operations_conflicting += classify_operations(conn, &ops, deadline).await?;
+        result.statements += 1;
+    }
+    Ok(())
+}
+
+/// Operations a concurrent writer inserted after [`sql::CLASSIFY`]'s snapshot: how many are
+/// other legs under the same id.
+async fn classify_operations(
+    conn: &mut PgConnection,
+    ops: &[&Operation],
+    deadline: &Deadline,
+) -> Result<u64, WriteError> {
+    let mut query = sqlx::query(&sql::CLASSIFY_OPERATIONS);
+    for array in operation_arrays(ops) {
+        query = Array::bind(array, query);
+    }
+    let (conflicting, found): (i64, i64) = deadline
+        .call("classifying racing operations", query.fetch_one(&mut *conn))
+        .await
+        .and_then(|row| sqlx::FromRow::from_row(&row).map_err(WriteError::classify))?;
+    if found < ops.len() as i64 {
+        tracing::warn!(
+            expected = ops.len(),
+            found,
+            "operations stored by a concurrent writer could not all be read back"
+        );
+    }
+    Ok(conflicting as u64)
+}
