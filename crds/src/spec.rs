@@ -35,6 +35,13 @@ pub const NAME_RULE: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-
         "metadata.name must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit (a DNS-1035 label of at most 55 characters): the operator names a Service <name>-metrics after it, and Kubernetes refuses other Service names"
     ),
     status = "crate::BulkRecorderStatus",
+    // `kubectl scale`, HorizontalPodAutoscalers and KEDA drive spec.replicas through /scale;
+    // an HPA refuses a target whose scale has no selector.
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     printcolumn(name = "Workers", type_ = "integer", json_path = ".spec.workers"),
     printcolumn(name = "Prefetch", type_ = "integer", json_path = ".spec.prefetch"),
     printcolumn(
@@ -47,6 +54,12 @@ pub const NAME_RULE: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Backlog",
+        type_ = "integer",
+        description = "Ready messages in the queue, as a recorder last measured them",
+        json_path = ".status.backlog"
     ),
     printcolumn(
         name = "Attempted",
@@ -96,7 +109,9 @@ pub struct BulkRecorderSpec {
     #[schemars(length(min = 1))]
     pub image: Option<String>,
 
-    /// Recorder pods. 0 stops recording without deleting the resource.
+    /// Recorder pods. 0 stops recording without deleting the resource. `kubectl scale`, a
+    /// HorizontalPodAutoscaler or KEDA may set it through the scale subresource; leave it out of
+    /// applied manifests when one of them drives it.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
@@ -222,6 +237,42 @@ pub struct BulkRecorderSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub volumes: Vec<RecorderVolume>,
+
+    /// A PodDisruptionBudget `<name>` (maxUnavailable 1) for the recorder pods while replicas
+    /// is above 1, so that node drains stop one recorder at a time. false: none.
+    #[serde(default = "default_true")]
+    pub pod_disruption_budget: bool,
+
+    /// Monitoring objects for the recorder pods.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+
+    /// The ledger's Redis. Unset: the recorder does not touch Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
+}
+
+/// Monitoring objects the operator creates next to the recorders.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// A Prometheus Operator PodMonitor `<name>` scraping every recorder pod's /metrics (port
+    /// `metrics`, 9090), with the label `bulkrecorder=<name>` on its series. Needs the
+    /// monitoring.coreos.com/v1 CRDs: without them the PodMonitorReady condition says so and
+    /// nothing else changes.
+    #[serde(default)]
+    pub pod_monitor: bool,
+}
+
+/// The ledger's Redis, where the ledger keeps a backup of each transaction until a consumer has
+/// stored it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// Secret key holding the redis:// or rediss:// URL (REDIS_URL). With it, the recorder
+    /// acknowledges the ledger's Redis backup of each transaction once its rows are committed,
+    /// as the ledger's own consumer does.
+    pub url_secret_ref: SecretKeyRef,
 }
 
 /// A Secret or a ConfigMap mounted read-only into the recorder container.
@@ -284,6 +335,28 @@ pub struct RabbitMqSpec {
     /// existing queue is used with its own arguments.
     #[schemars(length(min = 1, max = 255))]
     pub queue: String,
+    /// Where rejected messages are published, with their reason in headers, before they are
+    /// acknowledged. Unset: rejected messages are rejected without requeue (to the queue's own
+    /// dead-letter exchange, when it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterSpec>,
+}
+
+/// The recorder's own dead-lettering: each rejected message is published to `exchange` with the
+/// headers x-bulk-recorder-reason, x-bulk-recorder-error and x-bulk-recorder-pod (its own
+/// headers and properties kept), confirmed by the broker, then acknowledged.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterSpec {
+    /// Exchange rejected messages are published to (BULK_RECORDER_DEAD_LETTER_EXCHANGE). It must
+    /// exist; bind a queue to it to keep them.
+    #[schemars(length(min = 1, max = 255))]
+    pub exchange: String,
+    /// Routing key they are published with (BULK_RECORDER_DEAD_LETTER_ROUTING_KEY). Unset: the
+    /// recorder's default, the routing key the message arrived with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
+    pub routing_key: Option<String>,
 }
 
 /// The PostgreSQL side.
@@ -357,28 +430,12 @@ impl BulkRecorderSpec {
                 "spec.size {size} is outside 1..={limit} (workers * prefetch): lower it or remove it"
             ));
         }
-        if !(1..=256).contains(&self.workers) {
-            problems.push(format!("spec.workers {} is outside 1..=256", self.workers));
-        }
-        if !(1..=65535).contains(&self.prefetch) {
-            problems.push(format!(
-                "spec.prefetch {} is outside 1..=65535",
-                self.prefetch
-            ));
-        }
-        if !(1..=2000).contains(&self.max_rows_per_insert) {
-            problems.push(format!(
-                "spec.maxRowsPerInsert {} is outside 1..=2000",
-                self.max_rows_per_insert
-            ));
-        }
-        if !(1..=60000).contains(&self.flush_timeout_ms) {
-            problems.push(format!(
-                "spec.flushTimeoutMs {} is outside 1..=60000",
-                self.flush_timeout_ms
-            ));
-        }
         for (field, value, range) in [
+            ("replicas", self.replicas, 0..=100),
+            ("workers", self.workers, 1..=256),
+            ("prefetch", self.prefetch, 1..=65535),
+            ("maxRowsPerInsert", self.max_rows_per_insert, 1..=2000),
+            ("flushTimeoutMs", self.flush_timeout_ms, 1..=60000),
             ("bulksInFlight", self.bulks_in_flight, 1..=16),
             ("statementTimeoutMs", self.statement_timeout_ms, 1..=600_000),
             (
@@ -402,6 +459,13 @@ impl BulkRecorderSpec {
                 "spec.lockTimeoutMs {lock} is outside 1..={} (spec.statementTimeoutMs): lower it",
                 self.statement_timeout_ms
             ));
+        }
+        if let Some(dead_letter) = &self.rabbitmq.dead_letter
+            && dead_letter.exchange.is_empty()
+        {
+            problems.push(
+                "spec.rabbitmq.deadLetter.exchange is empty: name the exchange rejected messages go to, or remove deadLetter".into(),
+            );
         }
         problems
     }

@@ -20,7 +20,15 @@ pub struct BulkRecorderStatus {
     /// Recorder pods that are ready (connected to the broker and the database).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
-    /// Ready, Progressing and Degraded.
+    /// The recorder pods' label selector (the scale subresource's, which HorizontalPodAutoscalers
+    /// and KEDA require).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Ready messages in the queue, as last measured by a recorder (the entry of `recorders`
+    /// that reported last with a measurement). Unset while no recorder runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<i64>,
+    /// Ready, Progressing and Degraded; PodMonitorReady while spec.monitoring.podMonitor is true.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -53,6 +61,11 @@ pub struct RecorderReport {
     pub operations: RowCounts,
     /// When the recorder last reported (RFC 3339).
     pub last_report: String,
+    /// Ready messages in the queue when the recorder last measured it (one queue, so every
+    /// recorder of the resource measures the same number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub backlog: Option<i64>,
 }
 
 /// Counts for both tables.

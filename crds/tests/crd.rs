@@ -116,6 +116,7 @@ fn the_printer_columns_match_the_design() {
             "Prefetch",
             "Size",
             "Ready",
+            "Backlog",
             "Attempted",
             "Inserted",
             "Ignored",
@@ -296,4 +297,79 @@ fn pods_can_be_placed_pulled_from_private_registries_and_given_a_ca_bundle() {
         size < 200_000,
         "the CRD is {size} bytes: kubectl apply (client-side) stores it in an annotation limited to 256 KiB"
     );
+}
+
+/// `kubectl scale`, HorizontalPodAutoscalers and KEDA read and write spec.replicas through the
+/// scale subresource; an HPA refuses a scale without a selector, so the status carries one.
+#[test]
+fn the_scale_subresource_maps_replicas_and_the_pod_selector() {
+    let crd = serde_json::to_value(crd()).unwrap();
+    let scale = &crd["spec"]["versions"][0]["subresources"]["scale"];
+    assert_eq!(scale["specReplicasPath"], ".spec.replicas");
+    assert_eq!(scale["statusReplicasPath"], ".status.replicas");
+    assert_eq!(scale["labelSelectorPath"], ".status.selector");
+    let status = &schema()["properties"]["status"]["properties"];
+    assert_eq!(status["selector"]["type"], "string");
+    assert_eq!(status["backlog"]["type"], "integer");
+    let entry = &status["recorders"]["items"]["properties"]["backlog"];
+    assert_eq!(entry["type"], "integer");
+    assert_eq!(entry["minimum"].as_f64(), Some(0.0));
+    let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap();
+    let backlog = columns.iter().find(|c| c["name"] == "Backlog").unwrap();
+    assert_eq!(backlog["jsonPath"], ".status.backlog");
+}
+
+/// Reports written before recorders measured the queue still parse.
+#[test]
+fn a_recorder_entry_without_a_backlog_still_parses() {
+    let entry: bulk_recorder_crds::RecorderReport = serde_json::from_value(serde_json::json!({
+        "pod": "p", "startId": "s", "lastReport": "2026-01-01T00:00:00Z",
+        "transactions": {"attempted": 1, "inserted": 1, "ignored": 0},
+        "operations": {"attempted": 1, "inserted": 1, "ignored": 0}}))
+    .unwrap();
+    assert_eq!(entry.backlog, None);
+}
+
+/// The fields of this round, with their defaults and a description for `kubectl explain`.
+#[test]
+fn disruption_budget_monitoring_redis_and_dead_letter_fields_are_documented() {
+    let props = &schema()["properties"]["spec"]["properties"];
+    assert_eq!(props["podDisruptionBudget"]["default"], true);
+    assert_eq!(
+        props["monitoring"]["properties"]["podMonitor"]["default"],
+        false
+    );
+    let redis = &props["redis"]["properties"]["urlSecretRef"];
+    assert_eq!(redis["required"], serde_json::json!(["key", "name"]));
+    let dead_letter = &props["rabbitmq"]["properties"]["deadLetter"];
+    assert_eq!(dead_letter["required"], serde_json::json!(["exchange"]));
+    assert_eq!(dead_letter["properties"]["exchange"]["minLength"], 1);
+    for (path, field) in [
+        ("podDisruptionBudget", &props["podDisruptionBudget"]),
+        ("monitoring", &props["monitoring"]),
+        (
+            "monitoring.podMonitor",
+            &props["monitoring"]["properties"]["podMonitor"],
+        ),
+        ("redis", &props["redis"]),
+        ("redis.urlSecretRef", redis),
+        ("rabbitmq.deadLetter", dead_letter),
+        (
+            "rabbitmq.deadLetter.exchange",
+            &dead_letter["properties"]["exchange"],
+        ),
+        (
+            "rabbitmq.deadLetter.routingKey",
+            &dead_letter["properties"]["routingKey"],
+        ),
+    ] {
+        let text = field["description"].as_str().unwrap_or_default();
+        assert!(text.len() > 20, "spec.{path} is undocumented: {text:?}");
+    }
+    let example: BulkRecorder =
+        serde_yaml::from_str(include_str!("../../examples/bulkrecorder.yaml")).unwrap();
+    assert!(example.spec.pod_disruption_budget, "on unless turned off");
+    assert!(!example.spec.monitoring.pod_monitor, "off unless turned on");
 }

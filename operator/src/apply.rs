@@ -9,7 +9,9 @@
 //! change, hand edits included); and it applies anyway every [`RESYNC`].
 //!
 //! An object of the same name that this BulkRecorder does not control (no controller owner
-//! reference with its uid) is never taken over: it is reported as a name conflict.
+//! reference with its uid) is never taken over: it is reported as a name conflict. Objects the
+//! resource no longer wants (a PodDisruptionBudget once replicas drop to 1) are deleted, but only
+//! when this resource controls them.
 
 use std::{
     collections::HashMap,
@@ -21,7 +23,7 @@ use std::{
 
 use kube::{
     Api, Resource,
-    api::{ObjectMeta, Patch, PatchParams},
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
@@ -54,6 +56,16 @@ struct Record {
 /// What the operator last applied, per object (kind/namespace/name).
 #[derive(Default)]
 pub struct Applied(Mutex<HashMap<String, Record>>);
+
+/// The record of one object: kind/namespace/name.
+fn key<K: Resource<DynamicType = ()>>(meta: &ObjectMeta) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default()
+    )
+}
 
 fn fingerprint(value: &serde_json::Value) -> u64 {
     let mut hasher = DefaultHasher::new();
@@ -91,11 +103,7 @@ impl Applied {
         K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
     {
         let name = desired.meta().name.clone().unwrap_or_default();
-        let key = format!(
-            "{}/{}/{name}",
-            K::kind(&()),
-            desired.meta().namespace.clone().unwrap_or_default()
-        );
+        let key = key::<K>(desired.meta());
         let wanted = serde_json::to_value(desired).map_err(kube::Error::SerdeError)?;
         let print = fingerprint(&wanted);
         let last = self.0.lock().expect("lock").get(&key).cloned();
@@ -137,6 +145,50 @@ impl Applied {
             },
         );
         Ok(Outcome::Applied { object, changed })
+    }
+
+    /// Deletes `name` when it exists and the resource with `owner_uid` controls it; true when it
+    /// was deleted. `known` is what a complete store knows of it (`Some(None)`: absent); `None`:
+    /// unknown, read from the API. The delete is conditional on the uid that was checked, so an
+    /// object somebody else created meanwhile under that name survives.
+    pub async fn retire<K>(
+        &self,
+        api: &Api<K>,
+        namespace: &str,
+        name: &str,
+        known: Option<Option<ObjectMeta>>,
+        owner_uid: &str,
+    ) -> Result<bool, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    {
+        let meta = match known {
+            Some(meta) => meta,
+            None => api.get_metadata_opt(name).await?.map(|m| m.metadata),
+        };
+        let Some(meta) = meta.filter(|m| foreign_controller(m, owner_uid).is_none()) else {
+            return Ok(false);
+        };
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: meta.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        let deleted = match api.delete(name, &params).await {
+            Ok(_) => true,
+            // Gone already, or replaced by an object that is not ours.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => false,
+            Err(e) => return Err(e),
+        };
+        let record = ObjectMeta {
+            namespace: Some(namespace.into()),
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        self.0.lock().expect("lock").remove(&key::<K>(&record));
+        Ok(deleted)
     }
 }
 

@@ -1,9 +1,15 @@
-//! The Ready, Progressing and Degraded conditions, computed from what the reconciler saw.
+//! The Ready, Progressing and Degraded conditions (and PodMonitorReady), computed from what the
+//! reconciler saw.
 
 use k8s_openapi::{
     api::apps::v1::Deployment,
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
+
+use crate::monitoring::PodMonitorState;
+
+/// The condition of the PodMonitor, present while the spec asks for one.
+pub const POD_MONITOR_READY: &str = "PodMonitorReady";
 
 /// What the conditions are computed from.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +27,8 @@ pub struct Observed {
     pub updated_replicas: i32,
     /// Whether the Deployment controller has seen the latest Deployment spec.
     pub rollout_observed: bool,
+    /// The PodMonitor, when the spec asks for one.
+    pub pod_monitor: Option<PodMonitorState>,
 }
 
 impl Observed {
@@ -53,114 +61,119 @@ fn condition(
     }
 }
 
-/// The three conditions; `previous` keeps transition times of conditions that did not change.
+/// Ready, Progressing, Degraded and, while the spec asks for a PodMonitor, PodMonitorReady;
+/// `previous` keeps transition times of conditions that did not change.
 pub fn compute(
     observed: &Observed,
     generation: Option<i64>,
     previous: &[Condition],
 ) -> Vec<Condition> {
-    let degraded = if let Some(why) = &observed.invalid_name {
-        condition("Degraded", true, "InvalidName", why.clone(), generation)
+    let degraded = degraded(observed, generation);
+    let is_degraded = degraded.status == "True";
+    let mut next = vec![
+        ready(observed, is_degraded, generation),
+        progressing(observed, is_degraded, generation),
+        degraded,
+    ];
+    next.extend(
+        observed
+            .pod_monitor
+            .as_ref()
+            .map(|state| pod_monitor(state, generation)),
+    );
+    keep_transition_times(next, previous)
+}
+
+/// The first problem that keeps the operator from running the recorders as asked.
+fn degraded(observed: &Observed, generation: Option<i64>) -> Condition {
+    let (reason, message) = if let Some(why) = &observed.invalid_name {
+        ("InvalidName", why.clone())
     } else if !observed.problems.is_empty() {
-        condition(
-            "Degraded",
-            true,
-            "InvalidSpec",
-            observed.problems.join("; "),
-            generation,
-        )
+        ("InvalidSpec", observed.problems.join("; "))
     } else if !observed.conflicts.is_empty() {
-        condition(
-            "Degraded",
-            true,
+        (
             "NameConflict",
             format!(
                 "{}: the operator leaves it alone; delete or rename it, or rename this BulkRecorder",
                 observed.conflicts.join("; ")
             ),
-            generation,
         )
     } else if !observed.missing_secrets.is_empty() {
-        condition(
-            "Degraded",
-            true,
+        (
             "SecretMissing",
             format!(
                 "missing {}: create it in this namespace (the recorders cannot start without it)",
                 observed.missing_secrets.join(", ")
             ),
-            generation,
         )
     } else {
-        condition(
-            "Degraded",
-            false,
-            "AsExpected",
-            "the spec is valid and its Secrets exist".into(),
-            generation,
-        )
+        let fine = "the spec is valid and its Secrets exist".to_string();
+        return condition("Degraded", false, "AsExpected", fine, generation);
     };
-    let is_degraded = degraded.status == "True";
+    condition("Degraded", true, reason, message, generation)
+}
+
+fn progressing(observed: &Observed, is_degraded: bool, generation: Option<i64>) -> Condition {
     let (desired, ready) = (observed.desired_replicas, observed.ready_replicas);
     let rolling = !is_degraded
         && (!observed.rollout_observed || observed.updated_replicas < desired || ready < desired);
-    let progressing = if rolling {
-        condition(
-            "Progressing",
-            true,
-            "RollingOut",
-            format!("{ready} of {desired} recorders ready on the latest spec"),
-            generation,
-        )
+    if rolling {
+        let message = format!("{ready} of {desired} recorders ready on the latest spec");
+        condition("Progressing", true, "RollingOut", message, generation)
     } else {
-        condition(
-            "Progressing",
-            false,
-            "Complete",
-            "no rollout in progress".into(),
-            generation,
-        )
-    };
-    let ready_condition = if is_degraded {
-        condition(
-            "Ready",
-            false,
-            "Degraded",
-            "see the Degraded condition".into(),
-            generation,
-        )
+        let message = "no rollout in progress".to_string();
+        condition("Progressing", false, "Complete", message, generation)
+    }
+}
+
+fn ready(observed: &Observed, is_degraded: bool, generation: Option<i64>) -> Condition {
+    let (desired, ready) = (observed.desired_replicas, observed.ready_replicas);
+    let (status, reason, message) = if is_degraded {
+        (false, "Degraded", "see the Degraded condition".to_string())
     } else if desired == 0 {
-        condition(
-            "Ready",
-            false,
-            "ScaledToZero",
-            "spec.replicas is 0: nothing is recording".into(),
-            generation,
-        )
+        let why = "spec.replicas is 0: nothing is recording".to_string();
+        (false, "ScaledToZero", why)
     } else if ready >= desired && observed.rollout_observed {
-        condition(
-            "Ready",
-            true,
-            "AllReady",
-            format!("{ready} of {desired} recorders ready"),
-            generation,
-        )
+        let all = format!("{ready} of {desired} recorders ready");
+        (true, "AllReady", all)
     } else {
-        condition(
-            "Ready",
-            false,
-            "RecordersNotReady",
-            format!(
-                "{ready} of {desired} recorders ready (a recorder is ready when it reaches both RabbitMQ and PostgreSQL)"
-            ),
-            generation,
-        )
+        let some = format!(
+            "{ready} of {desired} recorders ready (a recorder is ready when it reaches both RabbitMQ and PostgreSQL)"
+        );
+        (false, "RecordersNotReady", some)
     };
-    keep_transition_times([ready_condition, progressing, degraded], previous)
+    condition("Ready", status, reason, message, generation)
+}
+
+/// PodMonitorReady: whether Prometheus is told to scrape the recorders, and if not, why.
+fn pod_monitor(state: &PodMonitorState, generation: Option<i64>) -> Condition {
+    let (status, reason, message) = match state {
+        PodMonitorState::Applied => (
+            true,
+            "Applied",
+            "the PodMonitor scrapes every recorder pod's metrics port (9090) at /metrics".into(),
+        ),
+        PodMonitorState::CrdMissing => (
+            false,
+            "CRDNotInstalled",
+            "spec.monitoring.podMonitor is true, but the API server does not serve monitoring.coreos.com/v1 PodMonitors: install the Prometheus Operator (or its CRDs), or set spec.monitoring.podMonitor to false; recording is not affected".into(),
+        ),
+        PodMonitorState::Conflict(why) => (
+            false,
+            "NameConflict",
+            format!("{why}: the operator leaves it alone; delete or rename it, or rename this BulkRecorder"),
+        ),
+        PodMonitorState::Failed(error) => (
+            false,
+            "ApplyFailed",
+            format!("{error} (retried within a minute; recording is not affected)"),
+        ),
+    };
+    condition(POD_MONITOR_READY, status, reason, message, generation)
 }
 
 /// The conditions after a reconcile failed: Degraded with the error (so that `kubectl describe`
-/// shows it), not Ready; Progressing stays as it was.
+/// shows it), not Ready; Progressing and PodMonitorReady stay as they were.
 pub fn failed(error: &str, generation: Option<i64>, previous: &[Condition]) -> Vec<Condition> {
     let progressing = previous
         .iter()
@@ -175,7 +188,7 @@ pub fn failed(error: &str, generation: Option<i64>, previous: &[Condition]) -> V
                 generation,
             )
         });
-    let next = [
+    let mut next = vec![
         condition(
             "Ready",
             false,
@@ -192,11 +205,17 @@ pub fn failed(error: &str, generation: Option<i64>, previous: &[Condition]) -> V
             generation,
         ),
     ];
+    next.extend(
+        previous
+            .iter()
+            .find(|c| c.type_ == POD_MONITOR_READY)
+            .cloned(),
+    );
     keep_transition_times(next, previous)
 }
 
 /// A condition whose status did not change keeps the time of its last transition.
-fn keep_transition_times(next: [Condition; 3], previous: &[Condition]) -> Vec<Condition> {
+fn keep_transition_times(next: Vec<Condition>, previous: &[Condition]) -> Vec<Condition> {
     next.into_iter()
         .map(|mut c| {
             if let Some(old) = previous.iter().find(|p| p.type_ == c.type_)
@@ -286,5 +305,43 @@ mod tests {
         let second = compute(&healthy(), Some(1), &first);
         assert_eq!(first, second);
         assert!(same(&first, &second));
+    }
+
+    #[test]
+    fn a_missing_pod_monitor_crd_is_its_own_condition_and_degrades_nothing() {
+        let observed = Observed {
+            pod_monitor: Some(PodMonitorState::CrdMissing),
+            ..healthy()
+        };
+        let c = compute(&observed, Some(1), &[]);
+        assert_eq!(find(&c, "Ready").status, "True");
+        assert_eq!(find(&c, "Degraded").status, "False");
+        let monitor = find(&c, POD_MONITOR_READY);
+        assert_eq!(
+            (monitor.status.as_str(), monitor.reason.as_str()),
+            ("False", "CRDNotInstalled")
+        );
+        assert!(monitor.message.contains("install the Prometheus Operator"));
+        assert!(
+            compute(&healthy(), Some(1), &[])
+                .iter()
+                .all(|c| c.type_ != POD_MONITOR_READY),
+            "no condition while the spec asks for no PodMonitor"
+        );
+    }
+
+    #[test]
+    fn a_failed_reconcile_keeps_the_pod_monitor_condition() {
+        let observed = Observed {
+            pod_monitor: Some(PodMonitorState::Applied),
+            ..healthy()
+        };
+        let before = compute(&observed, Some(1), &[]);
+        let after = failed("applying Deployment orders: boom", Some(1), &before);
+        assert_eq!(
+            find(&after, POD_MONITOR_READY),
+            find(&before, POD_MONITOR_READY)
+        );
+        assert_eq!(find(&after, "Degraded").reason, "ReconcileError");
     }
 }

@@ -12,6 +12,7 @@ use kube::{
 
 use crate::{
     apply::Applied,
+    discovery::Discovery,
     metrics::Metrics,
     secrets::SecretCache,
     stores::{GonePods, Stores},
@@ -33,6 +34,8 @@ pub struct Context {
     pub secrets: SecretCache,
     /// Recorder pods the pod watch saw deleted.
     pub deleted_pods: GonePods,
+    /// Whether the Prometheus Operator's PodMonitor CRD is installed.
+    pub pod_monitor_crd: Discovery,
 }
 
 impl Context {
@@ -51,6 +54,7 @@ impl Context {
             applied: Applied::default(),
             secrets: SecretCache::default(),
             deleted_pods: GonePods::default(),
+            pod_monitor_crd: Discovery::pod_monitors(),
         }
     }
 }

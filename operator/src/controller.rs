@@ -6,6 +6,7 @@
 //! aggregated on the periodic requeue. Owned objects are watched (into stores the reconciler
 //! reads instead of the API) and trigger a reconcile when they change (readiness, hand edits);
 //! recorder pods are watched as metadata only, so that a deleted pod's counts are folded at once.
+//! PodMonitors are watched once the Prometheus Operator's CRD is served.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,6 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Pod, Service, ServiceAccount},
+    policy::v1::PodDisruptionBudget,
     rbac::v1::{Role, RoleBinding},
 };
 use kube::{
@@ -31,6 +33,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     context::Context,
+    desired::PodMonitor,
     reconcile::{error_policy, reconcile},
     stores::{OWNED_SELECTOR, RECORDER_PODS_SELECTOR, Stores},
 };
@@ -79,50 +82,87 @@ where
     (reader, stream)
 }
 
-/// Runs until `shutdown` resolves.
-pub async fn run(
-    client: Client,
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+/// The BulkRecorders, passing on spec changes only.
+fn bulk_recorders(
+    client: &Client,
+    namespace: &Option<String>,
+) -> (
+    Store<BulkRecorder>,
+    impl futures::Stream<Item = Result<BulkRecorder, watcher::Error>> + Send + 'static,
 ) {
     let (reader, writer) = reflector::store();
-    let spec_changes = watcher::watcher(
-        api::<BulkRecorder>(&client, &namespace),
+    let stream = watcher::watcher(
+        api::<BulkRecorder>(client, namespace),
         Config::default().any_semantic(),
     )
     .default_backoff()
     .reflect(writer)
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
+    (reader, stream)
+}
 
-    let (deployments, deployment_writer) = reflector::store();
-    let deployment_changes = watcher::watcher(
-        api::<Deployment>(&client, &namespace),
+/// The operator's Deployments, whole: their status says how many recorders are ready.
+fn deployments(
+    client: &Client,
+    namespace: &Option<String>,
+) -> (
+    Store<Deployment>,
+    impl futures::Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let stream = watcher::watcher(
+        api::<Deployment>(client, namespace),
         Config::default().labels(OWNED_SELECTOR).any_semantic(),
     )
     .default_backoff()
-    .reflect(deployment_writer)
+    .reflect(writer)
     .touched_objects();
-    let (services, service_changes) = owned_metadata::<Service>(&client, &namespace);
-    let (service_accounts, service_account_changes) =
-        owned_metadata::<ServiceAccount>(&client, &namespace);
-    let (roles, role_changes) = owned_metadata::<Role>(&client, &namespace);
-    let (role_bindings, role_binding_changes) = owned_metadata::<RoleBinding>(&client, &namespace);
+    (reader, stream)
+}
 
-    let (pods, pod_writer) = reflector::store();
-    let deletions = ctx.clone();
-    let pod_changes = watcher::watcher(
-        api::<PartialObjectMeta<Pod>>(&client, &namespace),
+/// The operator's PodMonitors, watched from the moment the Prometheus Operator's CRD is served
+/// (a watch of a kind the API server does not serve only fails, again and again).
+fn pod_monitors(
+    client: &Client,
+    namespace: &Option<String>,
+    ctx: Arc<Context>,
+) -> (
+    Store<PartialObjectMeta<PodMonitor>>,
+    impl futures::Stream<Item = Result<PartialObjectMeta<PodMonitor>, watcher::Error>> + Send + 'static,
+) {
+    let (reader, watch) = owned_metadata::<PodMonitor>(client, namespace);
+    let discovery_client = client.clone();
+    let served = futures::stream::once(async move {
+        ctx.pod_monitor_crd
+            .wait_until_served(&discovery_client)
+            .await
+    })
+    .filter_map(|()| futures::future::ready(None));
+    (reader, served.chain(watch))
+}
+
+/// Recorder pods (metadata only), noting deletions so that their counts are folded at once.
+fn recorder_pods(
+    client: &Client,
+    namespace: &Option<String>,
+    ctx: Arc<Context>,
+) -> (
+    Store<PartialObjectMeta<Pod>>,
+    impl futures::Stream<Item = Result<PartialObjectMeta<Pod>, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let stream = watcher::watcher(
+        api::<PartialObjectMeta<Pod>>(client, namespace),
         Config::default()
             .labels(RECORDER_PODS_SELECTOR)
             .any_semantic(),
     )
     .default_backoff()
-    .reflect(pod_writer)
+    .reflect(writer)
     .inspect_ok(move |event| {
         if let Event::Delete(pod) = event {
-            deletions.deleted_pods.record(
+            ctx.deleted_pods.record(
                 &pod.namespace().unwrap_or_default(),
                 &pod.name_any(),
                 chrono::Utc::now(),
@@ -130,19 +170,42 @@ pub async fn run(
         }
     })
     .touched_objects();
-    // A pod belongs to the BulkRecorder named by its instance label (pods are owned by
-    // ReplicaSets, not by the BulkRecorder).
-    let pod_owner = |pod: PartialObjectMeta<Pod>| {
-        let instance = pod.labels().get("app.kubernetes.io/instance")?.clone();
-        Some(ObjectRef::<BulkRecorder>::new(&instance).within(&pod.namespace()?))
-    };
+    (reader, stream)
+}
 
+/// A pod belongs to the BulkRecorder named by its instance label (pods are owned by
+/// ReplicaSets, not by the BulkRecorder).
+fn pod_owner(pod: PartialObjectMeta<Pod>) -> Option<ObjectRef<BulkRecorder>> {
+    let instance = pod.labels().get("app.kubernetes.io/instance")?.clone();
+    Some(ObjectRef::<BulkRecorder>::new(&instance).within(&pod.namespace()?))
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = &namespace;
+    let (reader, spec_changes) = bulk_recorders(&client, ns);
+    let (deployments, deployment_changes) = deployments(&client, ns);
+    let (services, service_changes) = owned_metadata::<Service>(&client, ns);
+    let (service_accounts, service_account_changes) = owned_metadata::<ServiceAccount>(&client, ns);
+    let (roles, role_changes) = owned_metadata::<Role>(&client, ns);
+    let (role_bindings, role_binding_changes) = owned_metadata::<RoleBinding>(&client, ns);
+    let (disruption_budgets, disruption_budget_changes) =
+        owned_metadata::<PodDisruptionBudget>(&client, ns);
+    let (pod_monitors, pod_monitor_changes) = pod_monitors(&client, ns, ctx.clone());
+    let (pods, pod_changes) = recorder_pods(&client, ns, ctx.clone());
     let _ = ctx.stores.set(Stores {
         deployments,
         services,
         service_accounts,
         roles,
         role_bindings,
+        disruption_budgets,
+        pod_monitors,
         pods,
     });
     Controller::for_stream(spec_changes, reader)
@@ -156,24 +219,33 @@ pub async fn run(
         .owns_stream(service_account_changes)
         .owns_stream(role_changes)
         .owns_stream(role_binding_changes)
+        .owns_stream(disruption_budget_changes)
+        .owns_stream(pod_monitor_changes)
         .watches_stream(pod_changes, pod_owner)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok(_) => {}
-                // Already logged (with the resource) by error_policy.
-                Err(controller::Error::ReconcilerFailed(..)) => {}
-                // The resource was deleted before its reconcile ran.
-                Err(controller::Error::ObjectNotFound(object)) => {
-                    tracing::debug!(%object, "deleted before its reconcile");
-                }
-                // A watch failed: a missing CRD, a refused permission, an object that does not
-                // decode. Nothing is reconciled until it recovers, so say so.
-                Err(error) => {
-                    tracing::warn!(%error, "watching the cluster failed; retrying with backoff")
-                }
-            }
-        })
+        .for_each(|result| async move { log_result(result) })
         .await;
+}
+
+type Outcome = Result<
+    (ObjectRef<BulkRecorder>, controller::Action),
+    controller::Error<crate::error::Error, watcher::Error>,
+>;
+
+fn log_result(result: Outcome) {
+    match result {
+        Ok(_) => {}
+        // Already logged (with the resource) by error_policy.
+        Err(controller::Error::ReconcilerFailed(..)) => {}
+        // The resource was deleted before its reconcile ran.
+        Err(controller::Error::ObjectNotFound(object)) => {
+            tracing::debug!(%object, "deleted before its reconcile");
+        }
+        // A watch failed: a missing CRD, a refused permission, an object that does not decode.
+        // Nothing is reconciled until it recovers, so say so.
+        Err(error) => {
+            tracing::warn!(%error, "watching the cluster failed; retrying with backoff")
+        }
+    }
 }

@@ -42,6 +42,7 @@ pub fn bulk_recorder(name: &str, namespace: &str) -> BulkRecorder {
                     key: "url".into(),
                 },
                 queue: "transaction_balance_operation".into(),
+                dead_letter: None,
             },
             postgres: PostgresSpec {
                 url_secret_ref: SecretKeyRef {
@@ -60,6 +61,9 @@ pub fn bulk_recorder(name: &str, namespace: &str) -> BulkRecorder {
             topology_spread_constraints: Vec::new(),
             priority_class_name: None,
             volumes: Vec::new(),
+            pod_disruption_budget: true,
+            monitoring: Default::default(),
+            redis: None,
         },
     );
     br.metadata.namespace = Some(namespace.into());

@@ -19,6 +19,9 @@ pub struct Fold {
     pub folded: Counts,
     /// `status.counts`: folded plus the entries that stay.
     pub counts: Counts,
+    /// `status.backlog`: the backlog of the entry that stays and reported last with one (one
+    /// queue: the latest measurement, not a sum).
+    pub backlog: Option<i64>,
 }
 
 /// An entry of a pod that is not (yet) listed is folded only once it has been silent this
@@ -56,6 +59,7 @@ pub fn fold(
         ..Default::default()
     };
     let mut live = Counts::default();
+    let mut latest: Option<(DateTime<Utc>, i64)> = None;
     for (index, entry) in status.recorders.iter().enumerate() {
         let superseded = newest[entry.pod.as_str()].1 != entry.start_id;
         let unlisted = !live_pods.contains(&entry.pod);
@@ -69,8 +73,14 @@ pub fn fold(
             result.folded += entry.counts();
         } else {
             live += entry.counts();
+            if let Some(backlog) = entry.backlog
+                && latest.is_none_or(|(at, _)| reported_at(entry) > at)
+            {
+                latest = Some((reported_at(entry), backlog));
+            }
         }
     }
+    result.backlog = latest.map(|(_, backlog)| backlog);
     result.remove.reverse();
     result.counts = result.folded;
     result.counts += live;
@@ -95,6 +105,7 @@ mod tests {
             transactions: rows,
             operations: rows,
             last_report: at.into(),
+            backlog: None,
         }
     }
 
@@ -220,5 +231,32 @@ mod tests {
         let f = fold(&status, &pods(&[]), &BTreeMap::new(), now());
         assert!(f.remove.is_empty(), "within the grace period");
         assert_eq!(f.counts.transactions.inserted, 7);
+    }
+
+    #[test]
+    fn the_backlog_is_the_latest_measurement_not_a_sum() {
+        let measured = |pod: &str, at: &str, backlog: Option<i64>| RecorderReport {
+            backlog,
+            ..entry(pod, "1", 1, at)
+        };
+        let status = BulkRecorderStatus {
+            recorders: vec![
+                measured("a", "2026-11-24T12:09:30Z", Some(700)),
+                measured("b", "2026-11-24T12:09:50Z", Some(650)),
+                // Reported last, but before recorders measured the queue.
+                measured("c", "2026-11-24T12:09:59Z", None),
+            ],
+            ..Default::default()
+        };
+        let live = pods(&["a", "b", "c"]);
+        assert_eq!(
+            fold(&status, &live, &BTreeMap::new(), now()).backlog,
+            Some(650)
+        );
+        // A gone recorder's measurement goes with its entry; with none left, nobody measures.
+        let gone = BTreeMap::from([("a".to_string(), now()), ("b".to_string(), now())]);
+        let f = fold(&status, &pods(&["c"]), &gone, now());
+        assert_eq!(f.remove.len(), 2);
+        assert_eq!(f.backlog, None);
     }
 }

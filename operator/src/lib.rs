@@ -2,8 +2,10 @@
 //! reports their readiness and counts in the resource's status.
 //!
 //! [`desired`] builds the owned objects (pure), [`apply`] server-side-applies them (never taking
-//! over objects it does not control), [`secrets`] reads the Secrets the spec names, [`fold`]
-//! keeps the counts exact when recorders come and go, [`status`] writes the status,
+//! over objects it does not control) and deletes those no longer wanted, [`owned`] does that for
+//! one resource's objects in order, [`monitoring`] for its PodMonitor (when [`discovery`] says
+//! the Prometheus Operator's CRD is there), [`secrets`] reads the Secrets the spec names,
+//! [`fold`] keeps the counts exact when recorders come and go, [`status`] writes the status,
 //! [`conditions`] explains the state to people, [`reconcile`] ties them together, and
 //! [`controller`] decides what triggers it, reading the cluster through [`stores`].
 
@@ -12,9 +14,13 @@ pub mod conditions;
 pub mod context;
 pub mod controller;
 pub mod desired;
+pub mod discovery;
+pub mod error;
 pub mod fold;
 pub mod http;
 pub mod metrics;
+pub mod monitoring;
+pub mod owned;
 pub mod rbac;
 pub mod reconcile;
 pub mod secrets;

@@ -4,8 +4,9 @@
 /// (API group, resource, verbs) the operator uses.
 ///
 /// Owned objects are written with server-side apply (`patch`); an apply that creates the object
-/// is also authorized as `create` by the API server, so both verbs are needed. `delete` on them
-/// and `update` on `bulkrecorders/finalizers` are never called, but the
+/// is also authorized as `create` by the API server, so both verbs are needed. `delete` is
+/// called on PodDisruptionBudgets and PodMonitors the spec no longer wants; on the other owned
+/// kinds it, and `update` on `bulkrecorders/finalizers`, are never called, but the
 /// `OwnerReferencesPermissionEnforcement` admission plugin (on in OpenShift) demands them of
 /// whoever sets `ownerReferences` (with `blockOwnerDeletion`) on an object. Events go through
 /// `events.k8s.io/v1` (kube's event recorder creates them, then patches their series).
@@ -42,6 +43,17 @@ pub const OPERATOR_CALLS: &[(&str, &str, &[&str])] = &[
         "rolebindings",
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
+    (
+        "policy",
+        "poddisruptionbudgets",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    // Used only once discovery shows the Prometheus Operator's CRD.
+    (
+        "monitoring.coreos.com",
+        "podmonitors",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
     ("", "secrets", &["get"]),
     ("", "pods", &["list", "watch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
@@ -56,6 +68,52 @@ pub const RECORDER_CALLS: &[(&str, &str, &[&str])] = &[
     ("bulkrecorder.io", "bulkrecorders", &["get"]),
     ("bulkrecorder.io", "bulkrecorders/status", &["get", "patch"]),
 ];
+
+/// What the chart's ClusterRole aggregated into Kubernetes' `edit` role (and so `admin`) adds:
+/// namespace editors may manage BulkRecorders and `kubectl scale` them, as they may
+/// Deployments. No escalation: what a BulkRecorder makes the operator create (pods running an
+/// image of the editor's choice, a Role reading that one BulkRecorder) an editor may create
+/// directly.
+pub const AGGREGATE_TO_EDIT: &[(&str, &str, &[&str])] = &[
+    (
+        "bulkrecorder.io",
+        "bulkrecorders",
+        &["create", "delete", "deletecollection", "patch", "update"],
+    ),
+    // `kubectl scale` patches the scale (with --current-replicas: gets it, then updates it).
+    (
+        "bulkrecorder.io",
+        "bulkrecorders/scale",
+        &["patch", "update"],
+    ),
+];
+
+/// What the chart's ClusterRole aggregated into Kubernetes' `view` role adds (`view` is itself
+/// aggregated into `edit`, so editors read them too).
+pub const AGGREGATE_TO_VIEW: &[(&str, &str, &[&str])] = &[
+    (
+        "bulkrecorder.io",
+        "bulkrecorders",
+        &["get", "list", "watch"],
+    ),
+    (
+        "bulkrecorder.io",
+        "bulkrecorders/status",
+        &["get", "list", "watch"],
+    ),
+    (
+        "bulkrecorder.io",
+        "bulkrecorders/scale",
+        &["get", "list", "watch"],
+    ),
+];
+
+/// What Kubernetes' own `system:controller:horizontal-pod-autoscaler` ClusterRole grants the
+/// HPA controller on every scale subresource; KEDA's operator holds `*` on `*/scale`. So neither
+/// needs a rule from this project to drive `bulkrecorders/scale` (not granted by the chart;
+/// the fake API server's autoscaler acts with it).
+pub const BUILT_IN_AUTOSCALER_CALLS: &[(&str, &str, &[&str])] =
+    &[("*", "*/scale", &["get", "update"])];
 
 #[cfg(test)]
 mod tests {

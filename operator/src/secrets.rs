@@ -71,17 +71,19 @@ impl SecretCache {
         Ok(seen)
     }
 
-    /// Reads (or recalls) the Secrets `br` names.
+    /// Reads (or recalls) the Secrets `br` names (RabbitMQ's, PostgreSQL's and, when set,
+    /// Redis's).
     pub async fn inspect(
         &self,
         api: &Api<Secret>,
         namespace: &str,
         br: &BulkRecorder,
     ) -> Result<SecretFacts, kube::Error> {
-        let refs: [&SecretKeyRef; 2] = [
+        let mut refs: Vec<&SecretKeyRef> = vec![
             &br.spec.rabbitmq.url_secret_ref,
             &br.spec.postgres.url_secret_ref,
         ];
+        refs.extend(br.spec.redis.as_ref().map(|r| &r.url_secret_ref));
         let mut facts = SecretFacts::default();
         let mut versions = BTreeMap::new();
         for r in refs {

@@ -12,14 +12,15 @@ pub enum StartupError {
     )]
     CrdMissing,
     #[error(
-        "the installed BulkRecorder CRD has no status subresource: apply the current crds/bulkrecorder.yaml (`kubectl apply --server-side -f crds/bulkrecorder.yaml`)"
+        "the installed BulkRecorder CRD is older than this operator (it has no {0} subresource): apply the current crds/bulkrecorder.yaml (`kubectl apply --server-side -f crds/bulkrecorder.yaml`)"
     )]
-    CrdOutdated,
+    CrdOutdated(&'static str),
     #[error("asking the API server which resources {GROUP_VERSION} serves: {0}")]
     Api(#[source] kube::Error),
 }
 
-/// Fails when the API server does not serve BulkRecorders with their status subresource.
+/// Fails when the API server does not serve BulkRecorders with their status and scale
+/// subresources (a CRD of an earlier release: its schema would also drop this release's fields).
 /// Discovery needs no RBAC rule (every authenticated user may read it).
 pub async fn check_crd(client: &Client) -> Result<(), StartupError> {
     let resources = match client.list_api_group_resources(GROUP_VERSION).await {
@@ -31,8 +32,10 @@ pub async fn check_crd(client: &Client) -> Result<(), StartupError> {
     if !served("bulkrecorders") {
         return Err(StartupError::CrdMissing);
     }
-    if !served("bulkrecorders/status") {
-        return Err(StartupError::CrdOutdated);
+    for subresource in ["status", "scale"] {
+        if !served(&format!("bulkrecorders/{subresource}")) {
+            return Err(StartupError::CrdOutdated(subresource));
+        }
     }
     Ok(())
 }

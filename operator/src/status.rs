@@ -1,7 +1,7 @@
 //! The operator's writes to a BulkRecorder's status.
 //!
-//! Its own fields (observedGeneration, effectiveSize, replicas, readyReplicas, conditions,
-//! counts) are server-side-applied under the operator's field manager, so they never collide
+//! Its own fields (observedGeneration, effectiveSize, replicas, readyReplicas, selector, backlog,
+//! conditions, counts) are server-side-applied under the operator's field manager, so they never collide
 //! with the recorders' entries of `status.recorders`. Folding is the one JSON patch: it removes
 //! entries other managers own and moves their counts into `status.folded` atomically, guarded by
 //! `test` operations.
@@ -21,6 +21,8 @@ pub fn differs(current: &BulkRecorderStatus, next: &BulkRecorderStatus) -> bool 
         || current.effective_size != next.effective_size
         || current.replicas != next.replicas
         || current.ready_replicas != next.ready_replicas
+        || current.selector != next.selector
+        || current.backlog != next.backlog
         || current.counts != next.counts
         || !crate::conditions::same(&current.conditions, &next.conditions)
 }
@@ -42,6 +44,8 @@ pub async fn apply(
     put("effectiveSize", json!(next.effective_size));
     put("replicas", json!(next.replicas));
     put("readyReplicas", json!(next.ready_replicas));
+    put("selector", json!(next.selector));
+    put("backlog", json!(next.backlog));
     put("conditions", json!(next.conditions));
     put("counts", json!(next.counts));
     let body = json!({

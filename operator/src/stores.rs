@@ -13,6 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Pod, Service, ServiceAccount},
+    policy::v1::PodDisruptionBudget,
     rbac::v1::{Role, RoleBinding},
 };
 use kube::{
@@ -20,6 +21,8 @@ use kube::{
     api::{ObjectMeta, PartialObjectMeta},
     runtime::reflector::{ObjectRef, Store},
 };
+
+use crate::desired::PodMonitor;
 
 /// Label selecting the objects the operator owns (on every owned object and recorder pod).
 pub const OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by=bulk-recorder-operator";
@@ -37,6 +40,9 @@ pub struct Stores {
     pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
     pub roles: Store<PartialObjectMeta<Role>>,
     pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
+    pub disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    /// Filled only once the PodMonitor CRD is served (its watch starts then).
+    pub pod_monitors: Store<PartialObjectMeta<PodMonitor>>,
     pub pods: Store<PartialObjectMeta<Pod>>,
 }
 
@@ -48,6 +54,17 @@ where
     store
         .get(&ObjectRef::new(name).within(namespace))
         .map(|o| o.meta().clone())
+}
+
+/// What a complete store knows of `name` in `namespace`: `Some(None)` when it is absent, `None`
+/// while the store is still filling (the caller then asks the API).
+pub fn known_meta<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Option<ObjectMeta>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    use futures::FutureExt;
+    let ready = store.wait_until_ready().now_or_never();
+    matches!(ready, Some(Ok(()))).then(|| cached_meta(store, namespace, name))
 }
 
 impl Stores {

@@ -5,7 +5,8 @@
 //! `rbac::OPERATOR_CALLS` (server-side apply that creates is also authorized as `create`), and
 //! that per-pod status entries applied by different field managers coexist in the list-map and
 //! are folded into the totals exactly once. Each test works in a namespace of its own, deleted
-//! at the end; the CRD is applied from the type. The runner's user needs to install CRDs, create
+//! at the end; the CRD is applied from the type (and the Prometheus Operator's PodMonitor CRD
+//! from tests/fixtures/ when the cluster lacks it). The runner's user needs to install CRDs, create
 //! namespaces and RBAC, and impersonate ServiceAccounts (cluster-admin on kind or k3d).
 
 use std::{sync::Arc, time::Duration};
@@ -77,10 +78,15 @@ async fn install_crd(client: &Client) {
     )
     .await
     .expect("the CRD is accepted: its schema is structural");
+    established(&api, "bulkrecorders.bulkrecorder.io").await;
+}
+
+/// Waits until the CRD `name` is served.
+async fn established(api: &Api<CustomResourceDefinition>, name: &str) {
     wait_until(Duration::from_secs(30), "the CRD to be established", || {
         let api = api.clone();
         async move {
-            api.get("bulkrecorders.bulkrecorder.io")
+            api.get(name)
                 .await
                 .ok()
                 .and_then(|c| c.status?.conditions)
@@ -430,4 +436,249 @@ async fn a_restarted_recorder_keeps_its_predecessors_counts() {
         "rec-0's two incarnations and rec-shared's surviving one"
     );
     delete_namespace(&admin, &ns).await;
+}
+
+/// Reconciles as the ServiceAccount holding exactly `rbac::OPERATOR_CALLS`, retrying while RBAC
+/// caches settle (a permission that is really missing fails every time).
+async fn reconcile_as_operator(operator: &Client, admin: &Client, ns: &str) {
+    let mut last = None;
+    for _ in 0..20 {
+        let ctx = Arc::new(Context::new(operator.clone(), IMAGE.into(), "e2e".into()));
+        match reconcile(Arc::new(fetch(admin, ns).await), ctx).await {
+            Ok(_) => return,
+            Err(error) => last = Some(error.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("reconciling as a ServiceAccount holding only rbac::OPERATOR_CALLS failed: {last:?}");
+}
+
+fn api_code<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> u16 {
+    match result {
+        Err(kube::Error::Api(e)) => e.code,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// The scale subresource on a real API server, as `kubectl scale` (a merge patch of the Scale),
+/// the HPA controller (get, then a replace under the resourceVersion it read) and KEDA use it:
+/// the Deployment follows spec.replicas, a PodDisruptionBudget exists with 2 replicas and not
+/// with 1, and an autoscaling/v2 HPA targeting the BulkRecorder is accepted and can read its
+/// scale (the HPA controller refuses a scale without a selector: `InvalidSelector`).
+#[tokio::test]
+async fn the_scale_subresource_drives_the_recorders_and_an_hpa_can_target_it() {
+    use k8s_openapi::api::{
+        autoscaling::v2::HorizontalPodAutoscaler, policy::v1::PodDisruptionBudget,
+    };
+    let Some(admin) = cluster().await else { return };
+    install_crd(&admin).await;
+    let ns = namespace(&admin, "bro-e2e-scale").await;
+    create_bulk_recorder(&admin, &ns).await;
+    let operator = operator_client(&admin, &ns).await;
+    reconcile_as_operator(&operator, &admin, &ns).await;
+    let api: Api<BulkRecorder> = Api::namespaced(admin.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns);
+
+    let first = api
+        .get_scale("orders")
+        .await
+        .expect("the scale subresource is served");
+    let selector = "app.kubernetes.io/instance=orders,app.kubernetes.io/name=bulk-recorder";
+    assert_eq!(
+        first.status.as_ref().unwrap().selector.as_deref(),
+        Some(selector)
+    );
+    assert_eq!(first.spec.as_ref().unwrap().replicas.unwrap_or(0), 0);
+    let patch = |n: i64| Patch::Merge(json!({"spec": {"replicas": n}}));
+    api.patch_scale("orders", &PatchParams::default(), &patch(2))
+        .await
+        .expect("kubectl scale --replicas=2");
+    let br = fetch(&admin, &ns).await;
+    assert_eq!((br.spec.replicas, br.metadata.generation), (2, Some(2)));
+    let stale = api
+        .replace_scale("orders", &PostParams::default(), &first)
+        .await;
+    assert_eq!(
+        api_code(stale),
+        409,
+        "a write under an old resourceVersion conflicts"
+    );
+    let too_many = api
+        .patch_scale("orders", &PatchParams::default(), &patch(101))
+        .await;
+    assert_eq!(
+        api_code(too_many),
+        422,
+        "the CRD's maximum holds through /scale"
+    );
+
+    reconcile_as_operator(&operator, &admin, &ns).await;
+    let deployment = deployments.get("orders").await.unwrap();
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let budget = budgets
+        .get("orders")
+        .await
+        .expect("2 replicas: a PodDisruptionBudget");
+    let budget_spec = budget.spec.unwrap();
+    assert_eq!(budget_spec.selector, Some(spec.selector));
+    assert_eq!(
+        budget_spec.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    api.patch_scale("orders", &PatchParams::default(), &patch(1))
+        .await
+        .unwrap();
+    reconcile_as_operator(&operator, &admin, &ns).await;
+    assert!(
+        budgets.get_opt("orders").await.unwrap().is_none(),
+        "1 replica: no budget"
+    );
+    assert_eq!(
+        deployments
+            .get("orders")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(1)
+    );
+
+    let hpa: HorizontalPodAutoscaler =
+        serde_yaml::from_str(include_str!("../../examples/autoscaling/hpa.yaml")).unwrap();
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(admin.clone(), &ns);
+    let mut hpa = hpa;
+    hpa.spec.as_mut().unwrap().scale_target_ref.name = "orders".into();
+    hpas.create(&PostParams::default(), &hpa)
+        .await
+        .expect("an HPA targeting a BulkRecorder is accepted");
+    // The HPA controller may need a moment to learn a CRD it has just seen (FailedGetScale
+    // meanwhile): wait for it to read the scale, then look at what it made of the selector.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let conditions = loop {
+        let conditions = hpas
+            .get_status("ledger")
+            .await
+            .ok()
+            .and_then(|h| h.status?.conditions)
+            .unwrap_or_default();
+        let able = conditions
+            .iter()
+            .any(|c| c.type_ == "AbleToScale" && c.status == "True");
+        if able || tokio::time::Instant::now() > deadline {
+            break conditions;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let found = |t: &str| conditions.iter().find(|c| c.type_ == t);
+    assert!(
+        found("AbleToScale").is_some_and(|c| c.status == "True"),
+        "the HPA controller did not read the BulkRecorder's scale within 120 s: {conditions:?}"
+    );
+    assert!(
+        found("ScalingActive").is_none_or(|c| c.reason.as_deref() != Some("InvalidSelector")),
+        "the HPA controller found no usable selector in the scale: {conditions:?}"
+    );
+    delete_namespace(&admin, &ns).await;
+}
+
+/// The PodMonitor path on a real API server: without the Prometheus Operator's CRD the
+/// PodMonitorReady condition says so and nothing else changes; with it (installed here from
+/// tests/fixtures/ when the cluster lacks it, and removed again) the operator creates a
+/// PodMonitor the CRD's schema keeps whole.
+#[tokio::test]
+async fn a_pod_monitor_is_created_where_its_crd_is_served_and_reported_where_not() {
+    let Some(admin) = cluster().await else { return };
+    install_crd(&admin).await;
+    let ns = namespace(&admin, "bro-e2e-monitor").await;
+    create_bulk_recorder(&admin, &ns).await;
+    let api: Api<BulkRecorder> = Api::namespaced(admin.clone(), &ns);
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"monitoring": {"podMonitor": true}}})),
+    )
+    .await
+    .unwrap();
+    let operator = operator_client(&admin, &ns).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    const POD_MONITORS: &str = "podmonitors.monitoring.coreos.com";
+    let condition = |br: &BulkRecorder, t: &str| {
+        br.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == t).cloned())
+    };
+    let installed_here = crds.get_opt(POD_MONITORS).await.unwrap().is_none();
+    if installed_here {
+        reconcile_as_operator(&operator, &admin, &ns).await;
+        let br = fetch(&admin, &ns).await;
+        let monitor = condition(&br, "PodMonitorReady").expect("a PodMonitorReady condition");
+        assert_eq!(
+            (monitor.status.as_str(), monitor.reason.as_str()),
+            ("False", "CRDNotInstalled")
+        );
+        assert_eq!(condition(&br, "Degraded").unwrap().status, "False");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(include_str!(
+            "../../tests/fixtures/monitoring.coreos.com_podmonitors.yaml"
+        ))
+        .unwrap();
+        crds.patch(
+            POD_MONITORS,
+            &PatchParams::apply("bulk-recorder-operator-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("the Prometheus Operator's PodMonitor CRD");
+        established(&crds, POD_MONITORS).await;
+    } else {
+        eprintln!("the cluster has the PodMonitor CRD already: the without-CRD half is skipped");
+    }
+
+    // Each reconcile here has a new context, which asks discovery afresh (a running operator
+    // does within a minute); discovery may lag the Established condition by a moment.
+    wait_until(
+        Duration::from_secs(60),
+        "the PodMonitor to be applied",
+        || {
+            let (operator, admin, ns) = (operator.clone(), admin.clone(), ns.clone());
+            async move {
+                reconcile_as_operator(&operator, &admin, &ns).await;
+                let br = fetch(&admin, &ns).await;
+                let ready = br.status.as_ref().and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == "PodMonitorReady")
+                        .cloned()
+                });
+                ready.is_some_and(|c| c.status == "True")
+            }
+        },
+    )
+    .await;
+    let monitors =
+        Api::<bulk_recorder_operator::desired::PodMonitor>::namespaced(admin.clone(), &ns);
+    let monitor = monitors
+        .get("orders")
+        .await
+        .expect("the PodMonitor was created");
+    let endpoint = &monitor.spec.pod_metrics_endpoints[0];
+    assert_eq!(
+        (endpoint.port.as_str(), endpoint.path.as_str()),
+        ("metrics", "/metrics")
+    );
+    assert_eq!(
+        endpoint.relabelings.len(),
+        1,
+        "kept whole by the CRD's schema"
+    );
+    assert_eq!(
+        monitor.spec.selector.match_labels.unwrap()["app.kubernetes.io/instance"],
+        "orders"
+    );
+    delete_namespace(&admin, &ns).await;
+    if installed_here {
+        let _ = crds.delete(POD_MONITORS, &DeleteParams::default()).await;
+    }
 }

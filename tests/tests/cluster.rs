@@ -127,6 +127,24 @@ fn start_operator(client: &Client, ns: &str) -> tokio::task::JoinHandle<()> {
     ))
 }
 
+/// A namespace with the operator running for it and the example BulkRecorder named `orders`.
+async fn orders_with_operator(
+    client: &Client,
+) -> (String, tokio::task::JoinHandle<()>, Api<BulkRecorder>) {
+    install_crd(client).await;
+    let ns = namespace(client).await;
+    let operator = start_operator(client, &ns);
+    let recorders: Api<BulkRecorder> = Api::namespaced(client.clone(), &ns);
+    recorders
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(example("orders")).unwrap(),
+        )
+        .await
+        .unwrap();
+    (ns, operator, recorders)
+}
+
 #[tokio::test]
 async fn a_bulk_recorder_becomes_a_deployment_with_the_derived_size() {
     let Some(client) = cluster().await else {
@@ -271,17 +289,7 @@ async fn counts_reported_by_a_recorder_appear_in_the_status() {
     let Some(client) = cluster().await else {
         return;
     };
-    install_crd(&client).await;
-    let ns = namespace(&client).await;
-    let operator = start_operator(&client, &ns);
-    let recorders: Api<BulkRecorder> = Api::namespaced(client.clone(), &ns);
-    recorders
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(example("orders")).unwrap(),
-        )
-        .await
-        .unwrap();
+    let (ns, operator, recorders) = orders_with_operator(&client).await;
 
     // A recorder running here, reporting as a pod of that resource would.
     let (db, queue) = (TestDb::create().await, TestQueue::new());
@@ -322,6 +330,68 @@ async fn counts_reported_by_a_recorder_appear_in_the_status() {
     let status = recorders.get("orders").await.unwrap().status.unwrap();
     assert_eq!(status.recorders[0].pod, "orders-local");
     recorder.stop().await;
+    operator.abort();
+    delete_namespace(&client, &ns).await;
+}
+
+/// `kubectl scale bulkrecorder orders --replicas=2` (a merge patch of the scale subresource) with
+/// the operator running: the Deployment follows, a PodDisruptionBudget appears, and both go back
+/// when scaled to 1.
+#[tokio::test]
+async fn kubectl_scale_scales_the_recorders_and_their_disruption_budget() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let Some(client) = cluster().await else {
+        return;
+    };
+    let (ns, operator, recorders) = orders_with_operator(&client).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let replicas = |n: i32| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .get_opt("orders")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|d| d.spec?.replicas)
+                == Some(n)
+        }
+    };
+    wait_until(Duration::from_secs(60), "the Deployment", || replicas(1)).await;
+    wait_until(Duration::from_secs(60), "status.selector", || {
+        let recorders = recorders.clone();
+        async move {
+            let scale = recorders.get_scale("orders").await.ok();
+            scale.and_then(|s| s.status?.selector).as_deref()
+                == Some("app.kubernetes.io/instance=orders,app.kubernetes.io/name=bulk-recorder")
+        }
+    })
+    .await;
+    assert!(
+        budgets.get_opt("orders").await.unwrap().is_none(),
+        "1 replica: no budget"
+    );
+
+    for (n, budget) in [(2, true), (1, false)] {
+        recorders
+            .patch_scale(
+                "orders",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": n}})),
+            )
+            .await
+            .expect("the scale subresource");
+        wait_until(Duration::from_secs(60), "the Deployment's replicas", || {
+            replicas(n)
+        })
+        .await;
+        wait_until(Duration::from_secs(60), "the budget to follow", || {
+            let budgets = budgets.clone();
+            async move { budgets.get_opt("orders").await.ok().flatten().is_some() == budget }
+        })
+        .await;
+    }
     operator.abort();
     delete_namespace(&client, &ns).await;
 }

@@ -3,7 +3,10 @@
 
 use serde_json::Value;
 
-use crate::rbac::{LEADER_ELECTION_CALLS, OPERATOR_CALLS, RECORDER_CALLS};
+use crate::rbac::{
+    AGGREGATE_TO_EDIT, AGGREGATE_TO_VIEW, BUILT_IN_AUTOSCALER_CALLS, LEADER_ELECTION_CALLS,
+    OPERATOR_CALLS, RECORDER_CALLS,
+};
 
 /// The identity a fake client acts as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +17,21 @@ pub enum Caller {
     Operator,
     /// A recorder pod of the named BulkRecorder: `rbac::RECORDER_CALLS` on that one resource.
     Recorder(String),
+    /// A namespace editor (Kubernetes' `edit` role): what the chart aggregates into it,
+    /// `rbac::AGGREGATE_TO_EDIT` and `rbac::AGGREGATE_TO_VIEW`.
+    Editor,
+    /// The HPA controller (or KEDA): `rbac::BUILT_IN_AUTOSCALER_CALLS`.
+    Autoscaler,
+}
+
+/// Whether a rule's group or resource covers the requested one (`*`, and `*/scale` for every
+/// scale subresource, as RBAC reads them).
+fn covers(rule: &str, requested: &str) -> bool {
+    rule == "*"
+        || rule == requested
+        || rule
+            .strip_prefix("*/")
+            .is_some_and(|sub| requested.ends_with(&format!("/{sub}")))
 }
 
 /// What one request asks the authorizer.
@@ -29,14 +47,16 @@ pub struct Attributes {
 impl Caller {
     pub fn allows(&self, a: &Attributes) -> bool {
         let table = |calls: &[(&str, &str, &[&str])]| {
-            calls
-                .iter()
-                .any(|(g, r, verbs)| *g == a.group && *r == a.resource && verbs.contains(&a.verb))
+            calls.iter().any(|(g, r, verbs)| {
+                covers(g, &a.group) && covers(r, &a.resource) && verbs.contains(&a.verb)
+            })
         };
         match self {
             Self::Admin => true,
             Self::Operator => table(OPERATOR_CALLS) || table(LEADER_ELECTION_CALLS),
             Self::Recorder(name) => a.name.as_deref() == Some(name) && table(RECORDER_CALLS),
+            Self::Editor => table(AGGREGATE_TO_EDIT) || table(AGGREGATE_TO_VIEW),
+            Self::Autoscaler => table(BUILT_IN_AUTOSCALER_CALLS),
         }
     }
 }

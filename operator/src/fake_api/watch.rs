@@ -9,7 +9,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody, combinators::UnsyncBoxBody};
 use serde_json::json;
 
-use super::{Change, Query, Shared};
+use super::{Change, Shared, routing::Query};
 
 pub(super) type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -57,7 +57,7 @@ pub(super) fn stream(shared: Arc<Shared>, selection: Selection, since: u64) -> R
             };
             for change in batch {
                 let object = if selection.metadata_only {
-                    super::metadata_only(&change.object)
+                    super::storage::metadata_only(&change.object)
                 } else {
                     change.object
                 };

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::fields::{self, FieldSet};
+use super::fields::{self, FieldSet, Path};
 
 /// One entry of `metadata.managedFields`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,18 +72,7 @@ pub fn apply(
         managers: Managers::new(),
     });
 
-    // Conflicts: fields another manager owns, with a value this apply would change.
-    let mut conflicts = Vec::new();
-    for (other, set) in &next.managers {
-        if *other == me {
-            continue;
-        }
-        for path in set.intersection(&config_fields) {
-            if fields::get(&next.object, path) != fields::get(config, path) {
-                conflicts.push((other.clone(), path.clone()));
-            }
-        }
-    }
+    let conflicts = conflicts(&next, &me, &config_fields, config);
     if !conflicts.is_empty() && !force {
         let names: Vec<String> = conflicts
             .iter()
@@ -106,29 +95,55 @@ pub fn apply(
     let mut merged = next.object.clone();
     fields::merge(&mut merged, &fields::without_identity(&scoped_config));
 
-    // What this manager applied before and leaves out now goes, unless somebody else owns it
-    // (or something inside it).
-    let prior = next.managers.get(&me).cloned().unwrap_or_default();
-    // Outermost first, so that a list-map entry goes whole (its key fields with it).
-    let mut removed: Vec<_> = prior.difference(&config_fields).cloned().collect();
-    removed.sort_by_key(|p| p.len());
-    for path in removed {
-        if fields::get(&merged, &path).is_none() {
-            continue;
-        }
-        let owned_elsewhere = next
-            .managers
-            .iter()
-            .filter(|(m, _)| **m != me)
-            .any(|(_, set)| set.iter().any(|p| fields::covers(&path, p)));
-        if !owned_elsewhere {
-            fields::remove(&mut merged, &path);
-        }
-    }
+    remove_left_out(&mut merged, &next.managers, &me, &config_fields);
     next.object = merged;
     next.managers.insert(me, config_fields);
     settle(&mut next);
     Ok(next)
+}
+
+/// Fields another manager owns, with a value this apply would change.
+fn conflicts(
+    stored: &Stored,
+    me: &Manager,
+    config_fields: &FieldSet,
+    config: &Value,
+) -> Vec<(Manager, Path)> {
+    let mut conflicts = Vec::new();
+    for (other, set) in stored.managers.iter().filter(|(m, _)| *m != me) {
+        for path in set.intersection(config_fields) {
+            if fields::get(&stored.object, path) != fields::get(config, path) {
+                conflicts.push((other.clone(), path.clone()));
+            }
+        }
+    }
+    conflicts
+}
+
+/// What `me` applied before and leaves out now goes, unless somebody else owns it (or something
+/// inside it).
+fn remove_left_out(
+    merged: &mut Value,
+    managers: &Managers,
+    me: &Manager,
+    config_fields: &FieldSet,
+) {
+    let prior = managers.get(me).cloned().unwrap_or_default();
+    // Outermost first, so that a list-map entry goes whole (its key fields with it).
+    let mut removed: Vec<_> = prior.difference(config_fields).cloned().collect();
+    removed.sort_by_key(|p| p.len());
+    for path in removed {
+        if fields::get(merged, &path).is_none() {
+            continue;
+        }
+        let owned_elsewhere = managers
+            .iter()
+            .filter(|(m, _)| *m != me)
+            .any(|(_, set)| set.iter().any(|p| fields::covers(&path, p)));
+        if !owned_elsewhere {
+            fields::remove(merged, &path);
+        }
+    }
 }
 
 /// An update (anything but apply) by `manager` that turns the object into `candidate`: only

@@ -1,6 +1,10 @@
 //! The reconciler against the fake API server (server-side apply with field managers, the status
-//! subresource, RBAC from `rbac.rs`, OwnerReferencesPermissionEnforcement): each test states a
-//! cluster, reconciles, and checks what the cluster holds and what the operator sent.
+//! and scale subresources, RBAC from `rbac.rs`, OwnerReferencesPermissionEnforcement): each test
+//! states a cluster, reconciles, and checks what the cluster holds and what the operator sent.
+//! Autoscaling and disruption budgets are in [`scaling`], PodMonitors in [`monitoring`].
+
+mod monitoring;
+mod scaling;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -26,9 +30,9 @@ use crate::{
     reconcile::REFRESH,
 };
 
-const NS: &str = "ledger";
+pub(super) const NS: &str = "ledger";
 
-fn env(deployment: &Deployment, name: &str) -> Option<String> {
+pub(super) fn env(deployment: &Deployment, name: &str) -> Option<String> {
     deployment.spec.as_ref()?.template.spec.as_ref()?.containers[0]
         .env
         .as_ref()?
@@ -38,7 +42,7 @@ fn env(deployment: &Deployment, name: &str) -> Option<String> {
         .clone()
 }
 
-fn writes(requests: &[crate::fake_api::Logged]) -> Vec<String> {
+pub(super) fn writes(requests: &[crate::fake_api::Logged]) -> Vec<String> {
     requests
         .iter()
         .filter(|r| r.method != "GET")
@@ -312,6 +316,36 @@ async fn a_missing_secret_is_reported_as_degraded_with_an_event() {
     );
 }
 
+/// Redis's Secret is checked and versioned like the others: missing, it is reported; created,
+/// its version joins the pod template's, so rotating it rolls the recorders.
+#[tokio::test]
+async fn the_redis_secret_is_checked_and_rolls_the_recorders_like_the_others() {
+    let mut br = bulk_recorder("orders", NS);
+    br.spec.redis = Some(bulk_recorder_crds::RedisSpec {
+        url_secret_ref: bulk_recorder_crds::SecretKeyRef {
+            name: "redis".into(),
+            key: "url".into(),
+        },
+    });
+    let world = World::new(&br);
+    world.reconcile(NS, "orders").await.unwrap();
+    let (_, reason, message) = condition(&world.br(NS, "orders"), "Degraded");
+    assert_eq!(reason, "SecretMissing");
+    assert!(message.contains("secret redis (key url)"), "{message}");
+
+    world.fake.create(&secret("redis", NS));
+    let later = World {
+        fake: world.fake.clone(),
+        ctx: World::context(&world.fake),
+    };
+    later.reconcile(NS, "orders").await.unwrap();
+    assert_eq!(condition(&later.br(NS, "orders"), "Degraded").0, "False");
+    let d: Deployment = later.fake.get(NS, "orders").unwrap();
+    let template = d.spec.unwrap().template.metadata.unwrap();
+    let versions = &template.annotations.unwrap()[SECRET_VERSIONS_ANNOTATION];
+    assert!(versions.contains("redis="), "{versions}");
+}
+
 #[tokio::test]
 async fn an_invalid_spec_that_slipped_past_the_schema_is_degraded_and_applies_nothing() {
     // An API server without CEL (or an object stored before the rule) can hold this.
@@ -350,13 +384,29 @@ async fn a_name_that_cannot_name_a_service_is_degraded_and_applies_nothing() {
 
 /// One recorder process's report, as `recorder/src/telemetry/status_report.rs` applies it.
 async fn report(fake: &FakeApiServer, pod: &str, start_id: &str, inserted: i64, at: &str) {
+    report_backlog(fake, pod, start_id, inserted, at, None).await;
+}
+
+/// A report with the queue's backlog as the recorder measured it (`None`: a recorder that does
+/// not measure it).
+pub(super) async fn report_backlog(
+    fake: &FakeApiServer,
+    pod: &str,
+    start_id: &str,
+    inserted: i64,
+    at: &str,
+    backlog: Option<i64>,
+) {
     let api: Api<BulkRecorder> =
         Api::namespaced(fake.client(Caller::Recorder("orders".into())), NS);
     let rows = json!({"attempted": inserted, "inserted": inserted, "ignored": 0, "updated": 0, "conflicting": 0});
+    let mut entry = json!({"pod": pod, "startId": start_id, "transactions": rows,
+        "operations": rows, "lastReport": at});
+    if let Some(backlog) = backlog {
+        entry["backlog"] = json!(backlog);
+    }
     let body = json!({"apiVersion": "bulkrecorder.io/v1alpha1", "kind": "BulkRecorder",
-        "metadata": {"name": "orders"},
-        "status": {"recorders": [{"pod": pod, "startId": start_id, "transactions": rows,
-            "operations": rows, "lastReport": at}]}});
+        "metadata": {"name": "orders"}, "status": {"recorders": [entry]}});
     api.patch_status(
         "orders",
         &PatchParams::apply(&report_field_manager(pod, start_id)).force(),
@@ -366,7 +416,7 @@ async fn report(fake: &FakeApiServer, pod: &str, start_id: &str, inserted: i64, 
     .expect("a recorder may apply its own entry");
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
