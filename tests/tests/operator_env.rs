@@ -130,10 +130,23 @@ fn redis_and_the_dead_letter_target_reach_the_recorder() {
         config.workers, 5,
         "the rest of the environment is unchanged"
     );
-    // TODO(recorder Config, issue 16): once Config reads these variables, compare what it made
-    // of them with the spec instead of only checking that it starts:
-    //   config.redis_url (or however Config names it) == Some("redis://127.0.0.1:6379/0")
-    //   the dead-letter exchange == "ledger.rejected" and its routing key == Some("rejected")
-    // and, with `"deadLetter": {"exchange": "ledger.rejected"}` alone, that the routing key is
-    // the recorder's default (the message's own routing key, as the CRD documents).
+    let redis = config.redis.expect("REDIS_URL read");
+    assert_eq!(
+        redis.target,
+        bulk_recorder::config::redis_url::RedisTarget::Server("redis://127.0.0.1:6379/0".into())
+    );
+    assert_eq!(
+        config.dead_letter,
+        Some(bulk_recorder::broker::dead_letter::Target {
+            exchange: "ledger.rejected".into(),
+            routing_key: Some("rejected".into()),
+        })
+    );
+    // Without a routing key, the message's own (as the CRD documents it).
+    let br = sample(serde_json::json!({
+        "rabbitmq": {"urlSecretRef": {"name": "rabbitmq", "key": "url"}, "queue": "transactions",
+            "deadLetter": {"exchange": "ledger.rejected"}}
+    }));
+    let config = Config::from_vars(&pod_env(&br)).expect("accepted");
+    assert_eq!(config.dead_letter.expect("a target").routing_key, None);
 }

@@ -78,6 +78,7 @@ pub async fn consume(
         let raw = settler.keeps_raw().then_some(Raw {
             body: delivery.data,
             properties: delivery.properties,
+            routing_key: delivery.routing_key.to_string(),
         });
         match decoded {
             Ok(Decoded::Transaction {

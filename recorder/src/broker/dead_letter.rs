@@ -29,7 +29,9 @@ const MAX_ERROR_BYTES: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub exchange: String,
-    pub routing_key: String,
+    /// `None`: the routing key the message arrived with (as RabbitMQ's own dead-lettering does
+    /// without `x-dead-letter-routing-key`).
+    pub routing_key: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +40,7 @@ pub enum DeadLetterError {
     Broker(#[from] lapin::Error),
     #[error(
         "the dead-letter exchange {0:?} routed the message nowhere (no queue bound for routing \
-         key {1:?}): bind a queue, or fix BULK_RECORDER_DEAD_LETTER_ROUTING_KEY"
+         key {1:?}): bind a queue, or set BULK_RECORDER_DEAD_LETTER_ROUTING_KEY"
     )]
     Unroutable(String, String),
     #[error("the broker refused the dead letter (nack)")]
@@ -95,11 +97,16 @@ impl DeadLetters {
         error: &str,
     ) -> Result<(), DeadLetterError> {
         let properties = with_reason(&raw.properties, reason, error, &self.pod);
+        let routing_key = self
+            .target
+            .routing_key
+            .as_deref()
+            .unwrap_or(&raw.routing_key);
         let confirm = self
             .channel
             .basic_publish(
                 self.target.exchange.as_str().into(),
-                self.target.routing_key.as_str().into(),
+                routing_key.into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()
@@ -113,7 +120,7 @@ impl DeadLetters {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(_)) => Err(DeadLetterError::Unroutable(
                 self.target.exchange.clone(),
-                self.target.routing_key.clone(),
+                routing_key.to_string(),
             )),
             Confirmation::Nack(_) => Err(DeadLetterError::Refused),
         }

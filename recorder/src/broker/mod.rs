@@ -149,4 +149,6 @@ pub struct Tag {
 pub struct Raw {
     pub body: Vec<u8>,
     pub properties: lapin::BasicProperties,
+    /// The routing key it was published with.
+    pub routing_key: String,
 }

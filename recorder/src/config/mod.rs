@@ -139,7 +139,7 @@ impl Config {
         )?;
         Ok(Self {
             rabbitmq_url,
-            dead_letter: dead_letter_target(&env, &queue),
+            dead_letter: dead_letter_target(&env),
             queue,
             workers,
             prefetch,
@@ -258,21 +258,18 @@ fn report_target(env: &Env) -> Result<Option<ReportTarget>, ConfigError> {
     }
 }
 
-/// Dead letters with reasons go to the exchange, by the routing key or else the queue's name
-/// (what the default exchange `""` routes to the queue of that name).
-fn dead_letter_target(env: &Env, queue: &str) -> Option<dead_letter::Target> {
+/// Dead letters with reasons go to the exchange, by the routing key or else the message's own.
+fn dead_letter_target(env: &Env) -> Option<dead_letter::Target> {
     let exchange = env
         .0
         .get("BULK_RECORDER_DEAD_LETTER_EXCHANGE")?
         .trim()
         .to_string();
-    let routing_key = env
-        .get("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY")
-        .unwrap_or(queue)
-        .to_string();
     Some(dead_letter::Target {
         exchange,
-        routing_key,
+        routing_key: env
+            .get("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY")
+            .map(str::to_string),
     })
 }
 

@@ -223,7 +223,7 @@ pub static VARIABLES: &[Variable] = &[
         "BULK_RECORDER_DEAD_LETTER_ROUTING_KEY",
         Default::Unset,
         Accepted::Described("text"),
-        "routing key of those dead letters (the ledger's own topology: exchange `transaction.dlx`, key `transaction.dlq.key`); unset: the queue's name",
+        "routing key of those dead letters (the ledger's own topology: exchange `transaction.dlx`, key `transaction.dlq.key`); unset: the routing key the message arrived with, as RabbitMQ's own dead-lettering does",
     ),
     var(
         "REDIS_URL",

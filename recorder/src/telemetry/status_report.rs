@@ -53,24 +53,31 @@ fn rows(r: RowCounts) -> Value {
     })
 }
 
+/// What this process reports about itself.
+pub struct Snapshot {
+    pub totals: WriteCounts,
+    /// Ready messages in the queue as last read (none before the first read).
+    pub backlog: Option<u64>,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
 /// The apply body: this process's entry and nothing else.
-pub fn entry_patch(
-    target: &ReportTarget,
-    start_id: &str,
-    totals: WriteCounts,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Value {
+pub fn entry_patch(target: &ReportTarget, start_id: &str, snapshot: &Snapshot) -> Value {
+    let mut entry = json!({
+        "pod": target.pod,
+        "startId": start_id,
+        "transactions": rows(snapshot.totals.transactions),
+        "operations": rows(snapshot.totals.operations),
+        "lastReport": snapshot.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    if let Some(backlog) = snapshot.backlog {
+        entry["backlog"] = json!(backlog);
+    }
     json!({
         "apiVersion": "bulkrecorder.io/v1alpha1",
         "kind": "BulkRecorder",
         "metadata": {"name": target.name},
-        "status": {"recorders": [{
-            "pod": target.pod,
-            "startId": start_id,
-            "transactions": rows(totals.transactions),
-            "operations": rows(totals.operations),
-            "lastReport": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        }]}
+        "status": {"recorders": [entry]}
     })
 }
 
@@ -94,12 +101,12 @@ impl Reporter {
 
     /// Applies this process's entry with its current counts.
     pub async fn report(&self) -> Result<(), kube::Error> {
-        let body = entry_patch(
-            &self.target,
-            &self.start_id,
-            self.metrics.totals(),
-            chrono::Utc::now(),
-        );
+        let snapshot = Snapshot {
+            totals: self.metrics.totals(),
+            backlog: self.metrics.backlog(),
+            now: chrono::Utc::now(),
+        };
+        let body = entry_patch(&self.target, &self.start_id, &snapshot);
         let manager = report_field_manager(&self.target.pod, &self.start_id);
         let params = PatchParams::apply(&manager).force();
         self.api
@@ -140,8 +147,12 @@ mod tests {
             transactions: RowCounts::new(10, 8),
             operations: RowCounts::new(50, 40),
         };
-        let now = "2026-11-24T10:00:00Z".parse().unwrap();
-        let patch = entry_patch(&target, "s1", totals, now);
+        let snapshot = Snapshot {
+            totals,
+            backlog: None,
+            now: "2026-11-24T10:00:00Z".parse().unwrap(),
+        };
+        let patch = entry_patch(&target, "s1", &snapshot);
         assert_eq!(patch["metadata"], json!({"name": "orders"}));
         assert_eq!(
             patch["status"].as_object().unwrap().len(),
@@ -156,6 +167,15 @@ mod tests {
             json!({"attempted": 10, "inserted": 8, "ignored": 2, "updated": 0, "conflicting": 0})
         );
         assert_eq!(entry["lastReport"], "2026-11-24T10:00:00Z");
+        assert!(entry.get("backlog").is_none(), "not read yet: not claimed");
+        let read = Snapshot {
+            backlog: Some(1200),
+            ..snapshot
+        };
+        assert_eq!(
+            entry_patch(&target, "s1", &read)["status"]["recorders"][0]["backlog"],
+            1200
+        );
     }
 
     #[test]
