@@ -33,6 +33,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
 pub mod ledger;
+pub mod pg_cluster;
 pub mod proxy;
 pub mod tls;
 

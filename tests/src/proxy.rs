@@ -1,6 +1,7 @@
 //! A TCP proxy in front of PostgreSQL that the test controls, for the faults a real network
-//! makes: a connection that goes silent (half-open), and one that drops right after the server
-//! committed, before its answer reaches the client.
+//! makes: a connection that goes silent (half-open, also in the middle of a `COPY`), one that
+//! drops right after the server committed, before its answer reaches the client, and a
+//! failover (the same address now leads to another server).
 
 use std::{
     sync::{
@@ -22,7 +23,14 @@ struct Faults {
     frozen: AtomicBool,
     /// The next time a write commits, its answer is dropped and the connection cut.
     cut_next_commit: AtomicBool,
+    /// ... and every connection then goes silent (the server unreachable while the recorder
+    /// asks what became of its COMMIT).
+    freeze_after_cut: AtomicBool,
+    /// Everything goes silent once a `COPY` starts sending its rows.
+    freeze_in_copy: AtomicBool,
     cuts: AtomicUsize,
+    /// Where new connections go.
+    upstream: std::sync::Mutex<String>,
 }
 
 /// A proxy to `upstream` on a port of its own; stops when dropped.
@@ -37,11 +45,11 @@ impl PgProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let faults = Arc::new(Faults::default());
-        let upstream = upstream.to_string();
+        *faults.upstream.lock().unwrap() = upstream.to_string();
         let shared = faults.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(relay(client, upstream.clone(), shared.clone()));
+                tokio::spawn(relay(client, shared.clone()));
             }
         });
         Self { port, faults, task }
@@ -71,6 +79,27 @@ impl PgProxy {
         self.faults.cut_next_commit.store(true, Ordering::SeqCst);
     }
 
+    /// As `cut_next_commit`, and every connection goes silent right after the cut (until
+    /// [`PgProxy::thaw`]).
+    pub fn cut_next_commit_and_freeze(&self) {
+        self.faults.freeze_after_cut.store(true, Ordering::SeqCst);
+        self.cut_next_commit();
+    }
+
+    /// Everything goes silent once a `COPY` has started and its rows are being sent.
+    pub fn freeze_in_copy(&self) {
+        self.faults.freeze_in_copy.store(true, Ordering::SeqCst);
+    }
+
+    /// New connections go to `upstream` (`host:port`), as after a failover.
+    pub fn retarget(&self, upstream: &str) {
+        *self.faults.upstream.lock().unwrap() = upstream.to_string();
+    }
+
+    pub fn frozen(&self) -> bool {
+        self.faults.frozen.load(Ordering::SeqCst)
+    }
+
     /// Connections cut so far.
     pub fn cuts(&self) -> usize {
         self.faults.cuts.load(Ordering::SeqCst)
@@ -89,8 +118,9 @@ async fn wait_while_frozen(faults: &Faults) {
     }
 }
 
-async fn relay(client: TcpStream, upstream: String, faults: Arc<Faults>) {
+async fn relay(client: TcpStream, faults: Arc<Faults>) {
     wait_while_frozen(&faults).await;
+    let upstream = faults.upstream.lock().unwrap().clone();
     let Ok(server) = TcpStream::connect(&upstream).await else {
         return;
     };
@@ -102,11 +132,17 @@ async fn relay(client: TcpStream, upstream: String, faults: Arc<Faults>) {
         let (faults, armed) = (faults.clone(), armed.clone());
         async move {
             let mut buf = vec![0u8; 64 * 1024];
+            let mut copying = false;
             loop {
                 let n = match client_read.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
+                // The rows of a COPY follow its statement: silence falls on them.
+                if copying && faults.freeze_in_copy.swap(false, Ordering::SeqCst) {
+                    faults.frozen.store(true, Ordering::SeqCst);
+                }
+                copying = contains(&buf[..n], b"COPY transaction");
                 wait_while_frozen(&faults).await;
                 if faults.cut_next_commit.load(Ordering::SeqCst)
                     && (contains(&buf[..n], b"INSERT INTO operation")
@@ -133,6 +169,9 @@ async fn relay(client: TcpStream, upstream: String, faults: Arc<Faults>) {
                 && contains(&buf[..n], b"Z\0\0\0\x05I")
                 && faults.cut_next_commit.swap(false, Ordering::SeqCst)
             {
+                if faults.freeze_after_cut.swap(false, Ordering::SeqCst) {
+                    faults.frozen.store(true, Ordering::SeqCst);
+                }
                 faults.cuts.fetch_add(1, Ordering::SeqCst);
                 return;
             }

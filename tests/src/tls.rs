@@ -7,17 +7,20 @@
 //! so and skips.
 
 use std::{
-    net::{SocketAddr, TcpStream},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use uuid::Uuid;
 
-use crate::{free_port, rabbitmq_url};
+pub use crate::pg_cluster::TempDir;
+use crate::{
+    free_port,
+    pg_cluster::{PgCluster, is_root, on_path, run, wait_for_port},
+    rabbitmq_url,
+};
 
 /// Says why a test is skipped, past the test harness's capture so that logs show it.
 pub fn skip(why: &str) {
@@ -28,23 +31,6 @@ pub fn skip(why: &str) {
             let _ = writeln!(stderr, "{message}");
         }
         Err(_) => eprintln!("{message}"),
-    }
-}
-
-/// A directory of this test's own, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("{prefix}-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path).expect("temporary directory");
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -101,147 +87,45 @@ fn ca(name: &str) -> (CertificateParams, KeyPair) {
     (params, KeyPair::generate().expect("key"))
 }
 
-/// A program on `PATH`.
-fn on_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-}
-
-/// `initdb` and `pg_ctl`: on `PATH`, or in Debian's `/usr/lib/postgresql/<version>/bin`
-/// (highest version first), where Debian keeps them off `PATH`.
-fn postgres_tool(tool: &str) -> Option<PathBuf> {
-    if let Some(path) = on_path(tool) {
-        return Some(path);
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            Some((version, entry.path().join("bin").join(tool)))
-        })
-        .filter(|(_, path)| path.is_file())
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, path)| path)
-}
-
-fn wait_for_port(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 /// A PostgreSQL cluster of this test's own with `ssl=on`, trusting local connections.
 pub struct TlsPostgres {
     pub port: u16,
-    pg_ctl: PathBuf,
-    data: PathBuf,
-    owner: Option<String>,
-    dir: TempDir,
+    _cluster: PgCluster,
 }
 
 impl TlsPostgres {
     /// Starts the cluster with the server certificate of `certs`; `None` (with a message) when
     /// PostgreSQL's server programs are not installed.
     pub fn start(certs: &Certificates) -> Option<Self> {
-        let (Some(initdb), Some(pg_ctl)) = (postgres_tool("initdb"), postgres_tool("pg_ctl"))
-        else {
-            skip(
-                "initdb/pg_ctl not found (PostgreSQL's server programs): ./scripts/test.sh installs them",
-            );
-            return None;
-        };
-        let dir = TempDir::new("br-tls-postgres");
-        let data = dir.0.join("data");
-        // PostgreSQL refuses to run as root: as root, run it as the `postgres` user.
-        let owner = is_root().then(|| "postgres".to_string());
-        let server = Self {
-            port: free_port(),
-            pg_ctl,
-            data,
-            owner,
-            dir,
-        };
+        let cluster = PgCluster::init("tls")?;
         let (cert, key) = (
-            server.dir.0.join("server.crt"),
-            server.dir.0.join("server.key"),
+            cluster.dir.0.join("server.crt"),
+            cluster.dir.0.join("server.key"),
         );
         std::fs::copy(&certs.server_cert, &cert).expect("copy certificate");
         std::fs::copy(&certs.server_key, &key).expect("copy key");
         set_mode(&key, 0o600);
-        if let Some(owner) = &server.owner {
-            run(Command::new("chown").args(["-R", owner]).arg(&server.dir.0));
+        if is_root() {
+            run(Command::new("chown")
+                .args(["postgres"])
+                .arg(&cert)
+                .arg(&key));
         }
-        run(server
-            .command(&initdb)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "-D",
-            ])
-            .arg(&server.data));
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c fsync=off",
-            server.port,
-            server.dir.0.display(),
-            cert.display(),
-            key.display()
-        );
-        run(server
-            .command(&server.pg_ctl)
-            .args(["-w", "-t", "60", "-l"])
-            .arg(server.dir.0.join("log"))
-            .arg("-D")
-            .arg(&server.data)
-            .args(["-o", &options, "start"]));
-        assert!(
-            wait_for_port(server.port, Duration::from_secs(30)),
-            "the TLS PostgreSQL answers"
-        );
-        Some(server)
+        cluster.start(&[
+            "ssl=on",
+            &format!("ssl_cert_file={}", cert.display()),
+            &format!("ssl_key_file={}", key.display()),
+            "fsync=off",
+        ]);
+        Some(Self {
+            port: cluster.port,
+            _cluster: cluster,
+        })
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres?<query>`.
     pub fn url(&self, query: &str) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres?{query}",
-            self.port
-        )
-    }
-
-    fn command(&self, program: &Path) -> Command {
-        match &self.owner {
-            Some(user) => {
-                let mut command = Command::new("runuser");
-                command.args(["-u", user, "--"]).arg(program);
-                command
-            }
-            None => Command::new(program),
-        }
-    }
-}
-
-impl Drop for TlsPostgres {
-    fn drop(&mut self) {
-        let _ = self
-            .command(&self.pg_ctl)
-            .args(["-w", "-m", "immediate", "-D"])
-            .arg(&self.data)
-            .arg("stop")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        self._cluster.url("postgres", query)
     }
 }
 
@@ -305,24 +189,7 @@ impl Drop for TlsTerminator {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|out| out.stdout.trim_ascii() == b"0")
-        .unwrap_or(false)
-}
-
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-fn run(command: &mut Command) {
-    let output = command.output().expect("runs");
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }

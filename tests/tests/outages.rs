@@ -6,6 +6,7 @@ use std::time::Duration;
 use bulk_recorder::message::Format;
 use bulk_recorder_e2e::{proxy::PgProxy, *};
 use bulk_recorder_publish::sample_transaction;
+use sqlx::Connection;
 
 const DRAIN: Duration = Duration::from_secs(90);
 
@@ -149,14 +150,79 @@ async fn sigterm_finishes_within_the_flush_and_write_timeouts_when_the_database_
     );
 }
 
-/// Bulks of 20 are written by the upsert statement, bulks of 40 by COPY: both end with a
-/// COMMIT whose answer the proxy drops.
+/// A bulk of 1,000 transactions x 5 operations goes in by `COPY`, and the connection goes silent
+/// while its rows are sent: the write is given up within its bound (two statements' timeout plus
+/// 5 s), readiness reports the held bulk, and SIGTERM ends the process within one more bound,
+/// with the bulk back in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_silent_during_copy_is_given_up_within_the_write_bound() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let proxy = PgProxy::start("127.0.0.1:5432").await;
+    let transactions: Vec<_> = (0..1000).map(|_| sample_transaction(5)).collect();
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
+    proxy.freeze_in_copy();
+    let port = free_port();
+    let mut vars = through(&proxy, &db, &queue);
+    for (name, value) in [
+        ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
+        ("RABBITMQ_NUMBERS_OF_PREFETCH", "1000"),
+        ("BULK_RECORDER_MAX_ROWS_PER_INSERT", "2000"),
+    ] {
+        vars.insert(name.into(), value.into());
+    }
+    vars.insert("METRICS_ADDR".into(), format!("127.0.0.1:{port}"));
+    let mut child = spawn_recorder(vars);
+    wait_until(
+        DRAIN,
+        "the COPY under way when the connection goes silent",
+        || async { proxy.frozen() },
+    )
+    .await;
+    // The bound is 2 x 1 s + 5 s; room is left for a loaded machine. Without a bound of its own
+    // the write would wait as long as TCP retries last (minutes).
+    wait_until(Duration::from_secs(20), "readiness to report the held bulk", || async {
+        matches!(http_get(port, "/readyz").await, Some((503, body)) if body.contains("holding_bulk=true"))
+    })
+    .await;
+    signal(&child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("SIGTERM ends the recorder although the connection is silent")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+    proxy.thaw();
+    assert_eq!(
+        db.count("transaction").await,
+        0,
+        "the silent COPY never committed"
+    );
+    assert_eq!(
+        TestQueue::ready(&queue.name).await,
+        1000,
+        "the bulk is back in the queue"
+    );
+
+    let recorder = RunningRecorder::start(config(&db, &queue, &[]));
+    wait_until(DRAIN, "all stored", || async {
+        recorder.committed_transactions() == 1000
+    })
+    .await;
+    recorder.stop().await;
+    assert_stored_exactly_once(&db, &queue, &transactions).await;
+}
+
+/// The answer to COMMIT is dropped, and then the database stays out of reach for longer than
+/// a failover takes (15 s): the recorder keeps asking what became of the write, however long,
+/// and counts it as inserted once it knows, on the upsert path (bulks of 20), the `COPY` path
+/// (40) and one by one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_is_lost_is_counted_exactly_once() {
-    for count in [20, 40] {
+    for (count, bulk) in [(20, true), (40, true), (6, false)] {
         let (db, queue) = (TestDb::create().await, TestQueue::new());
         let proxy = PgProxy::start("127.0.0.1:5432").await;
-        proxy.cut_next_commit();
+        proxy.cut_next_commit_and_freeze();
         let transactions: Vec<_> = (0..count).map(|_| sample_transaction(3)).collect();
         queue
             .publish_transactions(&transactions, Format::Json)
@@ -164,25 +230,104 @@ async fn a_commit_whose_answer_is_lost_is_counted_exactly_once() {
         let mut vars = through(&proxy, &db, &queue);
         vars.insert("BULK_RECORDER_SIZE".into(), count.to_string());
         vars.insert("BULK_RECORDER_FLUSH_TIMEOUT_MS".into(), "5000".into());
+        vars.insert("BULK_RECORDER_ENABLED".into(), bulk.to_string());
         let config = bulk_recorder::config::Config::from_vars(&vars).expect("config");
         let recorder = RunningRecorder::start(config);
+        wait_until(DRAIN, "the answer to a COMMIT dropped", || async {
+            proxy.cuts() == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        proxy.thaw();
         wait_until(DRAIN, "all committed", || async {
             recorder.committed_transactions() == count as u64
         })
         .await;
         let totals = recorder.metrics.totals();
         recorder.stop().await;
-        assert_eq!(
-            proxy.cuts(),
-            1,
-            "the connection was cut after COMMIT ({count})"
-        );
         assert_stored_exactly_once(&db, &queue, &transactions).await;
         assert_eq!(
             (totals.transactions.inserted, totals.transactions.ignored),
             (count as u64, 0),
-            "the committed bulk counts as inserted, not as duplicates found by a retry"
+            "the committed write counts as inserted, not as duplicates found by a retry \
+             ({count}, bulk {bulk})"
         );
         assert_eq!(totals.operations.inserted, 3 * count as u64);
     }
+}
+
+/// The answer to COMMIT is lost and the server restarts before the recorder can ask: a
+/// transaction id may then be handed out again, so the answer comes from the rows the write
+/// wrote (their `xmin`), not from `txid_status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_across_a_server_restart_is_resolved_by_its_rows() {
+    let Some(server) = bulk_recorder_e2e::pg_cluster::PgCluster::init("restart") else {
+        return;
+    };
+    server.start(&[]);
+    let admin = server.url("postgres", "sslmode=disable");
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("server");
+    sqlx::query("CREATE DATABASE ledger")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let proxy = PgProxy::start(&format!("127.0.0.1:{}", server.port)).await;
+    proxy.cut_next_commit_and_freeze();
+    let queue = TestQueue::new();
+    let transactions: Vec<_> = (0..20).map(|_| sample_transaction(3)).collect();
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
+    let mut vars = env_without_db(&queue);
+    vars.insert(
+        "DATABASE_URL".into(),
+        format!(
+            "postgres://postgres@127.0.0.1:{}/ledger?sslmode=disable",
+            proxy.port
+        ),
+    );
+    vars.insert("BULK_RECORDER_SIZE".into(), "20".into());
+    vars.insert("BULK_RECORDER_FLUSH_TIMEOUT_MS".into(), "5000".into());
+    let recorder = RunningRecorder::start(bulk_recorder::config::Config::from_vars(&vars).unwrap());
+    wait_until(DRAIN, "the answer to a COMMIT dropped", || async {
+        proxy.cuts() == 1
+    })
+    .await;
+    server.stop("immediate");
+    server.start(&[]);
+    proxy.thaw();
+    wait_until(DRAIN, "all committed", || async {
+        recorder.committed_transactions() == 20
+    })
+    .await;
+    let totals = recorder.metrics.totals();
+    recorder.stop().await;
+    assert_eq!(
+        (totals.transactions.inserted, totals.transactions.ignored),
+        (20, 0)
+    );
+    let url = server.url("ledger", "sslmode=disable");
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("server");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM transaction")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, 20);
+}
+
+/// The environment of a recorder for `queue`, its database to be set by the caller.
+fn env_without_db(queue: &TestQueue) -> std::collections::HashMap<String, String> {
+    [
+        ("RABBITMQ_URL", rabbitmq_url()),
+        (
+            "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
+            queue.name.clone(),
+        ),
+        ("METRICS_ADDR", "127.0.0.1:0".into()),
+        ("BULK_RECORDER_STATEMENT_TIMEOUT_MS", "1000".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }

@@ -1,0 +1,255 @@
+//! A primary with a synchronous standby (servers of this test's own), the recorder behind the
+//! project's TCP proxy. A ledger acknowledges a message only when its rows would survive a
+//! failover: while the standby is away nothing is acknowledged, whatever ends COMMIT's wait for
+//! it (the recorder's own statement timeout, an administrator's cancel or terminate); once it is
+//! back everything is stored and acknowledged once, with exact counts; and after a failover to
+//! the standby every acknowledged message's rows are there.
+
+use std::{collections::HashMap, time::Duration};
+
+use bulk_recorder::config::Config;
+use bulk_recorder_e2e::{pg_cluster::PgCluster, proxy::PgProxy, *};
+use bulk_recorder_publish::sample_transaction;
+use sqlx::{Connection, PgConnection};
+
+const STANDBY: &str = "standby1";
+
+/// The primary, its synchronous standby, and the proxy the recorder connects through.
+struct Replicated {
+    primary: PgCluster,
+    standby: PgCluster,
+    proxy: PgProxy,
+}
+
+impl Replicated {
+    async fn start() -> Option<Self> {
+        let primary = PgCluster::init("primary")?;
+        primary.start(&[&format!("synchronous_standby_names={STANDBY}")]);
+        let standby = PgCluster::standby_of(&primary, STANDBY)?;
+        standby.start(&[]);
+        let proxy = PgProxy::start(&format!("127.0.0.1:{}", primary.port)).await;
+        let replicated = Self {
+            primary,
+            standby,
+            proxy,
+        };
+        replicated.on_primary("CREATE DATABASE ledger").await;
+        replicated.wait_for_standby("sync").await;
+        Some(replicated)
+    }
+
+    async fn connect(&self, port: u16) -> PgConnection {
+        let url = format!("postgres://postgres@127.0.0.1:{port}/ledger?sslmode=disable");
+        PgConnection::connect(&url)
+            .await
+            .expect("the test's server")
+    }
+
+    async fn on_primary(&self, sql: &str) {
+        let url = self.primary.url("postgres", "sslmode=disable");
+        let mut conn = PgConnection::connect(&url).await.expect("primary");
+        sqlx::raw_sql(sql).execute(&mut conn).await.expect(sql);
+    }
+
+    /// Waits until the standby streams from the primary in `state` (`sync`).
+    async fn wait_for_standby(&self, state: &str) {
+        wait_until(DRAIN, "the standby streaming", || async {
+            let mut conn = self.connect(self.primary.port).await;
+            let found: Option<String> = sqlx::query_scalar(
+                "SELECT sync_state FROM pg_stat_replication WHERE application_name = $1",
+            )
+            .bind(STANDBY)
+            .fetch_optional(&mut conn)
+            .await
+            .expect("pg_stat_replication");
+            found.as_deref() == Some(state)
+        })
+        .await;
+    }
+
+    /// The recorder's session whose COMMIT waits for the standby, once there is one.
+    async fn waiting_commit(&self) -> i32 {
+        let mut conn = self.connect(self.primary.port).await;
+        let deadline = std::time::Instant::now() + DRAIN;
+        loop {
+            let pid: Option<i32> = sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep' \
+                 AND application_name = 'bulk-recorder' ORDER BY backend_start LIMIT 1",
+            )
+            .fetch_optional(&mut conn)
+            .await
+            .expect("pg_stat_activity");
+            if let Some(pid) = pid {
+                return pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no COMMIT waits for the standby"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn transactions_on(&self, port: u16) -> (i64, i64) {
+        let mut conn = self.connect(port).await;
+        let count = |table: &str| format!("SELECT count(*) FROM {table}");
+        let t: i64 = sqlx::query_scalar(&count("transaction"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let o: i64 = sqlx::query_scalar(&count("operation"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        (t, o)
+    }
+}
+
+const DRAIN: Duration = Duration::from_secs(60);
+
+fn recorder_config(proxy: &PgProxy, queue: &TestQueue) -> Config {
+    let vars: HashMap<String, String> = [
+        ("RABBITMQ_URL", rabbitmq_url()),
+        (
+            "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
+            queue.name.clone(),
+        ),
+        (
+            "DATABASE_URL",
+            format!(
+                "postgres://postgres@127.0.0.1:{}/ledger?sslmode=disable",
+                proxy.port
+            ),
+        ),
+        ("METRICS_ADDR", "127.0.0.1:0".into()),
+        ("RABBITMQ_NUMBERS_OF_WORKERS", "1".into()),
+        ("RABBITMQ_NUMBERS_OF_PREFETCH", "40".into()),
+        ("BULK_RECORDER_SIZE", "10".into()),
+        ("BULK_RECORDER_FLUSH_TIMEOUT_MS", "200".into()),
+        // Short, so that a statement timeout on COMMIT would end its wait for the standby.
+        ("BULK_RECORDER_STATEMENT_TIMEOUT_MS", "1000".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Config::from_vars(&vars).expect("valid configuration")
+}
+
+async fn publish(queue: &TestQueue, n: usize) {
+    let batch: Vec<_> = (0..n).map(|_| sample_transaction(2)).collect();
+    queue
+        .publish_transactions(&batch, bulk_recorder::message::Format::Json)
+        .await;
+}
+
+/// Nothing of the last `held` messages is acknowledged or counted: they stay unacknowledged.
+async fn assert_held(recorder: &RunningRecorder, queue: &TestQueue, committed: u64, held: u64) {
+    assert_eq!(
+        recorder.committed_transactions(),
+        committed,
+        "counted before durable"
+    );
+    let (ready, unacked) = broker_counts(&queue.name);
+    assert_eq!(
+        ready + unacked,
+        held,
+        "acknowledged before the standby has it"
+    );
+    assert!(recorder.health.holding(), "readiness reports the held bulk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_acknowledged_before_the_synchronous_standby_has_it() {
+    let Some(servers) = Replicated::start().await else {
+        return;
+    };
+    let queue = TestQueue::new();
+    let recorder = RunningRecorder::start(recorder_config(&servers.proxy, &queue));
+    publish(&queue, 10).await;
+    wait_until(DRAIN, "10 committed with the standby up", || async {
+        recorder.committed_transactions() == 10
+    })
+    .await;
+
+    // The standby goes away: COMMIT waits for it, past the recorder's statement timeout.
+    servers.standby.stop("fast");
+    publish(&queue, 10).await;
+    servers.waiting_commit().await;
+    wait_until(DRAIN, "the bulk held", || async {
+        recorder.health.holding()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_held(&recorder, &queue, 10, 10).await;
+
+    // An administrator cancels the wait: PostgreSQL says COMMIT succeeded (with a WARNING) and
+    // the rows are committed on the primary only.
+    let pid = servers.waiting_commit().await;
+    servers
+        .on_primary(&format!("SELECT pg_cancel_backend({pid})"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        servers.transactions_on(servers.primary.port).await.0,
+        20,
+        "local commit"
+    );
+    assert_held(&recorder, &queue, 10, 10).await;
+
+    // Another bulk's session is terminated while it waits: its answer is lost.
+    publish(&queue, 10).await;
+    // The cancelled session no longer waits: this is the next bulk's.
+    let pid = servers.waiting_commit().await;
+    servers
+        .on_primary(&format!("SELECT pg_terminate_backend({pid})"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_held(&recorder, &queue, 10, 20).await;
+
+    // The standby comes back: everything is acknowledged once, counted exactly.
+    servers.standby.start(&[]);
+    servers.wait_for_standby("sync").await;
+    wait_until(DRAIN, "30 committed", || async {
+        recorder.committed_transactions() == 30
+    })
+    .await;
+    wait_until(DRAIN, "nothing left in the queue", || async {
+        broker_counts(&queue.name) == (0, 0)
+    })
+    .await;
+    let counts = recorder.metrics.totals();
+    assert_eq!(
+        (counts.transactions.inserted, counts.transactions.ignored),
+        (30, 0),
+        "a resolved COMMIT counts as inserted, never as a duplicate of itself"
+    );
+    assert!(!recorder.health.holding());
+
+    // Failover: the primary dies, the standby is promoted, the same address leads to it.
+    publish(&queue, 10).await;
+    wait_until(DRAIN, "40 committed", || async {
+        recorder.committed_transactions() == 40
+    })
+    .await;
+    servers.primary.stop("immediate");
+    servers.standby.promote();
+    servers
+        .proxy
+        .retarget(&format!("127.0.0.1:{}", servers.standby.port));
+    assert_eq!(
+        servers.transactions_on(servers.standby.port).await,
+        (40, 80),
+        "every acknowledged message's rows survived the failover"
+    );
+    publish(&queue, 10).await;
+    wait_until(DRAIN, "the recorder writes to the new primary", || async {
+        recorder.committed_transactions() == 50
+    })
+    .await;
+    recorder.stop().await;
+    assert_eq!(
+        servers.transactions_on(servers.standby.port).await,
+        (50, 100)
+    );
+    assert_eq!(broker_counts(&queue.name), (0, 0));
+}
