@@ -167,3 +167,100 @@ async fn a_child_whose_parent_never_comes_is_dead_lettered_as_missing_parent() {
         1
     );
 }
+
+/// With every unacknowledged delivery in use (one channel, prefetch 2, bulks of 2, one bulk in
+/// flight), a child whose parent comes later in the same queue waits aside: the messages behind
+/// it are stored and acknowledged (never with an acknowledgement that reaches the child's), its
+/// parent can be delivered, and the child is stored right after it, long before its wait (here
+/// the longest allowed) is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_waiting_for_its_parent_stops_nothing_behind_it() {
+    let (db, queue) = (TestDb::create().await, TestQueue::with_dead_letters().await);
+    let parent = sample_transaction(2);
+    let child = child_of(&parent);
+    let first = sample_transaction(2);
+    queue
+        .publish_transactions(&[first.clone(), child.clone()], Format::Json)
+        .await;
+    let overrides = [
+        ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
+        ("RABBITMQ_NUMBERS_OF_PREFETCH", "2"),
+        ("BULK_RECORDER_SIZE", "2"),
+        ("BULK_RECORDER_BULKS_IN_FLIGHT", "1"),
+        ("BULK_RECORDER_MISSING_PARENT_WAIT_MS", "600000"),
+    ];
+    let recorder = RunningRecorder::start(config(&db, &queue, &overrides));
+    wait_until(DRAIN, "the first stored, the child waiting", || async {
+        recorder.committed_transactions() == 1 && recorder.metrics.parked.get() == 1
+    })
+    .await;
+    let later = sample_transaction(2);
+    queue
+        .publish_transactions(std::slice::from_ref(&later), Format::Json)
+        .await;
+    wait_until(DRAIN, "the later message stored", || async {
+        recorder.committed_transactions() == 2
+    })
+    .await;
+    wait_until(DRAIN, "the later message acknowledged", || async {
+        broker_counts(&queue.name) == (0, 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        broker_counts(&queue.name),
+        (0, 1),
+        "the child's delivery is still unacknowledged"
+    );
+    queue
+        .publish_transactions(std::slice::from_ref(&parent), Format::Json)
+        .await;
+    wait_until(DRAIN, "the parent and then the child stored", || async {
+        stored_transaction_ids(&db).await.len() == 4
+    })
+    .await;
+    wait_until(DRAIN, "everything acknowledged", || async {
+        broker_counts(&queue.name) == (0, 0)
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(metrics.rejected_total(), 0, "nothing dead-lettered");
+    assert_eq!(metrics.parked.get(), 0);
+    assert_eq!(
+        TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await,
+        0
+    );
+}
+
+/// Shutdown while a child waits for its parent: the child goes back to the queue (its parent may
+/// come later), it is not dead-lettered, and the recorder does not spin on it meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_a_waiting_child_goes_back_to_the_queue() {
+    let (db, queue) = (TestDb::create().await, TestQueue::with_dead_letters().await);
+    let orphan = child_of(&sample_transaction(1));
+    queue
+        .publish_transactions(std::slice::from_ref(&orphan), Format::Json)
+        .await;
+    // The longest wait: a shutdown that waited it out would not end within `stop`'s 30 s.
+    let wait = [("BULK_RECORDER_MISSING_PARENT_WAIT_MS", "600000")];
+    let recorder = RunningRecorder::start(config(&db, &queue, &wait));
+    wait_until(DRAIN, "the child waiting", || async {
+        recorder.metrics.parked.get() == 1
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    let retries_before = metrics.retries.get();
+    recorder.stop().await;
+    assert_eq!(
+        metrics.retries.get(),
+        retries_before,
+        "no retries while stopping"
+    );
+    assert_eq!(metrics.rejected_total(), 0);
+    assert_eq!(TestQueue::ready(&queue.name).await, 1, "the child is back");
+    assert_eq!(
+        TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await,
+        0
+    );
+}

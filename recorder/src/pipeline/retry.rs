@@ -7,7 +7,8 @@
 //! A bulk that keeps failing with the same SQLSTATE that may be the rows' fault (a statement
 //! timeout, a trigger's exception; see [`crate::store::errors`]) is given up as a whole after
 //! [`SAME_FAILURE_LIMIT`] tries, so that it is split instead of holding the queue forever. A
-//! single message is never given up that way: only an error about its data rejects it.
+//! single message is given up that way (and dead-lettered with the error) only while the
+//! database otherwise answers: then the trouble is the message, not the database.
 
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ pub const SAME_FAILURE_LIMIT: u32 = 3;
 pub enum Failure {
     /// The rows were refused (a constraint, a value, a missing parent).
     Refused(WriteError),
-    /// The same suspect error again and again (bulks of more than one message only).
+    /// The same suspect error again and again.
     Repeated(WriteError),
     /// Shutdown began first: the messages go back to the queue.
     Stopping(WriteError),
@@ -65,7 +66,7 @@ pub async fn write(flusher: &Flusher, transactions: &[&Transaction]) -> Result<(
         if *flusher.shutdown.borrow() {
             return Err(Failure::Stopping(error));
         }
-        if transactions.len() > 1 && repeated(&mut same, &error) {
+        if repeated(&mut same, &error) && (transactions.len() > 1 || flusher.health.database()) {
             return Err(Failure::Repeated(error));
         }
         let delay = backoff.next_delay();
