@@ -164,38 +164,7 @@ impl TestQueue {
     pub async fn quorum_with_dead_letters(delivery_limit: Option<i64>) -> Self {
         let name = format!("br-test-{}", Uuid::new_v4().simple());
         let dlq = format!("{name}.dlq");
-        let connection = connect().await;
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .queue_declare(
-                dlq.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare dead-letter queue");
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(dlq.as_str().into()),
-        );
-        args.insert("x-max-length".into(), AMQPValue::LongLongInt(1_000_000));
-        if let Some(limit) = delivery_limit {
-            args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit));
-        }
-        channel
-            .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
-            .await
-            .expect("declare queue with arguments");
-        let _ = connection.close(200, "ok".into()).await;
+        declare_quorum_with_dead_letters(&name, &dlq, delivery_limit).await;
         Self {
             name,
             dead_letters: Some(dlq),
@@ -252,6 +221,50 @@ impl TestQueue {
             .expect("publish");
         let _ = connection.close(200, "ok".into()).await;
     }
+}
+
+/// Declares `dlq` and `name`, a quorum queue dead-lettering to `dlq` with a length limit (and a
+/// delivery limit), as an operator would.
+pub async fn declare_quorum_with_dead_letters(name: &str, dlq: &str, delivery_limit: Option<i64>) {
+    let connection = connect().await;
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            dlq.into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare dead-letter queue");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(dlq.into()),
+    );
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(1_000_000));
+    if let Some(limit) = delivery_limit {
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit));
+    }
+    channel
+        .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+        .await
+        .expect("declare queue with arguments");
+    let _ = connection.close(200, "ok".into()).await;
+}
+
+/// The type and arguments of `queue` as the broker lists it; `None` when it does not exist.
+pub fn queue_listing(queue: &str) -> Option<serde_json::Value> {
+    rabbitmqctl_json("list_queues", &["name", "type", "arguments"])
+        .into_iter()
+        .find(|row| row["name"] == queue)
 }
 
 impl Default for TestQueue {
