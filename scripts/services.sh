@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure PostgreSQL (127.0.0.1:5432) and RabbitMQ (127.0.0.1:5672) answer, and that this
-# machine can build the project. Reuses whatever already answers; otherwise installs (apt) and
+# Makes sure PostgreSQL (127.0.0.1:5432), RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379)
+# answer, and that this machine can build the project. Reuses whatever already answers; otherwise installs (apt) and
 # starts it. Meant to be sourced: it sets STARTED_SERVICES (what it started) and defines
 # stop_started_services, so callers can stop exactly what they started.
 #
@@ -63,16 +63,30 @@ ensure_rabbitmq() {
   STARTED_SERVICES+=("rabbitmq")
 }
 
-# What the TLS tests start themselves: a throwaway PostgreSQL cluster (initdb and pg_ctl, which
-# Debian keeps in /usr/lib/postgresql/<version>/bin) and a TLS terminator (socat) in front of
-# RabbitMQ.
+ensure_redis() {
+  if answers 6379; then echo "Redis: already answering on 127.0.0.1:6379, reusing it"; return 0; fi
+  if ! command -v redis-server >/dev/null; then
+    echo "Redis: installing (apt)"
+    apt_install redis-server
+  fi
+  echo "Redis: starting (in memory: nothing saved to disk)"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp --logfile /tmp/bulk-recorder-redis.log
+  wait_for_port 6379
+  STARTED_SERVICES+=("redis")
+}
+
+# What some tests start themselves: throwaway PostgreSQL servers (initdb, pg_ctl and
+# pg_basebackup, which Debian keeps in /usr/lib/postgresql/<version>/bin), a TLS terminator
+# (socat) in front of RabbitMQ, and a throwaway redis-server (installed with Redis above).
 ensure_test_tools() {
   local missing=()
   command -v socat >/dev/null || missing+=(socat)
+  command -v redis-server >/dev/null || missing+=(redis-server)
   if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=(postgresql)
   fi
-  [ ${#missing[@]} = 0 ] || { echo "installing for the TLS tests (apt): ${missing[*]}"; apt_install "${missing[@]}"; }
+  [ ${#missing[@]} = 0 ] || { echo "installing for the tests' own servers (apt): ${missing[*]}"; apt_install "${missing[@]}"; }
 }
 
 stop_started_services() {
@@ -82,11 +96,12 @@ stop_started_services() {
       postgresql:*) echo "PostgreSQL: stopping (this script started it)"
                     as_root pg_ctlcluster --skip-systemctl-redirect "${service#postgresql:}" main stop || true ;;
       rabbitmq) echo "RabbitMQ: stopping (this script started it)"; as_root rabbitmqctl -q stop >/dev/null || true ;;
+      redis) echo "Redis: stopping (this script started it)"; redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true ;;
     esac
   done
   STARTED_SERVICES=()
 }
 
 ensure_services() {
-  ensure_build_tools && ensure_postgres && ensure_rabbitmq
+  ensure_build_tools && ensure_postgres && ensure_rabbitmq && ensure_redis
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's tests, against real PostgreSQL and RabbitMQ (started or installed when they do
-# not answer; reused when they do; stopped again at the end only if this script started them).
+# The project's tests, against real PostgreSQL, RabbitMQ and Redis (started or installed when
+# they do not answer; reused when they do; stopped again at the end only if this script started
+# them).
 # Usage: ./scripts/test.sh [extra arguments for the test binaries]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ ensure_test_tools
 
 export TEST_POSTGRES_ADMIN_URL="${TEST_POSTGRES_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export TEST_RABBITMQ_URL="${TEST_RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 
 # The Helm chart: lint, render, RBAC against the operator's calls (fetches helm if needed).
 ./scripts/check-chart.sh

@@ -66,7 +66,7 @@ async fn assert_rows(db: &TestDb, fixture: &Fixture) {
 }
 
 /// An insert fixture: its rows, and nothing else, are stored; one message decoded as `midaz`.
-async fn insert_case(name: &str) {
+async fn insert_case(name: &str) -> std::sync::Arc<bulk_recorder::telemetry::metrics::Metrics> {
     let (db, queue) = ledger().await;
     let case = fixture(name);
     let metrics = drain(&db, &queue, vec![vec![case.body.clone()]], &[]).await;
@@ -82,6 +82,10 @@ async fn insert_case(name: &str) {
         (totals.transactions.inserted, totals.operations.inserted),
         (1, case.operations().len() as u64)
     );
+    if name != "metadata" {
+        assert_eq!(metrics.metadata_not_stored_count(), 0, "{name}");
+    }
+    metrics
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +110,12 @@ async fn big_decimals_and_every_zero_encoding_are_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_and_a_lost_transaction_date_do_not_disturb_the_rows() {
-    insert_case("metadata").await;
+    let metrics = insert_case("metadata").await;
+    assert_eq!(
+        metrics.metadata_not_stored_count(),
+        1,
+        "the metadata the ledger keeps in its document store is counted as not stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

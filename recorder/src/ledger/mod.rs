@@ -2,6 +2,7 @@
 //! recorder replacing it must do too: acknowledge its Redis backup ([`backup`]).
 
 pub mod backup;
+mod redis_client;
 
 use std::sync::Arc;
 

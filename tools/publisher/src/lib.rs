@@ -67,7 +67,16 @@ pub fn encode(transaction: &Transaction, format: Format) -> Vec<u8> {
     match format {
         Format::Json => serde_json::to_vec(transaction).expect("a transaction serializes to JSON"),
         Format::Msgpack => msgpack(transaction),
-        Format::Midaz => midaz::encode(transaction),
+        Format::Midaz => midaz::encode(transaction, false),
+    }
+}
+
+/// Encodes the commit (or cancel) of a PENDING transaction: in the ledger's format it is marked
+/// as settling a pending one (`Validate.Pending`), which its Redis backup rule depends on.
+pub fn encode_commit(commit: &Transaction, format: Format) -> Vec<u8> {
+    match format {
+        Format::Midaz => midaz::encode(commit, true),
+        other => encode(commit, other),
     }
 }
 
@@ -196,7 +205,7 @@ pub async fn publish(
         } else if fastrand::u8(0..100) < plan.pending_percent {
             published.unique_transactions += 1;
             let (pending, commit) = pending_and_commit(plan.operations);
-            commits.push_back((encode(&commit, format), content_type(format)));
+            commits.push_back((encode_commit(&commit, format), content_type(format)));
             (encode(&pending, format), content_type(format))
         } else {
             published.unique_transactions += 1;

@@ -284,10 +284,12 @@ fn operation(o: &Operation) -> GoOperation<'_> {
 
 /// The ledger's queue message for `t`. The PENDING input (`Body`) is not written: a recorder
 /// reading this stores `body` NULL.
-pub fn encode(t: &Transaction) -> Vec<u8> {
+/// `settles_pending`: the message commits or cancels a PENDING transaction, which the ledger
+/// marks with `Validate.Pending` (a new posting has it false, a PENDING one true).
+pub fn encode(t: &Transaction, settles_pending: bool) -> Vec<u8> {
     let payload = Payload {
         validate: Validate {
-            pending: t.is_pending() || t.is_final() && t.status.description.is_some(),
+            pending: t.is_pending() || settles_pending,
         },
         transaction: GoTransaction {
             id: t.id.to_string(),
