@@ -4,7 +4,8 @@
 //! consumers decoding deliveries, settlement), [`pipeline`] (collecting bulks, writing them,
 //! settling them in order, reconnecting), [`store`] (PostgreSQL: the bulk and one-by-one
 //! writes), [`ledger`] (the ledger's own bookkeeping around its queue: its Redis backup),
-//! [`telemetry`] (counts, metrics, health, reports to the cluster).
+//! [`telemetry`] (counts, metrics, health, reports to the cluster), and [`replay`] (moving
+//! dead-lettered messages back).
 
 pub mod backoff;
 pub mod broker;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod ledger;
 pub mod message;
 pub mod pipeline;
+pub mod replay;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! `bulk-recorder`: runs the recorder, configured by the environment.
+//! `bulk-recorder`: runs the recorder, configured by the environment; `bulk-recorder replay`
+//! moves dead-lettered messages back.
 
 use std::sync::Arc;
 
@@ -6,6 +7,7 @@ use anyhow::Context;
 use bulk_recorder::{
     config::{Config, LogFormat, ReportTarget},
     pipeline::recorder,
+    replay::{self, Destination, Plan},
     startup,
     telemetry::{health::Health, http, metrics::Metrics, status_report::Reporter},
 };
@@ -24,14 +26,91 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Moves dead-lettered messages back (publisher confirms: each is removed from the source only
+    /// once its copy is confirmed), by the recorder's reason header, and prints what moved per
+    /// reason. Exits 1 when a selected message could not be moved (it stays in the source).
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The dead-letter queue to read.
+    #[arg(long)]
+    from: String,
+    /// Publish to this exchange (with --routing-key).
+    #[arg(long, requires = "routing_key", conflicts_with = "to_queue")]
+    to_exchange: Option<String>,
+    #[arg(long, requires = "to_exchange")]
+    routing_key: Option<String>,
+    /// Publish to this queue (through the default exchange).
+    #[arg(long, required_unless_present = "to_exchange")]
+    to_queue: Option<String>,
+    /// Only messages dead-lettered with this reason (`x-bulk-recorder-reason`: missing_parent,
+    /// database, invalid, malformed, unsupported, ...).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Move at most this many messages.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Count what would move, per reason; move nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long, env = "RABBITMQ_URL", hide_env_values = true)]
+    rabbitmq_url: String,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => run_recorder().await,
+        Some(Command::Replay(args)) => run_replay(args).await,
     }
+}
+
+async fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
+    init_logs(LogFormat::Text);
+    let to = match (args.to_exchange, args.routing_key, args.to_queue) {
+        (Some(exchange), Some(routing_key), _) => Destination::Exchange {
+            exchange,
+            routing_key,
+        },
+        (_, _, Some(queue)) => Destination::Queue(queue),
+        _ => unreachable!("clap requires a destination"),
+    };
+    let plan = Plan {
+        from: args.from,
+        to,
+        reason: args.reason,
+        limit: args.limit,
+        dry_run: args.dry_run,
+    };
+    let report = replay::replay(&args.rabbitmq_url, &plan)
+        .await
+        .context("replaying")?;
+    let (verb, counts) = if plan.dry_run {
+        ("would move", &report.matching)
+    } else {
+        ("moved", &report.moved)
+    };
+    for (reason, count) in counts {
+        println!("{verb} reason={reason} messages={count}");
+    }
+    println!(
+        "{verb} {} in all, {} left in {} (another reason), {} failed",
+        counts.values().sum::<u64>(),
+        report.skipped,
+        plan.from,
+        report.failed.len()
+    );
+    for failure in &report.failed {
+        eprintln!("bulk-recorder replay: not moved: {failure}");
+    }
+    if !report.failed.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn run_recorder() -> anyhow::Result<()> {

@@ -1,0 +1,334 @@
+//! Dead letters that say why, and replay: with `BULK_RECORDER_DEAD_LETTER_EXCHANGE` set, every
+//! rejected message reaches it unchanged with the reason, the error and the pod in headers, and
+//! is acknowledged only once the broker confirmed the copy (a target that routes nowhere loses
+//! nothing); `bulk-recorder replay` moves them back by reason once the cause is fixed.
+
+use std::time::Duration;
+
+use bulk_recorder::message::{Format, Transaction};
+use bulk_recorder_e2e::*;
+use bulk_recorder_publish::{encode, sample_transaction};
+use lapin::{
+    BasicProperties, ExchangeKind,
+    options::{
+        BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+        QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable},
+};
+use uuid::Uuid;
+
+const DRAIN: Duration = Duration::from_secs(60);
+const ROUTING_KEY: &str = "rejected";
+
+/// A direct exchange of this test's own, its queue bound (or not yet) by [`ROUTING_KEY`].
+struct DeadLetterTarget {
+    exchange: String,
+    queue: TestQueue,
+}
+
+impl DeadLetterTarget {
+    async fn new(bound: bool) -> Self {
+        let target = Self {
+            exchange: format!("br-test-dlx-{}", Uuid::new_v4().simple()),
+            queue: TestQueue::new(),
+        };
+        let connection = connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .exchange_declare(
+                target.exchange.as_str().into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_declare(
+                target.queue.name.as_str().into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = connection.close(200, "ok".into()).await;
+        if bound {
+            target.bind().await;
+        }
+        target
+    }
+
+    async fn bind(&self) {
+        let connection = connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .queue_bind(
+                self.queue.name.as_str().into(),
+                self.exchange.as_str().into(),
+                ROUTING_KEY.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = connection.close(200, "ok".into()).await;
+    }
+
+    fn env(&self) -> [(&'static str, &str); 3] {
+        [
+            ("BULK_RECORDER_DEAD_LETTER_EXCHANGE", self.exchange.as_str()),
+            ("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY", ROUTING_KEY),
+            ("POD_NAME", "recorder-pod-7"),
+        ]
+    }
+
+    /// The dead letters, read and put back: (reason, error, pod, body, message id, x-trace).
+    async fn letters(&self) -> Vec<[String; 6]> {
+        let connection = connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        let mut letters = Vec::new();
+        while let Some(got) = channel
+            .basic_get(
+                self.queue.name.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .unwrap()
+        {
+            let properties = &got.delivery.properties;
+            let header = |name: &str| match properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get(name).cloned())
+            {
+                Some(AMQPValue::LongString(s)) => s.to_string(),
+                _ => String::new(),
+            };
+            letters.push([
+                header("x-bulk-recorder-reason"),
+                header("x-bulk-recorder-error"),
+                header("x-bulk-recorder-pod"),
+                String::from_utf8_lossy(&got.delivery.data).into_owned(),
+                properties
+                    .message_id()
+                    .as_ref()
+                    .map_or(String::new(), |m| m.to_string()),
+                header("x-trace"),
+            ]);
+        }
+        let _ = connection.close(200, "ok".into()).await; // unacknowledged: back in the queue
+        letters.sort();
+        letters
+    }
+}
+
+impl Drop for DeadLetterTarget {
+    fn drop(&mut self) {
+        let exchange = self.exchange.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async move {
+                    let connection = connect().await;
+                    if let Ok(channel) = connection.create_channel().await {
+                        let _ = channel
+                            .exchange_delete(
+                                exchange.as_str().into(),
+                                ExchangeDeleteOptions::default(),
+                            )
+                            .await;
+                    }
+                    let _ = connection.close(200, "ok".into()).await;
+                })
+        })
+        .join();
+    }
+}
+
+/// A malformed body, published with a message id and a header of the producer's own.
+async fn publish_malformed(queue: &TestQueue) {
+    bulk_recorder_publish::declare_queue(&connect().await, &queue.name)
+        .await
+        .unwrap();
+    let connection = connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert("x-trace".into(), AMQPValue::LongString("abc".into()));
+    let properties = BasicProperties::default()
+        .with_message_id("bad-json".into())
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    channel
+        .basic_publish(
+            "".into(),
+            queue.name.as_str().into(),
+            BasicPublishOptions::default(),
+            b"{\"id\": ",
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let _ = connection.close(200, "ok".into()).await;
+}
+
+/// Refused by PostgreSQL (a timestamp 7000 years ago), decoded fine in the ledger's format.
+fn poison() -> Transaction {
+    let mut t = sample_transaction(2);
+    t.created_at = chrono::DateTime::from_timestamp(-220_898_664_000, 0).unwrap();
+    t
+}
+
+fn replay(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(recorder_binary())
+        .arg("replay")
+        .args(args)
+        .env("RABBITMQ_URL", rabbitmq_url())
+        .output()
+        .expect("bulk-recorder replay runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_messages_say_why_and_replay_moves_them_back_by_reason() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let dead = DeadLetterTarget::new(true).await;
+    let good: Vec<_> = (0..3).map(|_| sample_transaction(2)).collect();
+    let parent = sample_transaction(1);
+    let mut orphan = sample_transaction(1);
+    orphan.parent_transaction_id = Some(parent.id);
+    queue.publish_transactions(&good, Format::Json).await;
+    publish_malformed(&queue).await;
+    let envelope =
+        std::fs::read(bulk_recorder_e2e::ledger::fixture_dir().join("engine-envelope.json"))
+            .unwrap();
+    queue
+        .publish_raw(vec![
+            (envelope, "application/json"),
+            (encode(&poison(), Format::Midaz), "application/json"),
+            (encode(&orphan, Format::Json), "application/json"),
+        ])
+        .await;
+    let mut env = dead.env().to_vec();
+    env.push(("BULK_RECORDER_MISSING_PARENT_WAIT_MS", "0"));
+    let recorder = RunningRecorder::start(config(&db, &queue, &env));
+    wait_until(DRAIN, "every message settled", || async {
+        recorder.settled_messages() == 7 && broker_counts(&queue.name) == (0, 0)
+    })
+    .await;
+    let letters = dead.letters().await;
+    let reasons: Vec<&str> = letters.iter().map(|l| l[0].as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["database", "malformed", "missing_parent", "unsupported"]
+    );
+    for [reason, error, pod, ..] in &letters {
+        assert_eq!(pod, "recorder-pod-7", "{reason}");
+        assert!(!error.is_empty(), "{reason}: the error text");
+    }
+    let malformed = &letters[1];
+    assert_eq!(malformed[3], "{\"id\": ", "the body unchanged");
+    assert_eq!(
+        (malformed[4].as_str(), malformed[5].as_str()),
+        ("bad-json", "abc")
+    );
+    assert!(
+        letters[3][1].contains("write-behind envelope v1"),
+        "{}",
+        letters[3][1]
+    );
+    for reason in ["database", "malformed", "missing_parent", "unsupported"] {
+        assert_eq!(recorder.metrics.dead_lettered_count(reason), 1, "{reason}");
+    }
+
+    // A dry run moves nothing; replaying the missing parent's child once the parent is stored
+    // moves it alone.
+    let (ok, out) = replay(&[
+        "--from",
+        &dead.queue.name,
+        "--to-queue",
+        &queue.name,
+        "--dry-run",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("would move reason=missing_parent messages=1"),
+        "{out}"
+    );
+    assert_eq!(TestQueue::ready(&dead.queue.name).await, 4);
+    queue
+        .publish_transactions(std::slice::from_ref(&parent), Format::Json)
+        .await;
+    wait_until(DRAIN, "the parent stored", || async {
+        recorder.committed_transactions() == 4
+    })
+    .await;
+    let (ok, out) = replay(&[
+        "--from",
+        &dead.queue.name,
+        "--to-queue",
+        &queue.name,
+        "--reason",
+        "missing_parent",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("moved reason=missing_parent messages=1"),
+        "{out}"
+    );
+    assert!(out.contains("3 left"), "{out}");
+    wait_until(DRAIN, "the child stored", || async {
+        stored_transaction_ids(&db).await.contains(&orphan.id)
+    })
+    .await;
+    assert_eq!(TestQueue::ready(&dead.queue.name).await, 3);
+
+    // A destination that routes nowhere: nothing is lost, the command says so and fails.
+    let nowhere = DeadLetterTarget::new(false).await;
+    let (ok, out) = replay(&[
+        "--from",
+        &dead.queue.name,
+        "--to-exchange",
+        &nowhere.exchange,
+        "--routing-key",
+        "x",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("routed nowhere"), "{out}");
+    assert_eq!(
+        TestQueue::ready(&dead.queue.name).await,
+        3,
+        "still in the dead-letter queue"
+    );
+    recorder.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_the_broker_cannot_route_is_never_lost() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let dead = DeadLetterTarget::new(false).await;
+    publish_malformed(&queue).await;
+    let recorder = RunningRecorder::start(config(&db, &queue, &dead.env()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (ready, unacked) = broker_counts(&queue.name);
+    assert_eq!(
+        ready + unacked,
+        1,
+        "not acknowledged while its dead letter goes nowhere"
+    );
+    assert_eq!(TestQueue::ready(&dead.queue.name).await, 0);
+    dead.bind().await;
+    wait_until(DRAIN, "dead-lettered once the target routes", || async {
+        broker_counts(&queue.name) == (0, 0)
+    })
+    .await;
+    assert_eq!(TestQueue::ready(&dead.queue.name).await, 1);
+    recorder.stop().await;
+}
