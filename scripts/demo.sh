@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The demo: the recorder against real RabbitMQ and PostgreSQL on this machine.
+# The demo: the recorder against real RabbitMQ, PostgreSQL and Redis on this machine.
 #
 # Starts (or installs) the services when they do not answer, creates the database
-# `bulk_recorder_demo`, publishes 10,000 transactions (5 operations each) in turn as JSON,
+# `bulk_recorder_demo`, writes the ledger's Redis backup entries (in Redis database 15, which
+# the demo empties) and publishes 10,000 transactions (5 operations each) in turn as JSON,
 # msgpack and the reference ledger's own message format, ~5% of them twice, 10% as PENDING
 # followed by their commit, and 12 invalid messages; runs the recorder (format auto) until the
-# queue is drained, prints what it counted and its throughput, then stops the recorder and
-# whatever services it started.
+# queue is drained, prints what it counted, what became of the ledger's backup entries and its
+# throughput, then stops the recorder and whatever services it started.
 # Usage: ./scripts/demo.sh [--count N] [more `bulk-recorder-publish` flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ export RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672/%2f"
 export RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE=$QUEUE
 export DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/$DB"
 export METRICS_ADDR="127.0.0.1:$PORT"
+# The ledger's Redis backup: a database of the demo's own.
+export REDIS_URL="redis://127.0.0.1:6379/15"
 
 RECORDER_PID=""
 cleanup() {
@@ -37,10 +40,11 @@ BIN=target/release/bulk-recorder
 echo "== fresh database $DB and queue $QUEUE"
 psql -q "postgres://postgres:postgres@127.0.0.1:5432/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 rabbitmqctl -q delete_queue "$QUEUE" >/dev/null 2>&1 || true
+redis-cli -n 15 FLUSHDB >/dev/null
 
-echo "== publishing"
+echo "== publishing (the ledger's backup entries first, as the ledger does)"
 published=$("$BIN-publish" --count 10000 --operations 5 --duplicates 5 --pending 10 \
-  --invalid 12 --format json,msgpack,midaz "$@")
+  --invalid 12 --format json,msgpack,midaz --ledger-redis "$REDIS_URL" "$@")
 echo "$published"
 messages=$(sed -E 's/.*published=([0-9]+).*/\1/' <<<"$published")
 
@@ -75,6 +79,12 @@ pending=$(psql -At "$DATABASE_URL" -c "SELECT count(*) FROM transaction WHERE st
 rows_t=$(psql -At "$DATABASE_URL" -c "SELECT count(*) FROM transaction")
 rows_o=$(psql -At "$DATABASE_URL" -c "SELECT count(*) FROM operation")
 ready=$(rabbitmqctl -q list_queues name messages_ready messages_unacknowledged | awk -v q="$QUEUE" '$1 == q { print $2 "/" $3 }')
+cleanup=$(for r in removed kept absent failed dropped; do printf '%s=%d ' "$r" "$(family bulk_recorder_ledger_cleanup_total "\"$r\"")"; done)
+metadata=$(metric bulk_recorder_metadata_not_stored_total)
+# The backlog is retried in the background: give a failed cleanup a moment before counting.
+sleep 1
+left_entries=$(redis-cli -n 15 HLEN 'backup_queue:{transactions}')
+left_keys=$(redis-cli -n 15 --scan --pattern 'wb_transaction:*' | wc -l)
 seconds=$(echo "$end - $start" | bc -l)
 
 kill -TERM "$RECORDER_PID"; wait "$RECORDER_PID"; RECORDER_PID=""
@@ -86,6 +96,8 @@ printf 'messages decoded by format: %s\n' "$formats"
 printf 'rejected messages: %d (dead-lettered or dropped by the queue policy)\n' "$rej"
 printf 'rows in PostgreSQL: transaction=%d operation=%d, still PENDING: %d\n' "$rows_t" "$rows_o" "$pending"
 printf 'queue ready/unacked after the run: %s\n' "${ready:-0/0}"
+printf "the ledger's Redis backup entries: %s; left in Redis: %d entries, %d write-behind keys\n" "$cleanup" "$left_entries" "$left_keys"
+printf 'messages carrying metadata (not stored by the recorder): %d\n' "$metadata"
 printf 'bulks: %d, statements: %d (%.2f per bulk: COPY of both tables, or one upsert)\n' "$flushes" "$statements" "$(echo "$statements / $flushes" | bc -l)"
 printf 'throughput: %.0f transactions/s (%.0f operations/s) over %.2f s\n' \
   "$(echo "$t_att / $seconds" | bc -l)" "$(echo "$o_att / $seconds" | bc -l)" "$seconds"

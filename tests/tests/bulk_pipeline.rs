@@ -265,7 +265,8 @@ async fn one_by_one_mode_stays_within_postgresqls_connection_limit_with_many_wor
     recorder.stop().await;
     admin.close().await;
     assert_eq!(db.count("transaction").await, 400);
-    // 16 writes in flight, a probe, and one to resolve a lost COMMIT: far from 121.
-    assert!(most <= 18, "{most} connections open at once");
+    // 16 writes in flight, the waiting room's, a probe, and one to look at a late COMMIT: far
+    // from 121.
+    assert!(most <= 19, "{most} connections open at once");
     assert!(most > 1, "the baseline still writes in parallel: {most}");
 }

@@ -61,6 +61,22 @@ async fn until_blocked(db: &TestDb) {
     .await;
 }
 
+/// Writes `t` while `other` holds the row it needs, then lets `other` commit.
+async fn race(
+    db: &TestDb,
+    writer: &BulkWriter,
+    t: &Transaction,
+    other: &mut PgConnection,
+) -> Written {
+    let racing = {
+        let (writer, t) = (writer.clone(), t.clone());
+        tokio::spawn(async move { writer.write(&[&t]).await })
+    };
+    until_blocked(db).await;
+    sqlx::raw_sql("COMMIT").execute(&mut *other).await.unwrap();
+    racing.await.unwrap().expect("written")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_racing_the_same_commit_elsewhere_is_a_duplicate_not_a_conflict() {
     let (db, writer, _) = writers().await;
@@ -76,13 +92,7 @@ async fn a_commit_racing_the_same_commit_elsewhere_is_a_duplicate_not_a_conflict
         ),
     )
     .await;
-    let racing = {
-        let (writer, commit) = (writer.clone(), commit.clone());
-        tokio::spawn(async move { writer.write(&[&commit]).await })
-    };
-    until_blocked(&db).await;
-    sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
-    let written = racing.await.unwrap().expect("written");
+    let written = race(&db, &writer, &commit, &mut other).await;
     let t = written.counts.transactions;
     assert_eq!(
         (t.attempted, t.updated, t.ignored, t.conflicting),
@@ -111,13 +121,7 @@ async fn a_reused_id_racing_its_first_insert_elsewhere_is_a_conflict() {
         ),
     )
     .await;
-    let racing = {
-        let (writer, mine) = (writer.clone(), mine.clone());
-        tokio::spawn(async move { writer.write(&[&mine]).await })
-    };
-    until_blocked(&db).await;
-    sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
-    let written = racing.await.unwrap().expect("written");
+    let written = race(&db, &writer, &mine, &mut other).await;
     assert_eq!(written.counts.transactions.conflicting, 1);
     let o = written.counts.operations;
     assert_eq!((o.inserted, o.conflicting), (0, 2), "its legs are left out");

@@ -59,81 +59,16 @@ pub async fn consume(
     decoding: Decoding,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConsumeError> {
-    let broker = |source| ConsumeError::Broker {
-        channel: index,
-        source,
-    };
     while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.map_err(broker)?;
-        let tag = Tag {
+        let delivery = delivery.map_err(|source| ConsumeError::Broker {
             channel: index,
-            delivery: delivery.delivery_tag,
+            source,
+        })?;
+        let Some(pending) = decode_one(index, delivery, &settler, &decoding).await? else {
+            continue;
         };
-        let message_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.to_string());
-        let decoded = decode(&delivery.data, decoding.format, decoding.max_message_bytes);
-        let raw = settler.keeps_raw().then_some(Raw {
-            body: delivery.data,
-            properties: delivery.properties,
-            routing_key: delivery.routing_key.to_string(),
-        });
-        match decoded {
-            Ok(Decoded::Transaction {
-                transaction,
-                format,
-                bookkeeping,
-            }) => {
-                decoding.metrics.decoded(format);
-                let pending = Pending {
-                    tag,
-                    message_id,
-                    transaction: *transaction,
-                    bookkeeping,
-                    raw,
-                };
-                if out.send(pending).await.is_err() {
-                    return Ok(());
-                }
-            }
-            Ok(Decoded::Skip { reason }) => {
-                // The ledger's "nothing to persist": acknowledged now (alone: lower tags may
-                // still be in a bulk), and said loudly enough to notice a producer that
-                // suddenly sends nothing else.
-                tracing::warn!(
-                    delivery_tag = tag.delivery,
-                    message_id = message_id.as_deref().unwrap_or(""),
-                    reason,
-                    "message acknowledged without rows (the ledger's empty QueueData)"
-                );
-                decoding.metrics.skip(reason);
-                settler
-                    .ack_one(tag)
-                    .await
-                    .map_err(|e| ConsumeError::Settle(index, e))?;
-            }
-            Err(error) => {
-                tracing::warn!(
-                    delivery_tag = tag.delivery,
-                    channel = index,
-                    message_id = message_id.as_deref().unwrap_or(""),
-                    reason = error.reason(),
-                    %error,
-                    "message rejected without requeue"
-                );
-                let rejected = Rejected {
-                    tag,
-                    reason: error.reason(),
-                    error: error.to_string(),
-                    raw,
-                };
-                settler
-                    .reject(rejected)
-                    .await
-                    .map_err(|e| ConsumeError::Settle(index, e))?;
-            }
+        if out.send(pending).await.is_err() {
+            return Ok(());
         }
     }
     if *shutdown.borrow() {
@@ -141,4 +76,77 @@ pub async fn consume(
     } else {
         Err(ConsumeError::Cancelled(index))
     }
+}
+
+/// A delivery for the collector, or `None` when it was settled here: acknowledged (nothing to
+/// write) or dead-lettered (it cannot be written).
+async fn decode_one(
+    index: usize,
+    delivery: lapin::message::Delivery,
+    settler: &Settler,
+    decoding: &Decoding,
+) -> Result<Option<Pending>, ConsumeError> {
+    let tag = Tag {
+        channel: index,
+        delivery: delivery.delivery_tag,
+    };
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.to_string());
+    let decoded = decode(&delivery.data, decoding.format, decoding.max_message_bytes);
+    let raw = settler.keeps_raw().then_some(Raw {
+        body: delivery.data,
+        properties: delivery.properties,
+        routing_key: delivery.routing_key.to_string(),
+    });
+    let settled = match decoded {
+        Ok(Decoded::Transaction {
+            transaction,
+            format,
+            bookkeeping,
+        }) => {
+            decoding.metrics.decoded(format);
+            return Ok(Some(Pending {
+                tag,
+                message_id,
+                transaction: *transaction,
+                bookkeeping,
+                raw,
+            }));
+        }
+        Ok(Decoded::Skip { reason }) => {
+            // The ledger's "nothing to persist": acknowledged now (alone: lower tags may still
+            // be in a bulk), and said loudly enough to notice a producer that suddenly sends
+            // nothing else.
+            tracing::warn!(
+                delivery_tag = tag.delivery,
+                message_id = message_id.as_deref().unwrap_or(""),
+                reason,
+                "message acknowledged without rows (the ledger's empty QueueData)"
+            );
+            decoding.metrics.skip(reason);
+            settler.ack_one(tag).await
+        }
+        Err(error) => {
+            tracing::warn!(
+                delivery_tag = tag.delivery,
+                channel = index,
+                message_id = message_id.as_deref().unwrap_or(""),
+                reason = error.reason(),
+                %error,
+                "message rejected without requeue"
+            );
+            let rejected = Rejected {
+                tag,
+                reason: error.reason(),
+                error: error.to_string(),
+                raw,
+            };
+            settler.reject(rejected).await
+        }
+    };
+    settled.map_err(|e| ConsumeError::Settle(index, e))?;
+    Ok(None)
 }

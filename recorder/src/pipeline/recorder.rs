@@ -69,10 +69,11 @@ pub async fn run(
         // The baseline writes like the reference's workers: one message each, in parallel.
         usize::from(config.workers).min(ONE_BY_ONE_IN_FLIGHT)
     };
-    // One connection per write in flight, one for the readiness probe, one to ask whether a
-    // COMMIT whose answer was lost went through.
+    // One connection per write in flight, one for the waiting room's writes (children of
+    // missing parents), one for the readiness probe, one to look at a late COMMIT, ask what
+    // became of a lost one, or read the standbys' positions.
     let Some(pool) =
-        connect_database(&config, in_flight as u32 + 2, &health, shutdown.clone()).await
+        connect_database(&config, in_flight as u32 + 3, &health, shutdown.clone()).await
     else {
         return Ok(());
     };

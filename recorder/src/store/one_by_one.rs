@@ -118,10 +118,7 @@ async fn insert_operation(
     o: &Operation,
     deadline: &Deadline,
 ) -> Result<bool, WriteError> {
-    let mut insert = sqlx::query(&sql::ONE_OPERATION);
-    for column in &OPERATION {
-        insert = bind_cell(insert, column.kind, (column.value)(o));
-    }
+    let insert = with_operation(sqlx::query(&sql::ONE_OPERATION), o);
     let inserted = deadline
         .call("an operation row", insert.fetch_optional(&mut *conn))
         .await?;
@@ -134,10 +131,7 @@ async fn operation_conflicts(
     o: &Operation,
     deadline: &Deadline,
 ) -> Result<bool, WriteError> {
-    let mut query = sqlx::query(&sql::ONE_OPERATION_CONFLICTS);
-    for column in &OPERATION {
-        query = bind_cell(query, column.kind, (column.value)(o));
-    }
+    let query = with_operation(sqlx::query(&sql::ONE_OPERATION_CONFLICTS), o);
     let row = deadline
         .call(
             "comparing with the stored operation",
@@ -148,4 +142,15 @@ async fn operation_conflicts(
         Some(row) => row.try_get(0).map_err(WriteError::classify),
         None => Ok(false),
     }
+}
+
+/// `query` with `o`'s columns bound as its parameters, in the table's order.
+fn with_operation<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    o: &'q Operation,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for column in &OPERATION {
+        query = bind_cell(query, column.kind, (column.value)(o));
+    }
+    query
 }

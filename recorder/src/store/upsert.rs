@@ -149,6 +149,45 @@ async fn classify(
         .copied()
         .filter(|op| stored.contains(&op.transaction_id) || again.contains(&op.id))
         .collect();
+    let (conflicts, inserted, of_conflicts, conflicting, racing) =
+        classify_statement(conn, &rows, &ops, deadline).await?;
+    result.statements += 1;
+    let inserted = inserted.unwrap_or_default();
+    if result.evidence.is_none() {
+        result.evidence = inserted.first().map(|id| Evidence::Operation(*id));
+    }
+    result.operations_inserted += inserted.len() as u64;
+    result.conflicts = conflicts.unwrap_or_default();
+    result.operations_of_conflicts += of_conflicts as u64;
+    result.operations_conflicting += conflicting as u64;
+    let racing = racing.unwrap_or_default();
+    if !racing.is_empty() {
+        let racing: HashSet<&Uuid> = racing.iter().collect();
+        let ops: Vec<&Operation> = ops
+            .into_iter()
+            .filter(|op| racing.contains(&op.id))
+            .collect();
+        result.operations_conflicting += classify_operations(conn, &ops, deadline).await?;
+        result.statements += 1;
+    }
+    Ok(())
+}
+
+type Classified = (
+    Option<Vec<Uuid>>,
+    Option<Vec<Uuid>>,
+    i64,
+    i64,
+    Option<Vec<Uuid>>,
+);
+
+/// Sends [`sql::CLASSIFY`] for `rows` (stored transactions) and `ops`.
+async fn classify_statement(
+    conn: &mut PgConnection,
+    rows: &[&Row<'_>],
+    ops: &[&Operation],
+    deadline: &Deadline,
+) -> Result<Classified, WriteError> {
     let mut query = sqlx::query(&sql::CLASSIFY)
         .bind(rows.iter().map(|r| r.content.id).collect::<Vec<_>>())
         .bind(
@@ -177,41 +216,13 @@ async fn classify(
                 .map(|r| r.state.status.code.as_str())
                 .collect::<Vec<_>>(),
         );
-    for array in operation_arrays(&ops) {
+    for array in operation_arrays(ops) {
         query = array.bind(query);
     }
-    type Returned = (
-        Option<Vec<Uuid>>,
-        Option<Vec<Uuid>>,
-        i64,
-        i64,
-        Option<Vec<Uuid>>,
-    );
     let row = deadline
         .call("classifying stored rows", query.fetch_one(&mut *conn))
         .await?;
-    let (conflicts, inserted, of_conflicts, conflicting, racing): Returned =
-        sqlx::FromRow::from_row(&row).map_err(WriteError::classify)?;
-    result.statements += 1;
-    let inserted = inserted.unwrap_or_default();
-    if result.evidence.is_none() {
-        result.evidence = inserted.first().map(|id| Evidence::Operation(*id));
-    }
-    result.operations_inserted += inserted.len() as u64;
-    result.conflicts = conflicts.unwrap_or_default();
-    result.operations_of_conflicts += of_conflicts as u64;
-    result.operations_conflicting += conflicting as u64;
-    let racing = racing.unwrap_or_default();
-    if !racing.is_empty() {
-        let racing: HashSet<&Uuid> = racing.iter().collect();
-        let ops: Vec<&Operation> = ops
-            .into_iter()
-            .filter(|op| racing.contains(&op.id))
-            .collect();
-        result.operations_conflicting += classify_operations(conn, &ops, deadline).await?;
-        result.statements += 1;
-    }
-    Ok(())
+    sqlx::FromRow::from_row(&row).map_err(WriteError::classify)
 }
 
 /// Operations a concurrent writer inserted after [`sql::CLASSIFY`]'s snapshot: how many are

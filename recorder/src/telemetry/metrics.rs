@@ -41,15 +41,11 @@ struct TableCounters {
 impl TableCounters {
     fn new(registry: &Registry, table: &str, transitions: bool) -> Self {
         let counter = |what: &str, help: &str| {
-            let c = IntCounter::new(
-                format!("bulk_recorder_{table}_{what}_total"),
-                help.replace("{}", table),
+            counter(
+                registry,
+                &format!("bulk_recorder_{table}_{what}_total"),
+                &help.replace("{}", table),
             )
-            .expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
         };
         Self {
             attempted: counter("attempted", "{} rows the recorder tried to insert"),
@@ -133,18 +129,34 @@ const REJECT_REASONS: [&str; 7] = [
 ];
 pub const CLEANUP_RESULTS: [&str; 5] = ["removed", "kept", "absent", "failed", "dropped"];
 
-fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: &C) {
+/// Registers `metric` and returns it.
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: C) -> C {
     registry
-        .register(Box::new(c.clone()))
+        .register(Box::new(metric.clone()))
         .expect("unique metric");
+    metric
 }
 
-fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
 }
 
-fn gauge(name: &str, help: &str) -> IntGauge {
-    IntGauge::new(name, help).expect("valid metric")
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    register(registry, vec)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn float_gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    register(registry, Gauge::new(name, help).expect("valid metric"))
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    register(registry, Histogram::with_opts(opts).expect("valid metric"))
 }
 
 impl Default for Metrics {
@@ -155,170 +167,134 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let transactions = TableCounters::new(&registry, "transactions", true);
-        let operations = TableCounters::new(&registry, "operations", false);
-        let bulk_duration = Histogram::with_opts(
-            HistogramOpts::new(
+        let r = Registry::new();
+        let metrics = Self {
+            transactions: TableCounters::new(&r, "transactions", true),
+            operations: TableCounters::new(&r, "operations", false),
+            bulk_duration: histogram(
+                &r,
                 "bulk_recorder_bulk_duration_seconds",
-                "Time to write and commit one bulk",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
-                0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-        )
-        .expect("valid metric");
-        let bulk_size = Histogram::with_opts(
-            HistogramOpts::new("bulk_recorder_bulk_size", "Messages per flushed bulk").buckets(
+                "Time to write one bulk and have its commit durable",
+                vec![
+                    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+                    0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            ),
+            bulk_size: histogram(
+                &r,
+                "bulk_recorder_bulk_size",
+                "Messages per flushed bulk",
                 vec![
                     1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
                 ],
             ),
-        )
-        .expect("valid metric");
-        let flushes = IntCounterVec::new(
-            Opts::new(
+            flushes: counter_vec(
+                &r,
                 "bulk_recorder_flushes_total",
                 "Bulks flushed, by what triggered the flush",
+                "trigger",
             ),
-            &["trigger"],
-        )
-        .expect("valid metric");
-        let fallbacks = IntCounter::new(
-            "bulk_recorder_fallbacks_total",
-            "Bulks refused on data and retried one message at a time",
-        )
-        .expect("valid metric");
-        let rejected = IntCounterVec::new(
-            Opts::new(
+            fallbacks: counter(
+                &r,
+                "bulk_recorder_fallbacks_total",
+                "Bulks refused (on data, or by the same error again and again) and written in parts",
+            ),
+            rejected: counter_vec(
+                &r,
                 "bulk_recorder_messages_rejected_total",
-                "Messages rejected without requeue (dead-lettered when the queue has a DLX), by reason",
+                "Messages rejected without requeue (dead-lettered), by reason",
+                "reason",
             ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let skipped = IntCounterVec::new(
-            Opts::new(
+            skipped: counter_vec(
+                &r,
                 "bulk_recorder_messages_skipped_total",
                 "Messages acknowledged without writing anything (an empty ledger envelope), by reason",
+                "reason",
             ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let decoded = IntCounterVec::new(
-            Opts::new(
+            decoded: counter_vec(
+                &r,
                 "bulk_recorder_messages_decoded_total",
                 "Messages decoded into a transaction, by format (midaz_legacy: a ledger message \
                  without Version, whose balance updates this recorder does not apply)",
+                "format",
             ),
-            &["format"],
-        )
-        .expect("valid metric");
-        let statements = IntCounter::new(
-            "bulk_recorder_db_statements_total",
-            "INSERT statements sent to PostgreSQL (BEGIN/COMMIT not counted)",
-        )
-        .expect("valid metric");
-        let retries = IntCounter::new(
-            "bulk_recorder_write_retries_total",
-            "Writes retried after a transient database failure",
-        )
-        .expect("valid metric");
-        let parked = gauge(
-            "bulk_recorder_parked_messages",
-            "Messages waiting for a parent transaction that is not stored yet (unacknowledged)",
-        );
-        let queue_messages = gauge(
-            "bulk_recorder_queue_messages",
-            "Messages ready in the queue, as last read by this recorder (a passive declare every 5 s)",
-        );
-        let queue_consumers = gauge(
-            "bulk_recorder_queue_consumers",
-            "Consumers of the queue, as last read by this recorder",
-        );
-        let holding_seconds = Gauge::new(
-            "bulk_recorder_holding_seconds",
-            "How long the longest-held bulk has been held unacknowledged (a failing write, or a \
-             commit not yet on the synchronous standbys); 0 when none is",
-        )
-        .expect("valid metric");
-        let ready = gauge(
-            "bulk_recorder_ready",
-            "1 while the recorder is ready (broker and database connected, no bulk held), else 0",
-        );
-        let dead_lettered = counter_vec(
-            "bulk_recorder_dead_lettered_total",
-            "Rejected messages published to BULK_RECORDER_DEAD_LETTER_EXCHANGE with their reason, by reason",
-            "reason",
-        );
-        let ledger_cleanup = counter_vec(
-            "bulk_recorder_ledger_cleanup_total",
-            "The ledger's Redis backup entries after their messages were persisted, by result: \
-             removed, kept (its status moved on), absent, failed (retried in the background), \
-             dropped (given up: the ledger republishes it, the recorder ignores the duplicate)",
-            "result",
-        );
-        let metadata_not_stored = IntCounter::new(
-            "bulk_recorder_metadata_not_stored_total",
-            "Messages whose transaction or operations carry metadata, which the ledger keeps in \
-             its document store and this recorder does not store",
-        )
-        .expect("valid metric");
-        register(&registry, &bulk_duration);
-        register(&registry, &bulk_size);
-        for c in [
-            &flushes,
-            &rejected,
-            &skipped,
-            &decoded,
-            &dead_lettered,
-            &ledger_cleanup,
-        ] {
-            register(&registry, c);
-        }
-        for c in [&fallbacks, &statements, &retries, &metadata_not_stored] {
-            register(&registry, c);
-        }
-        for c in [&parked, &queue_messages, &queue_consumers, &ready] {
-            register(&registry, c);
-        }
-        register(&registry, &holding_seconds);
+            statements: counter(
+                &r,
+                "bulk_recorder_db_statements_total",
+                "Statements sent to PostgreSQL to write bulks (BEGIN/COMMIT not counted)",
+            ),
+            retries: counter(
+                &r,
+                "bulk_recorder_write_retries_total",
+                "Writes retried after a transient database failure",
+            ),
+            parked: gauge(
+                &r,
+                "bulk_recorder_parked_messages",
+                "Messages waiting for a parent transaction that is not stored yet (unacknowledged)",
+            ),
+            queue_messages: gauge(
+                &r,
+                "bulk_recorder_queue_messages",
+                "Messages ready in the queue, as last read by this recorder (a passive declare every 5 s)",
+            ),
+            queue_consumers: gauge(
+                &r,
+                "bulk_recorder_queue_consumers",
+                "Consumers of the queue, as last read by this recorder",
+            ),
+            queue_read: AtomicBool::new(false),
+            holding_seconds: float_gauge(
+                &r,
+                "bulk_recorder_holding_seconds",
+                "How long the longest-held bulk has been held unacknowledged (a failing write, or \
+                 a commit not yet on the synchronous standbys); 0 when none is",
+            ),
+            ready: gauge(
+                &r,
+                "bulk_recorder_ready",
+                "1 while the recorder is ready (broker and database connected, no bulk held), else 0",
+            ),
+            dead_lettered: counter_vec(
+                &r,
+                "bulk_recorder_dead_lettered_total",
+                "Rejected messages published to BULK_RECORDER_DEAD_LETTER_EXCHANGE with their reason, by reason",
+                "reason",
+            ),
+            ledger_cleanup: counter_vec(
+                &r,
+                "bulk_recorder_ledger_cleanup_total",
+                "The ledger's Redis backup entries after their messages were persisted, by result: \
+                 removed, kept (its status moved on), absent, failed (retried in the background), \
+                 dropped (given up: the ledger republishes it, the recorder ignores the duplicate)",
+                "result",
+            ),
+            metadata_not_stored: counter(
+                &r,
+                "bulk_recorder_metadata_not_stored_total",
+                "Messages whose transaction or operations carry metadata, which the ledger keeps in \
+                 its document store and this recorder does not store",
+            ),
+            registry: r,
+        };
+        metrics.export_known_labels();
+        metrics
+    }
+
+    /// Label values known in advance, exported at zero.
+    fn export_known_labels(&self) {
         for reason in REJECT_REASONS {
-            rejected.with_label_values(&[reason]);
+            self.rejected.with_label_values(&[reason]);
         }
         for result in CLEANUP_RESULTS {
-            ledger_cleanup.with_label_values(&[result]);
+            self.ledger_cleanup.with_label_values(&[result]);
         }
         for trigger in [
             FlushTrigger::Size,
             FlushTrigger::Timeout,
             FlushTrigger::Shutdown,
         ] {
-            flushes.with_label_values(&[trigger.as_str()]);
-        }
-        Self {
-            registry,
-            transactions,
-            operations,
-            bulk_duration,
-            bulk_size,
-            flushes,
-            fallbacks,
-            rejected,
-            skipped,
-            decoded,
-            statements,
-            retries,
-            parked,
-            queue_messages,
-            queue_consumers,
-            queue_read: AtomicBool::new(false),
-            holding_seconds,
-            ready,
-            dead_lettered,
-            ledger_cleanup,
-            metadata_not_stored,
+            self.flushes.with_label_values(&[trigger.as_str()]);
         }
     }
 

@@ -4,6 +4,7 @@
 //! Messages are persistent and published with publisher confirms: when `publish` returns, the
 //! broker has them all.
 
+pub mod ledger_redis;
 mod midaz;
 mod sample;
 
@@ -14,6 +15,8 @@ use lapin::{
 use uuid::Uuid;
 
 pub use sample::{pending_and_commit, sample_transaction};
+
+use ledger_redis::Backup;
 
 use bulk_recorder::{
     broker,
@@ -34,6 +37,8 @@ pub struct PublishPlan {
     pub invalid: usize,
     /// Formats used in turn, message after message.
     pub formats: Vec<Format>,
+    /// The ledger's Redis: its backup entries are written there first, as the ledger does.
+    pub ledger_redis: Option<String>,
 }
 
 impl Default for PublishPlan {
@@ -46,6 +51,7 @@ impl Default for PublishPlan {
             pending_percent: 0,
             invalid: 0,
             formats: vec![Format::Json],
+            ledger_redis: None,
         }
     }
 }
@@ -60,6 +66,8 @@ pub struct Published {
     pub commits: usize,
     pub invalid: usize,
     pub operations_per_transaction: usize,
+    /// Backup entries written to the ledger's Redis.
+    pub backed_up: usize,
 }
 
 /// Encodes a transaction as a message body.
@@ -170,19 +178,45 @@ pub async fn declare_queue(connection: &Connection, queue: &str) -> Result<(), l
     }
 }
 
-/// Publishes according to `plan`; the queue is declared (durable) when missing.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the ledger's Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Publishes according to `plan`; the queue is declared (durable) when missing. With
+/// `plan.ledger_redis`, the ledger's backup entries are written first, as the ledger does.
 pub async fn publish(
     url: &str,
     queue: &str,
     plan: &PublishPlan,
-) -> Result<Published, lapin::Error> {
+) -> Result<Published, PublishError> {
+    let (bodies, mut published, backups) = traffic(plan);
+    if let Some(redis) = &plan.ledger_redis {
+        published.backed_up = ledger_redis::back_up(redis, &backups).await?;
+    }
     let connection = broker::connect(url, &format!("{queue}-publisher")).await?;
     declare_queue(&connection, queue).await?;
+    published.messages = publish_bodies(&connection, queue, bodies).await?;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(published)
+}
+
+/// A message body and its content type.
+type Body = (Vec<u8>, &'static str);
+
+/// The bodies `plan` asks for, in publishing order, what they are, and the ledger's backup
+/// entries of their transactions.
+fn traffic(plan: &PublishPlan) -> (Vec<Body>, Published, Vec<Backup>) {
     let mut published = Published {
         operations_per_transaction: plan.operations,
+        invalid: plan.invalid,
         ..Default::default()
     };
-    let mut sent: Vec<(Vec<u8>, &'static str)> = Vec::new();
+    let mut backups = Vec::with_capacity(plan.count);
+    let mut sent: Vec<Body> = Vec::new();
     let every_invalid = plan
         .count
         .checked_div(plan.invalid)
@@ -190,7 +224,7 @@ pub async fn publish(
     let mut bodies = Vec::with_capacity(plan.count + plan.invalid);
     let mut invalid_left = plan.invalid;
     // Commits wait a few messages behind their PENDING transaction, as they would in a ledger.
-    let mut commits: std::collections::VecDeque<(Vec<u8>, &'static str)> = Default::default();
+    let mut commits: std::collections::VecDeque<Body> = Default::default();
     let formats = if plan.formats.is_empty() {
         &[Format::Json][..]
     } else {
@@ -198,21 +232,18 @@ pub async fn publish(
     };
     for i in 0..plan.count {
         let format = formats[i % formats.len()];
-        let duplicate = !sent.is_empty() && fastrand::u8(0..100) < plan.duplicate_percent;
-        let body = if duplicate {
+        let body = if !sent.is_empty() && fastrand::u8(0..100) < plan.duplicate_percent {
             published.duplicates += 1;
             sent[fastrand::usize(..sent.len())].clone()
         } else if fastrand::u8(0..100) < plan.pending_percent {
-            published.unique_transactions += 1;
             let (pending, commit) = pending_and_commit(plan.operations);
+            backups.push(Backup::of(&pending, "APPROVED"));
             commits.push_back((encode_commit(&commit, format), content_type(format)));
             (encode(&pending, format), content_type(format))
         } else {
-            published.unique_transactions += 1;
-            let body = (
-                encode(&sample_transaction(plan.operations), format),
-                content_type(format),
-            );
+            let posting = sample_transaction(plan.operations);
+            backups.push(Backup::of(&posting, "CREATED"));
+            let body = (encode(&posting, format), content_type(format));
             sent.push(body.clone());
             body
         };
@@ -229,11 +260,7 @@ pub async fn publish(
             invalid_left -= 1;
         }
     }
-    for i in 0..invalid_left {
-        bodies.push((invalid_body(i), "application/json"));
-    }
-    published.invalid = plan.invalid;
-    published.messages = publish_bodies(&connection, queue, bodies).await?;
-    let _ = connection.close(200, "done".into()).await;
-    Ok(published)
+    bodies.extend((0..invalid_left).map(|i| (invalid_body(i), "application/json")));
+    published.unique_transactions = backups.len();
+    (bodies, published, backups)
 }

@@ -37,6 +37,10 @@ struct Cli {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     rabbitmq_url: String,
+    /// The ledger's Redis: write its backup entry and write-behind key for every transaction
+    /// first, as the ledger does before publishing (the recorder acknowledges them).
+    #[arg(long)]
+    ledger_redis: Option<String>,
     #[arg(
         long,
         env = "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
@@ -72,19 +76,21 @@ async fn main() -> anyhow::Result<()> {
         pending_percent: cli.pending,
         invalid: cli.invalid,
         formats: cli.format.into_iter().map(Format::from).collect(),
+        ledger_redis: cli.ledger_redis,
     };
     let started = std::time::Instant::now();
     let published = publish(&cli.rabbitmq_url, &cli.queue, &plan)
         .await
         .context("publishing")?;
     println!(
-        "published={} unique_transactions={} duplicates={} commits={} invalid={} operations_per_transaction={} seconds={:.2}",
+        "published={} unique_transactions={} duplicates={} commits={} invalid={} operations_per_transaction={} ledger_backups={} seconds={:.2}",
         published.messages,
         published.unique_transactions,
         published.duplicates,
         published.commits,
         published.invalid,
         published.operations_per_transaction,
+        published.backed_up,
         started.elapsed().as_secs_f64()
     );
     Ok(())
