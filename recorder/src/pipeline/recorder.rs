@@ -38,7 +38,11 @@ async fn reconnect_until_shutdown(shared: &Shared, shutdown: watch::Receiver<boo
     let mut stop = shutdown.clone();
     while !*stop.borrow() {
         let started = Instant::now();
-        match session::run(shared, shutdown.clone()).await {
+        // Boxed as a `dyn Future`: the session's future is deep, and the recorder's around it
+        // would otherwise exceed the compiler's recursion limit where it is checked for `Send`.
+        let session: futures::future::BoxFuture<'_, _> =
+            Box::pin(session::run(shared, shutdown.clone()));
+        match session.await {
             Ok(()) => break,
             Err(error) => {
                 if started.elapsed() > Duration::from_secs(30) {

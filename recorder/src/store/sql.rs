@@ -1,12 +1,13 @@
 //! The statements, generated once from the column tables ([`super::columns`]), so that the bulk,
 //! one-by-one and `COPY` paths name, cast and default every column alike.
 //!
-//! A bulk is written by [`BULK_UPSERT`], and only when some of its rows were stored already
-//! (redeliveries, transitions racing another writer, reused ids) by [`CLASSIFY`] after it:
-//! the upsert locks every stored row it meets (`ON CONFLICT DO UPDATE` locks even when its
-//! `WHERE` is false), and the next statement of the same database transaction reads them with a
-//! new snapshot. So whether a stored row is the same transaction or another one is decided on
-//! its latest committed version, the one `ON CONFLICT` saw, never on an older snapshot.
+//! A bulk is written by [`BULK_UPSERT`], which also tells the stored rows it meets apart
+//! (duplicates, conflicts) with its snapshot. When another writer changed one of them after that
+//! snapshot (detectable: see [`BULK_UPSERT`]), [`CLASSIFY`] decides for those rows in the next
+//! statement: the upsert locks every stored row it meets (`ON CONFLICT DO UPDATE` locks even
+//! when its `WHERE` is false), and the next statement of the same database transaction reads
+//! them with a new snapshot. So whether a stored row is the same transaction or another one is
+//! decided on its latest committed version, the one `ON CONFLICT` saw.
 
 use std::sync::LazyLock;
 
@@ -85,46 +86,71 @@ const OPERATION_CONFLICTS: &str = "((s.transaction_id, s.type, s.asset_code, s.a
     (i.transaction_id, i.type, i.asset_code, i.amount::numeric, i.account_id, i.balance_id,
         i.organization_id, i.ledger_id))";
 
-/// The bulk's first statement: every transaction upserted, the operations of the transactions
-/// it wrote inserted. Returns: inserted, inserted transitions, updated, the ids it did not write
-/// (stored already: for [`CLASSIFY`]), operations inserted, and the ids of operations of written
-/// transactions that were stored already (for [`CLASSIFY`]).
+/// True when the upsert should have moved the stored transaction `s` to the proposed final
+/// status of `i`: a PENDING row with the same content.
+const TRANSITION_APPLIES: &str = "(s.status = 'PENDING' AND i.status IN ('APPROVED', 'CANCELED')
+    AND (s.amount, s.asset_code, s.ledger_id, s.organization_id, s.parent_transaction_id)
+        IS NOT DISTINCT FROM (i.amount::numeric, i.asset_code, i.ledger_id, i.organization_id,
+        i.parent_transaction_id))";
+
+/// The bulk's statement: every transaction upserted, and every stored row it met classified
+/// with this statement's snapshot, which is exact unless another writer changed the row after
+/// the snapshot was taken. That shows: the row is not in the snapshot (inserted since), or the
+/// snapshot's row is a PENDING one the message settles, which the upsert (reading the latest
+/// version) left alone (settled since). Only those "racing" rows wait for [`CLASSIFY`], with a
+/// new snapshot; rows and operations never change otherwise once stored.
+///
+/// Operations are inserted for every transaction but conflicting and racing ones. Returns:
+/// inserted, inserted transitions, updated (with one id written), the racing transaction ids,
+/// the conflicting ones,
+/// operations inserted (with one of their ids), operations of conflicting transactions,
+/// conflicting operations, and the ids of operations a concurrent writer inserted after the
+/// snapshot (for [`CLASSIFY`]).
 pub static BULK_UPSERT: LazyLock<String> = LazyLock::new(|| {
     let t = names(&TRANSACTION);
     let o = names(&OPERATION);
     let transition = TRANSACTION.len() + 1;
-    let first_op = transition + 1;
-    let written_before = first_op + OPERATION.len();
-    let written = format!(
-        "(EXISTS (SELECT 1 FROM t WHERE t.id = i.transaction_id) \
-         OR i.transaction_id = ANY(${written_before}::uuid[]))"
-    );
+    // `IN (SELECT ...)` of a CTE is a hashed semi-join.
     format!(
         "WITH t_in AS (SELECT * FROM unnest({tp}, ${transition}::bool[]) AS r({t}, transition)),
         t AS (INSERT INTO transaction AS s ({t}) SELECT {tv} FROM t_in {UPSERT_TRANSACTION}),
+        met AS (SELECT i.id, s.id IS NULL AS unseen, {TRANSITION_APPLIES} AS settled_since,
+                {TRANSACTION_CONFLICTS} AS conflicting
+            FROM t_in i LEFT JOIN transaction s ON s.id = i.id
+            WHERE i.id NOT IN (SELECT id FROM t)),
+        racing AS (SELECT id FROM met WHERE unseen OR settled_since),
+        conflicts AS (SELECT id FROM met WHERE NOT unseen AND NOT settled_since AND conflicting),
         o_in AS (SELECT * FROM unnest({op}) AS r({o})),
-        o AS (INSERT INTO operation ({o}) SELECT {ov} FROM o_in i WHERE {written}
-            ON CONFLICT (id) DO NOTHING RETURNING id)
+        kept AS (SELECT * FROM o_in WHERE transaction_id NOT IN (SELECT id FROM racing)
+            AND transaction_id NOT IN (SELECT id FROM conflicts)),
+        o AS (INSERT INTO operation ({o}) SELECT {ov} FROM kept
+            ON CONFLICT (id) DO NOTHING RETURNING id),
+        stored_ops AS (SELECT * FROM kept WHERE id NOT IN (SELECT id FROM o))
         SELECT (SELECT count(*) FROM t WHERE inserted),
             (SELECT count(*) FROM t JOIN t_in USING (id) WHERE t.inserted AND t_in.transition),
-            (SELECT count(*) FROM t WHERE NOT inserted),
-            (SELECT array_agg(id) FROM t_in WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.id = t_in.id)),
-            (SELECT count(*) FROM o),
-            (SELECT array_agg(i.id) FROM o_in i
-                WHERE {written} AND NOT EXISTS (SELECT 1 FROM o WHERE o.id = i.id))",
+            (SELECT count(*) FROM t WHERE NOT inserted), (SELECT id FROM t LIMIT 1),
+            (SELECT array_agg(id) FROM racing),
+            (SELECT array_agg(id) FROM conflicts),
+            (SELECT count(*) FROM o), (SELECT id FROM o LIMIT 1),
+            (SELECT count(*) FROM o_in WHERE transaction_id IN (SELECT id FROM conflicts)),
+            (SELECT count(*) FROM stored_ops i JOIN operation s ON s.id = i.id
+                WHERE {OPERATION_CONFLICTS}),
+            (SELECT array_agg(i.id) FROM stored_ops i
+                WHERE NOT EXISTS (SELECT 1 FROM operation s WHERE s.id = i.id))",
         tp = parameters(&TRANSACTION, 1, true),
         tv = values(&TRANSACTION),
-        op = parameters(&OPERATION, first_op, true),
+        op = parameters(&OPERATION, transition + 1, true),
         ov = values(&OPERATION),
     )
 });
 
-/// The bulk's second statement, only when the first met stored rows (locked by it): which of
-/// those transactions conflict (read on their latest version), the operations of the others
-/// inserted, and which operations stored already are other legs under the same id. Returns: the
-/// conflicting transaction ids, the ids of operations inserted, the operations of conflicting
-/// transactions (left out), the conflicting operations, and the ids of operations a concurrent
-/// writer inserted after this statement's snapshot (for [`CLASSIFY_OPERATIONS`]).
+/// The bulk's second statement, only when the first met rows another writer changed after its
+/// snapshot (locked by it since, so this new snapshot reads their latest version): which of
+/// those transactions conflict, the operations of the others inserted, and which operations
+/// stored already are other legs under the same id. Returns: the conflicting transaction ids,
+/// the ids of operations inserted, the operations of conflicting transactions (left out), the
+/// conflicting operations, and the ids of operations a concurrent writer inserted after this
+/// statement's snapshot (for [`CLASSIFY_OPERATIONS`]).
 pub static CLASSIFY: LazyLock<String> = LazyLock::new(|| {
     let o = names(&OPERATION);
     format!(
@@ -133,8 +159,8 @@ pub static CLASSIFY: LazyLock<String> = LazyLock::new(|| {
         o_in AS (SELECT * FROM unnest({op}) AS r({o})),
         o AS (INSERT INTO operation ({o}) SELECT {ov} FROM o_in
             WHERE transaction_id NOT IN (SELECT id FROM c) ON CONFLICT (id) DO NOTHING RETURNING id),
-        l AS (SELECT * FROM o_in i WHERE i.transaction_id NOT IN (SELECT id FROM c)
-            AND NOT EXISTS (SELECT 1 FROM o WHERE o.id = i.id))
+        l AS (SELECT * FROM o_in WHERE transaction_id NOT IN (SELECT id FROM c)
+            AND id NOT IN (SELECT id FROM o))
         SELECT (SELECT array_agg(id) FROM c),
             (SELECT array_agg(id) FROM o),
             (SELECT count(*) FROM o_in WHERE transaction_id IN (SELECT id FROM c)),
@@ -236,10 +262,9 @@ mod tests {
 
     #[test]
     fn parameters_are_numbered_past_the_transaction_columns() {
-        // The transaction columns, the transition flags, the operation columns, then the ids
-        // of transactions written by earlier statements of the same bulk.
-        let last = TRANSACTION.len() + 1 + OPERATION.len() + 1;
-        assert!(BULK_UPSERT.contains(&format!("${last}::uuid[]")));
+        // The transaction columns, the transition flags, then the operation columns.
+        let last = TRANSACTION.len() + 1 + OPERATION.len();
+        assert!(BULK_UPSERT.contains(&format!("${last}::timestamptz[]")));
         assert!(BULK_UPSERT.contains("$19::bool[]"));
         assert!(BULK_UPSERT.contains("$20::uuid[]"));
         assert!(CLASSIFY.contains("$8::uuid[]") && CLASSIFY.contains("$38::timestamptz[]"));

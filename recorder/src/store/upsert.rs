@@ -45,39 +45,40 @@ pub async fn write_pass(
     deadline: &Deadline,
 ) -> Result<PassResult, WriteError> {
     let mut result = PassResult::default();
-    let mut written: Vec<Uuid> = Vec::new();
-    let mut stored: HashSet<Uuid> = HashSet::new();
-    let mut stored_operations: Vec<Uuid> = Vec::new();
+    let mut conflicts: HashSet<Uuid> = HashSet::new();
+    let mut racing: HashSet<Uuid> = HashSet::new();
+    let mut racing_operations: Vec<Uuid> = Vec::new();
     for (t, o) in chunks {
-        let rows = &merged.rows[t.clone()];
-        // Operations of a transaction an earlier statement found stored wait for CLASSIFY.
-        let ops: Vec<&Operation> = merged.operations[o.clone()]
-            .iter()
-            .copied()
-            .filter(|op| !stored.contains(&op.transaction_id))
-            .collect();
-        let answer = upsert(conn, rows, &ops, &written, deadline).await?;
+        // Operations of a transaction an earlier statement found conflicting stay out; those of
+        // a racing one wait for CLASSIFY.
+        let mut ops = Vec::with_capacity(o.len());
+        for op in &merged.operations[o.clone()] {
+            if conflicts.contains(&op.transaction_id) {
+                result.operations_of_conflicts += 1;
+            } else if !racing.contains(&op.transaction_id) {
+                ops.push(*op);
+            }
+        }
+        let answer = upsert(conn, &merged.rows[t.clone()], &ops, deadline).await?;
         result.statements += 1;
         result.inserted += answer.inserted;
         result.inserted_transitions += answer.inserted_transitions;
         result.updated += answer.updated;
         result.operations_inserted += answer.operations_inserted;
-        let not_written: HashSet<Uuid> = answer.not_written.into_iter().collect();
-        written.extend(
-            rows.iter()
-                .map(|r| r.content.id)
-                .filter(|id| !not_written.contains(id)),
-        );
-        stored.extend(not_written);
-        stored_operations.extend(answer.stored_operations);
+        result.operations_of_conflicts += answer.operations_of_conflicts;
+        result.operations_conflicting += answer.operations_conflicting;
+        result.evidence = result.evidence.or(answer.evidence);
+        result.conflicts.extend(answer.conflicts.iter().copied());
+        conflicts.extend(answer.conflicts);
+        racing.extend(answer.racing);
+        racing_operations.extend(answer.racing_operations);
     }
-    result.evidence = written.first().map(|id| Evidence::Transaction(*id));
-    if !stored.is_empty() || !stored_operations.is_empty() {
+    if !racing.is_empty() || !racing_operations.is_empty() {
         classify(
             conn,
             merged,
-            &stored,
-            &stored_operations,
+            &racing,
+            &racing_operations,
             deadline,
             &mut result,
         )
@@ -86,20 +87,38 @@ pub async fn write_pass(
     Ok(result)
 }
 
+/// What [`sql::BULK_UPSERT`] answered.
 struct UpsertAnswer {
     inserted: u64,
     inserted_transitions: u64,
     updated: u64,
-    not_written: Vec<Uuid>,
+    racing: Vec<Uuid>,
+    conflicts: Vec<Uuid>,
     operations_inserted: u64,
-    stored_operations: Vec<Uuid>,
+    operations_of_conflicts: u64,
+    operations_conflicting: u64,
+    racing_operations: Vec<Uuid>,
+    evidence: Option<Evidence>,
 }
+
+type Returned = (
+    i64,
+    i64,
+    i64,
+    Option<Uuid>,
+    Option<Vec<Uuid>>,
+    Option<Vec<Uuid>>,
+    i64,
+    Option<Uuid>,
+    i64,
+    i64,
+    Option<Vec<Uuid>>,
+);
 
 async fn upsert(
     conn: &mut PgConnection,
     rows: &[Row<'_>],
     ops: &[&Operation],
-    written_before: &[Uuid],
     deadline: &Deadline,
 ) -> Result<UpsertAnswer, WriteError> {
     let mut query = sqlx::query(&sql::BULK_UPSERT);
@@ -110,25 +129,31 @@ async fn upsert(
     for array in operation_arrays(ops) {
         query = array.bind(query);
     }
-    query = query.bind(written_before);
-    type Returned = (i64, i64, i64, Option<Vec<Uuid>>, i64, Option<Vec<Uuid>>);
     let row = deadline
         .call("the bulk statement", query.fetch_one(&mut *conn))
         .await?;
-    let returned: Returned = sqlx::FromRow::from_row(&row).map_err(WriteError::classify)?;
+    let r: Returned = sqlx::FromRow::from_row(&row).map_err(WriteError::classify)?;
+    let evidence =
+        r.3.map(Evidence::Transaction)
+            .or(r.7.map(Evidence::Operation));
     Ok(UpsertAnswer {
-        inserted: returned.0 as u64,
-        inserted_transitions: returned.1 as u64,
-        updated: returned.2 as u64,
-        not_written: returned.3.unwrap_or_default(),
-        operations_inserted: returned.4 as u64,
-        stored_operations: returned.5.unwrap_or_default(),
+        inserted: r.0 as u64,
+        inserted_transitions: r.1 as u64,
+        updated: r.2 as u64,
+        racing: r.4.unwrap_or_default(),
+        conflicts: r.5.unwrap_or_default(),
+        operations_inserted: r.6 as u64,
+        operations_of_conflicts: r.8 as u64,
+        operations_conflicting: r.9 as u64,
+        racing_operations: r.10.unwrap_or_default(),
+        evidence,
     })
 }
 
-/// The stored transactions the upsert met (and locked), read on their latest version: other
-/// content is a conflict; the operations of the others are inserted, and stored operations are
-/// told apart (the same leg, or another one under the same id).
+/// The transactions another writer changed after the upsert's snapshot (locked by the upsert
+/// since), read on their latest version: other content is a conflict; the operations of the
+/// others are inserted, and stored operations are told apart (the same leg, or another one
+/// under the same id).
 async fn classify(
     conn: &mut PgConnection,
     merged: &Merged<'_>,
@@ -157,7 +182,7 @@ async fn classify(
         result.evidence = inserted.first().map(|id| Evidence::Operation(*id));
     }
     result.operations_inserted += inserted.len() as u64;
-    result.conflicts = conflicts.unwrap_or_default();
+    result.conflicts.extend(conflicts.unwrap_or_default());
     result.operations_of_conflicts += of_conflicts as u64;
     result.operations_conflicting += conflicting as u64;
     let racing = racing.unwrap_or_default();

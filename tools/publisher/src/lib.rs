@@ -236,13 +236,20 @@ fn traffic(plan: &PublishPlan) -> (Vec<Body>, Published, Vec<Backup>) {
             published.duplicates += 1;
             sent[fastrand::usize(..sent.len())].clone()
         } else if fastrand::u8(0..100) < plan.pending_percent {
+            published.unique_transactions += 1;
             let (pending, commit) = pending_and_commit(plan.operations);
-            backups.push(Backup::of(&pending, "APPROVED"));
+            // Only the ledger's own messages come with its backup entries.
+            if format == Format::Midaz {
+                backups.push(Backup::of(&pending, "APPROVED"));
+            }
             commits.push_back((encode_commit(&commit, format), content_type(format)));
             (encode(&pending, format), content_type(format))
         } else {
+            published.unique_transactions += 1;
             let posting = sample_transaction(plan.operations);
-            backups.push(Backup::of(&posting, "CREATED"));
+            if format == Format::Midaz {
+                backups.push(Backup::of(&posting, "CREATED"));
+            }
             let body = (encode(&posting, format), content_type(format));
             sent.push(body.clone());
             body
@@ -261,6 +268,5 @@ fn traffic(plan: &PublishPlan) -> (Vec<Body>, Published, Vec<Backup>) {
         }
     }
     bodies.extend((0..invalid_left).map(|i| (invalid_body(i), "application/json")));
-    published.unique_transactions = backups.len();
     (bodies, published, backups)
 }
