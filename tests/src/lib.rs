@@ -383,10 +383,7 @@ impl RunningRecorder {
     /// Messages done with: committed, skipped (nothing to write) or rejected.
     pub fn settled_messages(&self) -> u64 {
         let m = &self.metrics;
-        self.committed_transactions()
-            + m.skipped("empty")
-            + m.skipped("no_transaction")
-            + m.rejected_total()
+        self.committed_transactions() + m.skipped("empty") + m.rejected_total()
     }
 }
 

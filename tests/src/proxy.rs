@@ -13,7 +13,7 @@ use std::{
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     task::JoinHandle,
 };
 
@@ -26,7 +26,7 @@ struct Faults {
     /// ... and every connection then goes silent (the server unreachable while the recorder
     /// asks what became of its COMMIT).
     freeze_after_cut: AtomicBool,
-    /// Everything goes silent once a `COPY` starts sending its rows.
+    /// Everything goes silent once the `COPY` of operations starts sending its rows.
     freeze_in_copy: AtomicBool,
     cuts: AtomicUsize,
     /// Where new connections go.
@@ -42,7 +42,12 @@ pub struct PgProxy {
 
 impl PgProxy {
     pub async fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        // A fixed receive buffer (no autotuning up to tens of MB): when the proxy stops
+        // reading, the sender blocks as it would behind a silent peer.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(128 * 1024).expect("SO_RCVBUF");
+        socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+        let listener = socket.listen(1024).expect("listen");
         let port = listener.local_addr().expect("addr").port();
         let faults = Arc::new(Faults::default());
         *faults.upstream.lock().unwrap() = upstream.to_string();
@@ -86,7 +91,8 @@ impl PgProxy {
         self.cut_next_commit();
     }
 
-    /// Everything goes silent once a `COPY` has started and its rows are being sent.
+    /// Everything goes silent once the `COPY` into `operation` has started and its rows are
+    /// being sent (a payload larger than the sockets' buffers then blocks the sender).
     pub fn freeze_in_copy(&self) {
         self.faults.freeze_in_copy.store(true, Ordering::SeqCst);
     }
@@ -142,7 +148,7 @@ async fn relay(client: TcpStream, faults: Arc<Faults>) {
                 if copying && faults.freeze_in_copy.swap(false, Ordering::SeqCst) {
                     faults.frozen.store(true, Ordering::SeqCst);
                 }
-                copying = contains(&buf[..n], b"COPY transaction");
+                copying = contains(&buf[..n], b"COPY operation");
                 wait_while_frozen(&faults).await;
                 if faults.cut_next_commit.load(Ordering::SeqCst)
                     && (contains(&buf[..n], b"INSERT INTO operation")

@@ -150,15 +150,24 @@ async fn sigterm_finishes_within_the_flush_and_write_timeouts_when_the_database_
     );
 }
 
-/// A bulk of 1,000 transactions x 5 operations goes in by `COPY`, and the connection goes silent
-/// while its rows are sent: the write is given up within its bound (two statements' timeout plus
-/// 5 s), readiness reports the held bulk, and SIGTERM ends the process within one more bound,
-/// with the bulk back in the queue.
+/// A bulk of 2,000 transactions x 5 operations goes in by `COPY`, and the connection goes silent
+/// while its operation rows are sent (15 MB: more than the sockets' buffers take, so the sender
+/// blocks): the write is given up within its bound (two statements' timeout plus 5 s),
+/// readiness reports the held bulk, and SIGTERM ends the process within one more bound, with
+/// the bulk back in the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_silent_during_copy_is_given_up_within_the_write_bound() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
     let proxy = PgProxy::start("127.0.0.1:5432").await;
-    let transactions: Vec<_> = (0..1000).map(|_| sample_transaction(5)).collect();
+    let transactions: Vec<_> = (0..2000)
+        .map(|_| {
+            let mut t = sample_transaction(5);
+            for op in &mut t.operations {
+                op.description = uuid::Uuid::new_v4().simple().to_string().repeat(32);
+            }
+            t
+        })
+        .collect();
     queue
         .publish_transactions(&transactions, Format::Json)
         .await;
@@ -167,7 +176,7 @@ async fn a_connection_silent_during_copy_is_given_up_within_the_write_bound() {
     let mut vars = through(&proxy, &db, &queue);
     for (name, value) in [
         ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
-        ("RABBITMQ_NUMBERS_OF_PREFETCH", "1000"),
+        ("RABBITMQ_NUMBERS_OF_PREFETCH", "2000"),
         ("BULK_RECORDER_MAX_ROWS_PER_INSERT", "2000"),
     ] {
         vars.insert(name.into(), value.into());
@@ -180,8 +189,10 @@ async fn a_connection_silent_during_copy_is_given_up_within_the_write_bound() {
         || async { proxy.frozen() },
     )
     .await;
-    // The bound is 2 x 1 s + 5 s; room is left for a loaded machine. Without a bound of its own
-    // the write would wait as long as TCP retries last (minutes).
+    // Silent for longer than one write's bound (2 x 1 s + 5 s): the held bulk is given up and
+    // retried meanwhile, and none of it may hang (without a bound of its own, a write blocked
+    // in a COPY waits as long as TCP retries last: minutes). Room is left for a loaded machine.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     wait_until(Duration::from_secs(20), "readiness to report the held bulk", || async {
         matches!(http_get(port, "/readyz").await, Some((503, body)) if body.contains("holding_bulk=true"))
     })
@@ -200,13 +211,13 @@ async fn a_connection_silent_during_copy_is_given_up_within_the_write_bound() {
     );
     assert_eq!(
         TestQueue::ready(&queue.name).await,
-        1000,
+        2000,
         "the bulk is back in the queue"
     );
 
     let recorder = RunningRecorder::start(config(&db, &queue, &[]));
     wait_until(DRAIN, "all stored", || async {
-        recorder.committed_transactions() == 1000
+        recorder.committed_transactions() == 2000
     })
     .await;
     recorder.stop().await;

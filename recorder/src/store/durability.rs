@@ -27,10 +27,13 @@ use super::{db::Database, errors::WriteError};
 use crate::backoff::Backoff;
 
 /// The positions, read right after COMMIT (outside any transaction, so it waits for nothing).
+/// The standbys are read only when synchronous ones are configured (`pg_stat_replication`
+/// reads every backend's state: not free for every commit of a server without them).
 pub const PROBE: &str = "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::int8, \
     current_setting('synchronous_standby_names'), \
+    CASE WHEN current_setting('synchronous_standby_names') = '' THEN '{}'::text[] ELSE \
     ARRAY(SELECT sync_state || ':' || coalesce(((flush_lsn - '0/0'::pg_lsn)::int8)::text, '') \
-          FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))";
+          FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) END";
 
 /// What the probe read.
 #[derive(Debug, Clone, PartialEq, Eq)]
