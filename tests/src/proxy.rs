@@ -26,6 +26,9 @@ struct Faults {
     /// ... and every connection then goes silent (the server unreachable while the recorder
     /// asks what became of its COMMIT).
     freeze_after_cut: AtomicBool,
+    /// Any COMMIT arms the cut, not only one after a write's text (statements prepared on a
+    /// connection are sent by name after their first use).
+    cut_any_commit: AtomicBool,
     /// Everything goes silent once the `COPY` of operations starts sending its rows.
     freeze_in_copy: AtomicBool,
     cuts: AtomicUsize,
@@ -91,6 +94,13 @@ impl PgProxy {
         self.cut_next_commit();
     }
 
+    /// As `cut_next_commit_and_freeze`, for the next COMMIT whatever it ends (the recorder must
+    /// be past its migrations).
+    pub fn cut_any_next_commit_and_freeze(&self) {
+        self.faults.cut_any_commit.store(true, Ordering::SeqCst);
+        self.cut_next_commit_and_freeze();
+    }
+
     /// Everything goes silent once the `COPY` into `operation` has started and its rows are
     /// being sent (a payload larger than the sockets' buffers then blocks the sender).
     pub fn freeze_in_copy(&self) {
@@ -150,9 +160,13 @@ async fn relay(client: TcpStream, faults: Arc<Faults>) {
                 }
                 copying = contains(&buf[..n], b"COPY operation");
                 wait_while_frozen(&faults).await;
+                let data = &buf[..n];
+                let commit =
+                    faults.cut_any_commit.load(Ordering::SeqCst) && contains(data, b"COMMIT");
                 if faults.cut_next_commit.load(Ordering::SeqCst)
-                    && (contains(&buf[..n], b"INSERT INTO operation")
-                        || contains(&buf[..n], b"COPY operation"))
+                    && (commit
+                        || contains(data, b"INSERT INTO operation")
+                        || contains(data, b"COPY operation"))
                 {
                     armed.store(true, Ordering::SeqCst);
                 }
@@ -175,6 +189,7 @@ async fn relay(client: TcpStream, faults: Arc<Faults>) {
                 && contains(&buf[..n], b"Z\0\0\0\x05I")
                 && faults.cut_next_commit.swap(false, Ordering::SeqCst)
             {
+                faults.cut_any_commit.store(false, Ordering::SeqCst);
                 if faults.freeze_after_cut.swap(false, Ordering::SeqCst) {
                     faults.frozen.store(true, Ordering::SeqCst);
                 }

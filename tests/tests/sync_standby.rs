@@ -253,3 +253,76 @@ async fn nothing_is_acknowledged_before_the_synchronous_standby_has_it() {
     );
     assert_eq!(broker_counts(&queue.name), (0, 0));
 }
+
+/// The answer to COMMIT is lost, then the primary dies before that commit reached its
+/// (asynchronous) standby, which is promoted and hands out the same transaction ids again, to
+/// other transactions. Asking `txid_status` there would say "committed" of another transaction
+/// and acknowledge rows that are gone; the recorder sees another server (its start time) and
+/// looks for a row it wrote instead: not there, so it writes the bulk again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_is_not_mistaken_for_another_transaction_after_a_failover() {
+    let Some(primary) = PgCluster::init("async-primary") else {
+        return;
+    };
+    primary.start(&[]);
+    let Some(standby) = PgCluster::standby_of(&primary, STANDBY) else {
+        return;
+    };
+    standby.start(&[]);
+    let proxy = PgProxy::start(&format!("127.0.0.1:{}", primary.port)).await;
+    let servers = Replicated {
+        primary,
+        standby,
+        proxy,
+    };
+    servers.on_primary("CREATE DATABASE ledger").await;
+    servers.wait_for_standby("async").await;
+    let queue = TestQueue::new();
+    let recorder = RunningRecorder::start(recorder_config(&servers.proxy, &queue));
+    publish(&queue, 10).await;
+    wait_until(DRAIN, "10 committed and on the standby", || async {
+        recorder.committed_transactions() == 10
+            && servers.transactions_on(servers.standby.port).await.0 == 10
+    })
+    .await;
+
+    // The standby stops receiving; the next COMMIT's answer is lost, and the primary dies.
+    servers.standby.stop("fast");
+    servers.proxy.cut_any_next_commit_and_freeze();
+    publish(&queue, 10).await;
+    wait_until(DRAIN, "the answer to a COMMIT lost", || async {
+        servers.proxy.cuts() == 1
+    })
+    .await;
+    servers.primary.stop("immediate");
+    servers.standby.start(&[]);
+    servers.standby.promote();
+    // The new primary hands out the lost commit's transaction id (and more) to others.
+    let mut conn = servers.connect(servers.standby.port).await;
+    for _ in 0..200 {
+        sqlx::query("SELECT txid_current()")
+            .execute(&mut conn)
+            .await
+            .expect("an unrelated transaction");
+    }
+    servers
+        .proxy
+        .retarget(&format!("127.0.0.1:{}", servers.standby.port));
+    servers.proxy.thaw();
+    wait_until(DRAIN, "20 committed", || async {
+        recorder.committed_transactions() == 20
+    })
+    .await;
+    let totals = recorder.metrics.totals();
+    recorder.stop().await;
+    assert_eq!(
+        servers.transactions_on(servers.standby.port).await,
+        (20, 40),
+        "every acknowledged message's rows are on the new primary"
+    );
+    assert_eq!(
+        (totals.transactions.inserted, totals.transactions.ignored),
+        (20, 0)
+    );
+    assert_eq!(broker_counts(&queue.name), (0, 0));
+}
