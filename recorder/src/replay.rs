@@ -71,7 +71,7 @@ pub const NO_REASON: &str = "(none)";
 pub async fn replay(url: &str, plan: &Plan) -> Result<Report, ReplayError> {
     let connection = broker::connect(url, &format!("replay:{}", plan.from)).await?;
     let result = run(&connection, plan).await;
-    let _ = connection.close(200, "replayed".into()).await;
+    broker::close(&connection, "replayed").await;
     result
 }
 

@@ -67,7 +67,7 @@ async fn database_certificate(options: PgConnectOptions) -> Option<String> {
 async fn broker_certificate(url: &str) -> Option<String> {
     match tokio::time::timeout(CHECK_FOR, broker::connect(url, "start-up check")).await {
         Ok(Ok(connection)) => {
-            let _ = connection.close(200, "start-up check".into()).await;
+            broker::close(&connection, "start-up check").await;
             None
         }
         Ok(Err(error)) => refused_certificate(&error),

@@ -339,6 +339,17 @@ pub fn env(db: &TestDb, queue: &TestQueue, overrides: &[(&str, &str)]) -> HashMa
     vars
 }
 
+/// With `RUST_LOG` set, the in-process recorders log into the test's captured output (shown
+/// for failing tests), which is what a test that hangs needs.
+fn log_when_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A recorder running in this process, as `bulk-recorder` runs it.
 pub struct RunningRecorder {
     pub metrics: Arc<Metrics>,
@@ -349,6 +360,7 @@ pub struct RunningRecorder {
 
 impl RunningRecorder {
     pub fn start(config: Config) -> Self {
+        log_when_asked();
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
         let (stop, shutdown) = watch::channel(false);
@@ -471,6 +483,17 @@ pub fn signal(child: &tokio::process::Child, name: &str) {
         .status()
         .expect("kill runs");
     assert!(status.success());
+}
+
+/// Sends SIGTERM and asserts that the recorder exits successfully within `bound` (`what` names
+/// the promise in the failure message).
+pub async fn terminate_within(child: &mut tokio::process::Child, bound: Duration, what: &str) {
+    signal(child, "-TERM");
+    let status = tokio::time::timeout(bound, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no exit within {bound:?}"))
+        .expect("wait");
+    assert!(status.success(), "{what}: {status}");
 }
 
 /// The `bulk-recorder` binary, built by `cargo test` for the recorder crate's own tests.

@@ -1,7 +1,8 @@
-//! A TCP proxy in front of PostgreSQL that the test controls, for the faults a real network
-//! makes: a connection that goes silent (half-open, also in the middle of a `COPY`), one that
-//! drops right after the server committed, before its answer reaches the client, and a
-//! failover (the same address now leads to another server).
+//! A TCP proxy in front of PostgreSQL (or RabbitMQ) that the test controls, for the faults a
+//! real network makes: a connection that goes silent (half-open, also in the middle of a
+//! `COPY`), one that drops right after the server committed, before its answer reaches the
+//! client, and a failover (the same address now leads to another server). Only `freeze` means
+//! anything for a broker's connections.
 
 use std::{
     sync::{
@@ -69,6 +70,15 @@ impl PgProxy {
         let url = url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port));
         let separator = if url.contains('?') { '&' } else { '?' };
         format!("{url}{separator}sslmode=disable")
+    }
+
+    /// `url` (an amqp:// URL) through this proxy, whatever broker address it names.
+    pub fn amqp_url(&self, url: &str) -> String {
+        let (scheme_and_user, rest) = url
+            .rsplit_once('@')
+            .expect("amqp://user:pass@host:port/vhost");
+        let vhost = rest.split_once('/').map_or("", |(_, v)| v);
+        format!("{scheme_and_user}@127.0.0.1:{}/{vhost}", self.port)
     }
 
     /// Every connection goes silent: bytes are neither delivered nor refused.

@@ -129,14 +129,14 @@ async fn sigterm_finishes_within_the_flush_and_write_timeouts_when_the_database_
     let second: Vec<_> = (0..5).map(|_| sample_transaction(2)).collect();
     queue.publish_transactions(&second, Format::Json).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    signal(&child, "-TERM");
     // Flush timeout (0.5 s) + one write's bound (statement timeout 1 s + 5 s), with room for
     // a loaded machine; without a bound of its own the recorder would wait forever.
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("the recorder exits although the database is silent")
-        .expect("wait");
-    assert!(status.success(), "{status}");
+    terminate_within(
+        &mut child,
+        Duration::from_secs(15),
+        "the recorder exits although the database is silent",
+    )
+    .await;
     proxy.thaw();
     assert_eq!(
         db.count("transaction").await,
@@ -148,6 +148,50 @@ async fn sigterm_finishes_within_the_flush_and_write_timeouts_when_the_database_
         5,
         "its messages are back in the queue"
     );
+}
+
+/// The broker goes silent (a half-open connection) just before SIGTERM: it answers neither
+/// the consumers' cancel nor the connection's close. The recorder still exits, within those
+/// two bounds, and what it stored and acknowledged stays so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_within_a_bound_when_the_broker_is_silent() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let proxy = PgProxy::start(&broker_address()).await;
+    let mut vars = env(&db, &queue, &[("BULK_RECORDER_FLUSH_TIMEOUT_MS", "200")]);
+    vars.insert("RABBITMQ_URL".into(), proxy.amqp_url(&rabbitmq_url()));
+    let mut child = spawn_recorder(vars);
+    let transactions: Vec<_> = (0..5).map(|_| sample_transaction(2)).collect();
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
+    wait_until(DRAIN, "the 5 stored and acknowledged", || async {
+        db.count("transaction").await == 5 && broker_counts_async(&queue.name).await == (0, 0)
+    })
+    .await;
+
+    proxy.freeze();
+    // Cancel (5 s) + close (5 s) with room for a loaded machine; without bounds of its own the
+    // recorder would wait for the broker's heartbeat to fail, or forever.
+    terminate_within(
+        &mut child,
+        Duration::from_secs(20),
+        "the recorder exits although the broker is silent",
+    )
+    .await;
+    proxy.thaw();
+    assert_eq!(db.count("transaction").await, 5);
+    assert_eq!(
+        TestQueue::ready(&queue.name).await,
+        0,
+        "nothing redelivered"
+    );
+}
+
+/// `host:port` of the test broker.
+fn broker_address() -> String {
+    let url = rabbitmq_url();
+    let authority = url.split('@').next_back().expect("url");
+    authority.split('/').next().expect("host:port").to_string()
 }
 
 /// A bulk of 2,000 transactions x 5 operations goes in by `COPY`, and the connection goes silent
@@ -197,12 +241,12 @@ async fn a_connection_silent_during_copy_is_given_up_within_the_write_bound() {
         matches!(http_get(port, "/readyz").await, Some((503, body)) if body.contains("holding_bulk=true"))
     })
     .await;
-    signal(&child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("SIGTERM ends the recorder although the connection is silent")
-        .expect("wait");
-    assert!(status.success(), "{status}");
+    terminate_within(
+        &mut child,
+        Duration::from_secs(15),
+        "SIGTERM ends the recorder although the connection is silent",
+    )
+    .await;
     proxy.thaw();
     assert_eq!(
         db.count("transaction").await,

@@ -92,14 +92,7 @@ async fn sigterm_flushes_the_partial_bulk_acknowledges_and_exits_zero() {
     .await;
     assert_eq!(db.count("transaction").await, 0, "held, not yet written");
 
-    let stopped_at = std::time::Instant::now();
-    signal(&child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits promptly")
-        .unwrap();
-    assert!(status.success(), "{status}");
-    assert!(stopped_at.elapsed() < Duration::from_secs(10));
+    terminate_within(&mut child, Duration::from_secs(10), "exits promptly").await;
     assert_eq!(db.count("transaction").await, 7);
     assert_eq!(db.count("operation").await, 35);
     assert_eq!(
@@ -176,11 +169,11 @@ async fn sigterm_while_the_broker_never_answers_exits_at_once() {
     vars.insert("METRICS_ADDR".into(), format!("127.0.0.1:{}", free_port()));
     let mut child = spawn_recorder(vars);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    signal(&child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("the recorder exits although the broker never answered")
-        .expect("wait");
-    assert!(status.success(), "{status}");
+    terminate_within(
+        &mut child,
+        Duration::from_secs(10),
+        "the recorder exits although the broker never answered",
+    )
+    .await;
     held.abort();
 }

@@ -71,6 +71,7 @@ pub async fn consume(
             return Ok(());
         }
     }
+    tracing::debug!(channel = index, "consumer ended");
     if *shutdown.borrow() {
         Ok(())
     } else {

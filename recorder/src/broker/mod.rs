@@ -5,7 +5,7 @@ pub mod dead_letter;
 pub mod depth;
 pub mod settle;
 
-use std::io;
+use std::{io, time::Duration};
 
 use lapin::{
     Channel, Connection, ConnectionProperties, Consumer,
@@ -27,6 +27,24 @@ pub async fn connect(url: &str, queue: &str) -> Result<Connection, lapin::Error>
         .with_connection_name(format!("bulk-recorder:{queue}").into());
     Connection::connect_uri_with_config(uri, properties, tls, lapin::runtime::default_runtime()?)
         .await
+}
+
+/// The longest the recorder waits for each of the broker's answers when it lets go of a
+/// connection (a consumer's cancel, the connection's close): the broker requeues whatever a
+/// connection left unacknowledged, and one that went silent must not hold the process.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Closes `connection`, waiting at most [`CLOSE_TIMEOUT`] for the broker's answer.
+pub async fn close(connection: &Connection, reason: &str) {
+    match tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await {
+        Ok(Ok(())) => tracing::debug!(reason, "broker connection closed"),
+        Ok(Err(error)) => tracing::debug!(%error, reason, "closing the broker connection"),
+        Err(_) => tracing::warn!(
+            timeout_s = CLOSE_TIMEOUT.as_secs(),
+            reason,
+            "the broker did not answer the connection close: leaving it"
+        ),
+    }
 }
 
 /// Who made the queue, as far as this process knows: it decides whether a queue that has gone

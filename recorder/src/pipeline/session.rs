@@ -46,6 +46,11 @@ pub enum SessionError {
     Ended,
     #[error("no answer from the broker within {0:?} while connecting")]
     ConnectTimedOut(Duration),
+    #[error(
+        "no answer from the broker within {0:?} to cancelling a consumer at shutdown: leaving \
+         the connection (what it holds unacknowledged returns to the queue)"
+    )]
+    SilentAtShutdown(Duration),
 }
 
 /// The longest a connection attempt may take: lapin's own connect waits on the network as
@@ -84,22 +89,33 @@ pub async fn run(shared: &Shared, shutdown: watch::Receiver<bool>) -> Result<(),
         bulk_size = shared.config.bulk_size,
         "consuming"
     );
+    // Every channel handle stays here until the connection is closed: dropping the last one
+    // makes lapin send its own channel.close, and a channel.close racing connection.close can
+    // leave the latter unanswered (lapin reports "invalid channel state: Closing").
+    let depth_channel = connection.create_channel().await?;
+    let held = (
+        opened.channels.clone(),
+        opened.settler.clone(),
+        depth_channel.clone(),
+    );
     let depth = tokio::spawn(depth::poll(
-        connection.create_channel().await?,
+        depth_channel,
         shared.config.queue.clone(),
         shared.metrics.clone(),
     ));
     let drained = drain(shared, &connection, opened, shutdown.clone()).await;
     depth.abort();
     shared.health.set_broker(false);
-    match drained {
+    let ended = match drained {
         Ok(()) if *shutdown.borrow() => {
-            let _ = connection.close(200, "shutdown".into()).await;
+            broker::close(&connection, "shutdown").await;
             Ok(())
         }
         Ok(()) => Err(SessionError::Ended),
         Err(error) => Err(error),
-    }
+    };
+    drop(held);
+    ended
 }
 
 /// Connects and makes sure the queue exists, within [`CONNECT_TIMEOUT`]; `None` when shutdown
@@ -205,8 +221,13 @@ async fn drain(
     let ended = consumers_ended(&mut consumer_tasks, connection, &shared.health, &shutdown);
     let (settled, consumer_error) = tokio::select! {
         done = async { tokio::join!(settled, ended) } => done,
-        _ = cancel_at_shutdown(tags, shutdown.clone()) => unreachable!("waits forever"),
+        silent = cancel_at_shutdown(tags, shutdown.clone()) => {
+            collector.abort();
+            waiting_room.abort();
+            return Err(silent);
+        }
     };
+    tracing::debug!("consumers ended and every bulk settled");
     collector.abort();
     if *shutdown.borrow() {
         // It returns its messages to the queue; the connection must still be open for that.
@@ -260,7 +281,7 @@ async fn settle_in_order(
             }),
             Err(error) => {
                 // End the other channels' deliveries too: this session is over.
-                let _ = connection.close(200, "settlement failed".into()).await;
+                broker::close(connection, "settlement failed").await;
                 failure = Some(error);
             }
         }
@@ -282,7 +303,7 @@ async fn consumers_ended(
             Ok(Err(error)) if first_error.is_none() && !*shutdown.borrow() => {
                 tracing::warn!(%error, "a consumer ended: ending the session");
                 health.set_broker(false);
-                let _ = connection.close(200, "a consumer ended".into()).await;
+                broker::close(connection, "a consumer ended").await;
                 first_error = Some(error);
             }
             Ok(_) => {}
@@ -293,19 +314,20 @@ async fn consumers_ended(
 }
 
 /// At shutdown, stops deliveries: the consumers' streams then end, the collector flushes what
-/// it holds, and the settlement finishes once that last bulk is acknowledged.
+/// it holds, and the settlement finishes once that last bulk is acknowledged. Returns only when
+/// the broker leaves a cancel unanswered (silent): the session is then given up.
 async fn cancel_at_shutdown(
     consumers: Vec<(Channel, String)>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> SessionError {
     let _ = shutdown.wait_for(|stop| *stop).await;
     for (channel, tag) in &consumers {
-        if let Err(error) = channel
-            .basic_cancel(tag.as_str().into(), Default::default())
-            .await
-        {
-            tracing::warn!(%error, "could not cancel consumer");
+        let cancel = channel.basic_cancel(tag.as_str().into(), Default::default());
+        match tokio::time::timeout(broker::CLOSE_TIMEOUT, cancel).await {
+            Ok(Ok(())) => tracing::debug!(consumer = tag, "consumer cancelled"),
+            Ok(Err(error)) => tracing::warn!(%error, "could not cancel consumer"),
+            Err(_) => return SessionError::SilentAtShutdown(broker::CLOSE_TIMEOUT),
         }
     }
-    pending::<()>().await
+    pending().await
 }
