@@ -72,13 +72,17 @@ impl PgProxy {
         format!("{url}{separator}sslmode=disable")
     }
 
-    /// `url` (an amqp:// URL) through this proxy, whatever broker address it names.
-    pub fn amqp_url(&self, url: &str) -> String {
+    /// A proxy in front of the test broker, and the `amqp://` URL that reaches it through the
+    /// proxy.
+    pub async fn in_front_of_rabbitmq() -> (Self, String) {
+        let url = crate::rabbitmq_url();
         let (scheme_and_user, rest) = url
             .rsplit_once('@')
             .expect("amqp://user:pass@host:port/vhost");
-        let vhost = rest.split_once('/').map_or("", |(_, v)| v);
-        format!("{scheme_and_user}@127.0.0.1:{}/{vhost}", self.port)
+        let (address, vhost) = rest.split_once('/').unwrap_or((rest, ""));
+        let proxy = Self::start(address).await;
+        let through = format!("{scheme_and_user}@127.0.0.1:{}/{vhost}", proxy.port);
+        (proxy, through)
     }
 
     /// Every connection goes silent: bytes are neither delivered nor refused.

@@ -156,9 +156,9 @@ async fn sigterm_finishes_within_the_flush_and_write_timeouts_when_the_database_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_within_a_bound_when_the_broker_is_silent() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
-    let proxy = PgProxy::start(&broker_address()).await;
+    let (proxy, through) = PgProxy::in_front_of_rabbitmq().await;
     let mut vars = env(&db, &queue, &[("BULK_RECORDER_FLUSH_TIMEOUT_MS", "200")]);
-    vars.insert("RABBITMQ_URL".into(), proxy.amqp_url(&rabbitmq_url()));
+    vars.insert("RABBITMQ_URL".into(), through);
     let mut child = spawn_recorder(vars);
     let transactions: Vec<_> = (0..5).map(|_| sample_transaction(2)).collect();
     queue
@@ -185,13 +185,6 @@ async fn sigterm_finishes_within_a_bound_when_the_broker_is_silent() {
         0,
         "nothing redelivered"
     );
-}
-
-/// `host:port` of the test broker.
-fn broker_address() -> String {
-    let url = rabbitmq_url();
-    let authority = url.split('@').next_back().expect("url");
-    authority.split('/').next().expect("host:port").to_string()
 }
 
 /// A bulk of 2,000 transactions x 5 operations goes in by `COPY`, and the connection goes silent

@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection};
 
 const STANDBY: &str = "standby1";
 
-/// The primary, its synchronous standby, and the proxy the recorder connects through.
+/// The primary, its standby, and the proxy the recorder connects through.
 struct Replicated {
     primary: PgCluster,
     standby: PgCluster,
@@ -22,9 +22,20 @@ struct Replicated {
 }
 
 impl Replicated {
-    async fn start() -> Option<Self> {
-        let primary = PgCluster::init("primary")?;
-        primary.start(&[&format!("synchronous_standby_names={STANDBY}")]);
+    /// A primary whose commits wait for the standby; `None` where the servers cannot be made.
+    async fn synchronous() -> Option<Self> {
+        let names = format!("synchronous_standby_names={STANDBY}");
+        Self::start("primary", &[&names], "sync").await
+    }
+
+    /// A primary that streams to the standby without waiting for it.
+    async fn asynchronous() -> Option<Self> {
+        Self::start("async-primary", &[], "async").await
+    }
+
+    async fn start(name: &str, settings: &[&str], state: &str) -> Option<Self> {
+        let primary = PgCluster::init(name)?;
+        primary.start(settings);
         let standby = PgCluster::standby_of(&primary, STANDBY)?;
         standby.start(&[]);
         let proxy = PgProxy::start(&format!("127.0.0.1:{}", primary.port)).await;
@@ -34,7 +45,7 @@ impl Replicated {
             proxy,
         };
         replicated.on_primary("CREATE DATABASE ledger").await;
-        replicated.wait_for_standby("sync").await;
+        replicated.wait_for_standby(state).await;
         Some(replicated)
     }
 
@@ -160,7 +171,7 @@ async fn assert_held(recorder: &RunningRecorder, queue: &TestQueue, committed: u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_acknowledged_before_the_synchronous_standby_has_it() {
-    let Some(servers) = Replicated::start().await else {
+    let Some(servers) = Replicated::synchronous().await else {
         return;
     };
     let queue = TestQueue::new();
@@ -261,22 +272,9 @@ async fn nothing_is_acknowledged_before_the_synchronous_standby_has_it() {
 /// looks for a row it wrote instead: not there, so it writes the bulk again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_commit_is_not_mistaken_for_another_transaction_after_a_failover() {
-    let Some(primary) = PgCluster::init("async-primary") else {
+    let Some(servers) = Replicated::asynchronous().await else {
         return;
     };
-    primary.start(&[]);
-    let Some(standby) = PgCluster::standby_of(&primary, STANDBY) else {
-        return;
-    };
-    standby.start(&[]);
-    let proxy = PgProxy::start(&format!("127.0.0.1:{}", primary.port)).await;
-    let servers = Replicated {
-        primary,
-        standby,
-        proxy,
-    };
-    servers.on_primary("CREATE DATABASE ledger").await;
-    servers.wait_for_standby("async").await;
     let queue = TestQueue::new();
     let recorder = RunningRecorder::start(recorder_config(&servers.proxy, &queue));
     publish(&queue, 10).await;

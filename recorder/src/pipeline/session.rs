@@ -68,11 +68,16 @@ pub struct Shared {
     pub origin: QueueOrigin,
 }
 
-/// A connection's consuming channels, before deliveries flow.
+/// A connection's channels, kept until the connection is closed: dropping the last handle of a
+/// channel makes lapin send its own channel.close, and one racing the connection's close can
+/// leave the latter unanswered (lapin reports "invalid channel state: Closing").
 struct Opened {
     settler: Arc<Settler>,
+    /// Taken by [`drain`] when deliveries start.
     consumers: Vec<(Consumer, String)>,
     channels: Vec<Channel>,
+    /// The queue depth's own channel.
+    depth: Channel,
 }
 
 /// Consumes until shutdown (Ok) or until the broker connection fails (Err).
@@ -80,7 +85,7 @@ pub async fn run(shared: &Shared, shutdown: watch::Receiver<bool>) -> Result<(),
     let Some(connection) = connect(shared, &shutdown).await? else {
         return Ok(());
     };
-    let opened = open(shared, &connection).await?;
+    let mut opened = open(shared, &connection).await?;
     shared.health.set_broker(true);
     tracing::info!(
         queue = shared.config.queue,
@@ -89,21 +94,12 @@ pub async fn run(shared: &Shared, shutdown: watch::Receiver<bool>) -> Result<(),
         bulk_size = shared.config.bulk_size,
         "consuming"
     );
-    // Every channel handle stays here until the connection is closed: dropping the last one
-    // makes lapin send its own channel.close, and a channel.close racing connection.close can
-    // leave the latter unanswered (lapin reports "invalid channel state: Closing").
-    let depth_channel = connection.create_channel().await?;
-    let held = (
-        opened.channels.clone(),
-        opened.settler.clone(),
-        depth_channel.clone(),
-    );
     let depth = tokio::spawn(depth::poll(
-        depth_channel,
+        opened.depth.clone(),
         shared.config.queue.clone(),
         shared.metrics.clone(),
     ));
-    let drained = drain(shared, &connection, opened, shutdown.clone()).await;
+    let drained = drain(shared, &connection, &mut opened, shutdown.clone()).await;
     depth.abort();
     shared.health.set_broker(false);
     let ended = match drained {
@@ -114,7 +110,7 @@ pub async fn run(shared: &Shared, shutdown: watch::Receiver<bool>) -> Result<(),
         Ok(()) => Err(SessionError::Ended),
         Err(error) => Err(error),
     };
-    drop(held);
+    drop(opened); // only now that the connection is closed (see `Opened`)
     ended
 }
 
@@ -139,7 +135,8 @@ async fn connect(
     }
 }
 
-/// Opens the consuming channels (and the dead-letter channel, when configured).
+/// Opens the consuming channels, the queue depth's channel and the dead-letter channel (when
+/// configured).
 async fn open(shared: &Shared, connection: &Connection) -> Result<Opened, SessionError> {
     let config = &shared.config;
     let mut channels = Vec::with_capacity(usize::from(config.workers));
@@ -171,6 +168,7 @@ async fn open(shared: &Shared, connection: &Connection) -> Result<Opened, Sessio
         settler,
         consumers,
         channels,
+        depth: connection.create_channel().await?,
     })
 }
 
@@ -179,7 +177,7 @@ async fn open(shared: &Shared, connection: &Connection) -> Result<Opened, Sessio
 async fn drain(
     shared: &Shared,
     connection: &Connection,
-    opened: Opened,
+    opened: &mut Opened,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     let config = &shared.config;
@@ -191,7 +189,10 @@ async fn drain(
     };
     let mut consumer_tasks = JoinSet::new();
     let mut tags = Vec::new();
-    for (index, (consumer, tag)) in opened.consumers.into_iter().enumerate() {
+    for (index, (consumer, tag)) in std::mem::take(&mut opened.consumers)
+        .into_iter()
+        .enumerate()
+    {
         tags.push((opened.channels[index].clone(), tag));
         consumer_tasks.spawn(consume(
             index,
