@@ -139,6 +139,69 @@ impl Drop for TestDb {
     }
 }
 
+/// A login role of this test's own on the shared server (least privilege: no grants until the
+/// test gives some); its privileges and the role are dropped when the value is dropped, before
+/// the test's database (declare it after the database).
+pub struct TestRole {
+    pub name: String,
+    /// The test database's URL (as the administrator), where its grants are.
+    db_url: String,
+}
+
+impl TestRole {
+    pub async fn create(db: &TestDb) -> Self {
+        let name = format!("br_role_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&postgres_admin_url())
+            .await
+            .expect("admin");
+        // A password too: a server installed by scripts/services.sh asks for one over TCP.
+        sqlx::query(&format!("CREATE ROLE {name} LOGIN PASSWORD '{name}'"))
+            .execute(&mut admin)
+            .await
+            .expect("create role");
+        Self {
+            name,
+            db_url: db.url.clone(),
+        }
+    }
+
+    /// Runs `sql` as the administrator in the test's database; `{role}` names this role.
+    pub async fn admin(&self, sql: &str) {
+        let sql = sql.replace("{role}", &self.name);
+        let mut conn = PgConnection::connect(&self.db_url).await.expect("admin");
+        sqlx::raw_sql(&sql)
+            .execute(&mut conn)
+            .await
+            .expect("admin sql");
+    }
+
+    /// The test database's URL, connecting as this role.
+    pub fn url(&self) -> String {
+        let mut url = url::Url::parse(&self.db_url).expect("database URL");
+        url.set_username(&self.name).expect("a user");
+        url.set_password(Some(&self.name)).expect("a password");
+        url.to_string()
+    }
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        let (name, db_url) = (self.name.clone(), self.db_url.clone());
+        run_detached(async move {
+            if let Ok(mut conn) = PgConnection::connect(&db_url).await {
+                let _ = sqlx::query(&format!("DROP OWNED BY {name}"))
+                    .execute(&mut conn)
+                    .await;
+            }
+            if let Ok(mut admin) = PgConnection::connect(&postgres_admin_url()).await {
+                let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {name}"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        });
+    }
+}
+
 /// Queues of this test's own: the work queue and, optionally, its dead-letter queue.
 pub struct TestQueue {
     pub name: String,

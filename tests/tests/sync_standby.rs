@@ -13,6 +13,8 @@ use bulk_recorder_publish::sample_transaction;
 use sqlx::{Connection, PgConnection};
 
 const STANDBY: &str = "standby1";
+/// An asynchronous second standby, for the failover tests.
+const SECOND: &str = "standby2";
 
 /// The primary, its standby, and the proxy the recorder connects through.
 struct Replicated {
@@ -57,25 +59,53 @@ impl Replicated {
     }
 
     async fn on_primary(&self, sql: &str) {
-        let url = self.primary.url("postgres", "sslmode=disable");
-        let mut conn = PgConnection::connect(&url).await.expect("primary");
+        self.on(self.primary.port, "postgres", sql).await;
+    }
+
+    async fn on(&self, port: u16, database: &str, sql: &str) {
+        let url = format!("postgres://postgres@127.0.0.1:{port}/{database}?sslmode=disable");
+        let mut conn = PgConnection::connect(&url)
+            .await
+            .expect("the test's server");
         sqlx::raw_sql(sql).execute(&mut conn).await.expect(sql);
+    }
+
+    /// The recorder's tables, made by its migrations as the superuser.
+    async fn migrate(&self) {
+        let url = self.primary.url("ledger", "sslmode=disable");
+        let pool = sqlx::PgPool::connect(&url).await.expect("primary");
+        bulk_recorder::store::db::migrate(&pool)
+            .await
+            .expect("migrations");
+        pool.close().await;
     }
 
     /// Waits until the standby streams from the primary in `state` (`sync`).
     async fn wait_for_standby(&self, state: &str) {
+        self.wait_for(STANDBY, state).await;
+    }
+
+    async fn wait_for(&self, standby: &str, state: &str) {
         wait_until(DRAIN, "the standby streaming", || async {
             let mut conn = self.connect(self.primary.port).await;
             let found: Option<String> = sqlx::query_scalar(
                 "SELECT sync_state FROM pg_stat_replication WHERE application_name = $1",
             )
-            .bind(STANDBY)
+            .bind(standby)
             .fetch_optional(&mut conn)
             .await
             .expect("pg_stat_replication");
             found.as_deref() == Some(state)
         })
         .await;
+    }
+
+    /// A second standby, streaming asynchronously.
+    async fn second_standby(&self) -> PgCluster {
+        let second = PgCluster::standby_of(&self.primary, SECOND).expect("pg_basebackup");
+        second.start(&[]);
+        self.wait_for(SECOND, "async").await;
+        second
     }
 
     /// The recorder's session whose COMMIT waits for the standby, once there is one.
@@ -119,7 +149,17 @@ impl Replicated {
 const DRAIN: Duration = Duration::from_secs(60);
 
 fn recorder_config(proxy: &PgProxy, queue: &TestQueue) -> Config {
-    let vars: HashMap<String, String> = [
+    recorder_config_as(proxy, queue, "postgres", &[])
+}
+
+/// The recorder connecting as `user`, with `overrides`.
+fn recorder_config_as(
+    proxy: &PgProxy,
+    queue: &TestQueue,
+    user: &str,
+    overrides: &[(&str, &str)],
+) -> Config {
+    let mut vars: HashMap<String, String> = [
         ("RABBITMQ_URL", rabbitmq_url()),
         (
             "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
@@ -128,7 +168,7 @@ fn recorder_config(proxy: &PgProxy, queue: &TestQueue) -> Config {
         (
             "DATABASE_URL",
             format!(
-                "postgres://postgres@127.0.0.1:{}/ledger?sslmode=disable",
+                "postgres://{user}@127.0.0.1:{}/ledger?sslmode=disable",
                 proxy.port
             ),
         ),
@@ -143,6 +183,9 @@ fn recorder_config(proxy: &PgProxy, queue: &TestQueue) -> Config {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    for (k, v) in overrides {
+        vars.insert(k.to_string(), v.to_string());
+    }
     Config::from_vars(&vars).expect("valid configuration")
 }
 
@@ -315,6 +358,97 @@ async fn a_lost_commit_is_not_mistaken_for_another_transaction_after_a_failover(
     recorder.stop().await;
     assert_eq!(
         servers.transactions_on(servers.standby.port).await,
+        (20, 40),
+        "every acknowledged message's rows are on the new primary"
+    );
+    assert_eq!(
+        (totals.transactions.inserted, totals.transactions.ignored),
+        (20, 0)
+    );
+    assert_eq!(broker_counts(&queue.name), (0, 0));
+}
+
+/// CloudNativePG's `app` role, say: the tables made by someone else, and only `SELECT, INSERT,
+/// UPDATE` on them. PostgreSQL shows such a role each `pg_stat_replication` row with its `pid`
+/// only; the recorder must not read that as "no synchronous standby yet" and hold every bulk
+/// forever: it trusts a COMMIT that returned (and says so at start-up, naming the grant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_with_table_grants_only_is_acknowledged_with_a_synchronous_standby() {
+    let Some(servers) = Replicated::synchronous().await else {
+        return;
+    };
+    servers.migrate().await;
+    servers
+        .on(
+            servers.primary.port,
+            "ledger",
+            "CREATE ROLE app LOGIN; GRANT USAGE ON SCHEMA public TO app; \
+             GRANT SELECT, INSERT, UPDATE ON transaction, operation TO app",
+        )
+        .await;
+    let queue = TestQueue::new();
+    let recorder = RunningRecorder::start(recorder_config_as(
+        &servers.proxy,
+        &queue,
+        "app",
+        &[("BULK_RECORDER_MIGRATE", "false")],
+    ));
+    publish(&queue, 20).await;
+    wait_until(DRAIN, "20 stored and acknowledged", || async {
+        recorder.committed_transactions() == 20 && broker_counts(&queue.name) == (0, 0)
+    })
+    .await;
+    recorder.stop().await;
+    assert_eq!(servers.transactions_on(servers.standby.port).await.0, 20);
+}
+
+/// A failover during a held wait: the synchronous standby is away, a COMMIT's wait for it is
+/// cancelled (the commit is local to the primary), the primary dies, and the other standby
+/// (asynchronous, stopped before that commit) is promoted. The new primary has no synchronous
+/// standby: comparing the old primary's WAL position with it would call the commit durable and
+/// acknowledge rows that are gone. The recorder sees another server, finds the rows missing
+/// there, and writes them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_commit_is_not_judged_by_another_servers_wal_after_a_failover() {
+    let Some(servers) = Replicated::synchronous().await else {
+        return;
+    };
+    let second = servers.second_standby().await;
+    let queue = TestQueue::new();
+    let recorder = RunningRecorder::start(recorder_config(&servers.proxy, &queue));
+    publish(&queue, 10).await;
+    wait_until(DRAIN, "10 committed and on the second standby", || async {
+        recorder.committed_transactions() == 10
+            && servers.transactions_on(second.port).await.0 == 10
+    })
+    .await;
+
+    // Both standbys away; a commit's wait is cancelled: committed on the primary only.
+    servers.standby.stop("fast");
+    second.stop("fast");
+    publish(&queue, 10).await;
+    let pid = servers.waiting_commit().await;
+    servers
+        .on_primary(&format!("SELECT pg_cancel_backend({pid})"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_held(&recorder, &queue, 10, 10).await;
+
+    // The primary dies; the second standby becomes the primary behind the same address.
+    servers.primary.stop("immediate");
+    second.start(&[]);
+    second.promote();
+    servers
+        .proxy
+        .retarget(&format!("127.0.0.1:{}", second.port));
+    wait_until(DRAIN, "20 committed", || async {
+        recorder.committed_transactions() == 20
+    })
+    .await;
+    let totals = recorder.metrics.totals();
+    recorder.stop().await;
+    assert_eq!(
+        servers.transactions_on(second.port).await,
         (20, 40),
         "every acknowledged message's rows are on the new primary"
     );

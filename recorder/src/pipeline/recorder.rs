@@ -13,8 +13,8 @@ use crate::{
     ledger::backup,
     pipeline::flush::Flusher,
     pipeline::session::{self, Shared},
-    store::db,
     store::{BulkWriter, Database, OneByOneWriter, Writer, deadline::Deadline},
+    store::{db, privileges::Grants},
     telemetry::health::Health,
     telemetry::metrics::Metrics,
 };
@@ -84,6 +84,9 @@ pub async fn run(
     if config.migrate {
         db::migrate(&pool).await?;
         tracing::info!("migrations applied");
+    }
+    if !wait_for_grants(&pool, shutdown.clone()).await {
+        return Ok(());
     }
     tokio::spawn(probe_database(
         pool.clone(),
@@ -159,6 +162,36 @@ async fn connect_database(
                     _ = shutdown.wait_for(|s| *s) => return None,
                 }
             }
+        }
+    }
+}
+
+/// How often a role that cannot write the tables is checked again.
+const GRANTS_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// Waits until the role can write the tables, saying what it lacks (and what it gives up);
+/// false when shutdown came first. Nothing is consumed meanwhile, so readiness stays off.
+async fn wait_for_grants(pool: &PgPool, mut shutdown: watch::Receiver<bool>) -> bool {
+    let mut said_caveat = false;
+    loop {
+        match Grants::read(pool).await {
+            Ok(grants) => {
+                if let Some(caveat) = grants.caveat().filter(|_| !said_caveat) {
+                    tracing::warn!("{caveat}");
+                    said_caveat = true;
+                }
+                match grants.problem() {
+                    None => return true,
+                    Some(problem) => {
+                        tracing::error!(retry_in_s = GRANTS_CHECK_EVERY.as_secs(), "{problem}")
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the role's privileges yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(GRANTS_CHECK_EVERY) => {}
+            _ = shutdown.wait_for(|s| *s) => return false,
         }
     }
 }

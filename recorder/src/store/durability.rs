@@ -10,16 +10,23 @@
 //! have reached it. The same check covers rows a write found stored already (a redelivery after
 //! such a local commit): every write's own commit is after them in the WAL.
 //!
+//! A WAL position means something only on the server that wrote it: every reading carries the
+//! server's start time, and a reading from another server (a failover during the wait, or a
+//! restart) is never compared with it ([`WriteError::ServerChanged`]: the commit is then
+//! resolved by its rows, see [`super::resolve`]).
+//!
 //! Without synchronous standbys a COMMIT (`synchronous_commit = on`, pinned for every session)
-//! is durable when it returns. Without `pg_monitor` (or `pg_read_all_stats`) the standbys'
-//! positions read as NULL: the recorder then trusts a COMMIT that returned (none of its own
-//! statement timeouts can cancel it) and says so once in its log.
+//! is durable when it returns. A role without `pg_monitor` (or `pg_read_all_stats`) sees each
+//! `pg_stat_replication` row with its `pid` only: the recorder then trusts a COMMIT that
+//! returned (none of its own statement timeouts can cancel it), says so at start-up with the
+//! grant that lifts it ([`super::privileges`]), and still waits while no standby is connected.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
 use sqlx::Row;
 use tokio::time::Instant;
 
@@ -28,12 +35,14 @@ use crate::backoff::Backoff;
 
 /// The positions, read right after COMMIT (outside any transaction, so it waits for nothing).
 /// The standbys are read only when synchronous ones are configured (`pg_stat_replication`
-/// reads every backend's state: not free for every commit of a server without them).
+/// reads every backend's state: not free for every commit of a server without them); a row this
+/// role may not read in full has an empty state.
 pub const PROBE: &str = "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::int8, \
-    current_setting('synchronous_standby_names'), \
+    current_setting('synchronous_standby_names'), pg_postmaster_start_time(), \
     CASE WHEN current_setting('synchronous_standby_names') = '' THEN '{}'::text[] ELSE \
-    ARRAY(SELECT sync_state || ':' || coalesce(((flush_lsn - '0/0'::pg_lsn)::int8)::text, '') \
-          FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) END";
+    ARRAY(SELECT coalesce(sync_state, '') || ':' || \
+          coalesce(((flush_lsn - '0/0'::pg_lsn)::int8)::text, '') \
+          FROM pg_stat_replication) END";
 
 /// What the probe read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,16 +50,20 @@ pub struct Positions {
     /// The primary's flushed WAL position after the commit (at or past its commit record).
     pub lsn: i64,
     pub standby_names: String,
-    /// Each synchronous (or quorum) standby: its state and its flush position, when readable.
+    /// Which server: WAL positions of two servers cannot be compared.
+    pub server_started: DateTime<Utc>,
+    /// Each connected standby: its state (`sync`, `quorum`, `async`, `potential`; empty when
+    /// this role may not read it) and its flush position, when readable.
     pub standbys: Vec<(String, Option<i64>)>,
 }
 
 impl Positions {
     pub fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        let standbys: Vec<String> = row.try_get(2)?;
+        let standbys: Vec<String> = row.try_get(3)?;
         Ok(Self {
             lsn: row.try_get(0)?,
             standby_names: row.try_get(1)?,
+            server_started: row.try_get(2)?,
             standbys: standbys
                 .iter()
                 .map(|entry| {
@@ -67,6 +80,9 @@ impl Positions {
             None => return Verdict::Durable,
             Some(rule) => rule,
         };
+        if self.standbys.iter().any(|(state, _)| state.is_empty()) {
+            return Verdict::Unverifiable;
+        }
         let state = if quorum { "quorum" } else { "sync" };
         let candidates: Vec<Option<i64>> = self
             .standbys
@@ -137,24 +153,28 @@ pub fn rule(names: &str) -> Option<(bool, usize)> {
 
 static UNVERIFIABLE_LOGGED: AtomicBool = AtomicBool::new(false);
 
-/// Returns once WAL up to `target` is durable as the server is configured, polling the
-/// standbys' positions. Holds readiness meanwhile (past a second); gives up at shutdown.
+/// Returns once WAL up to `first.lsn` is durable as `first`'s server is configured, polling the
+/// standbys' positions. Holds readiness meanwhile (past a second). `ServerChanged` when another
+/// server answers (the position means nothing there); `Unresolved` at shutdown.
 pub async fn wait(db: &Database, first: &Positions) -> Result<(), WriteError> {
     let target = first.lsn;
-    let mut verdict = first.verdict(target);
+    let mut now = first.clone();
     let mut backoff = Backoff::new(Duration::from_millis(2), Duration::from_secs(1));
     let started = Instant::now();
     let mut hold = None;
     let mut shutdown = db.shutdown.clone();
     loop {
-        match verdict {
+        if now.server_started != first.server_started {
+            return Err(WriteError::ServerChanged);
+        }
+        match now.verdict(target) {
             Verdict::Durable => return Ok(()),
             Verdict::Unverifiable => {
                 if !UNVERIFIABLE_LOGGED.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "synchronous standbys are configured but this role cannot read their \
-                         positions in pg_stat_replication: a COMMIT that returns is trusted (grant \
-                         pg_monitor to the recorder's role to have every commit checked)"
+                         positions in pg_stat_replication: a COMMIT that returns is trusted \
+                         (GRANT pg_monitor TO the recorder's role to have every commit checked)"
                     );
                 }
                 return Ok(());
@@ -175,24 +195,53 @@ pub async fn wait(db: &Database, first: &Positions) -> Result<(), WriteError> {
                 return Err(WriteError::Unresolved("the commit is not on the synchronous standbys yet"));
             }
         }
-        verdict = match probe(db).await {
-            Some(now) => now.verdict(target),
-            None => Verdict::Waiting,
-        };
+        // A failed reading changes nothing: the same verdict is asked again.
+        if let Some(read) = probe(db).await {
+            now = read;
+        }
+    }
+}
+
+/// The positions now, asked again (with backoff, holding readiness past a second) until the
+/// database answers; `Unresolved` only at shutdown.
+pub async fn positions(db: &Database) -> Result<Positions, WriteError> {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    let started = Instant::now();
+    let mut hold = None;
+    let mut shutdown = db.shutdown.clone();
+    loop {
+        if let Some(read) = probe(db).await {
+            return Ok(read);
+        }
+        if started.elapsed() > Duration::from_secs(1) {
+            hold.get_or_insert_with(|| db.health.hold());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {
+                return Err(WriteError::Unresolved("cannot read the WAL positions"));
+            }
+        }
     }
 }
 
 /// The positions now, on any connection of the pool; `None` when the database does not answer.
 pub async fn probe(db: &Database) -> Option<Positions> {
     let deadline = super::deadline::Deadline::after(Duration::from_secs(2));
-    let row = deadline
+    let read = deadline
         .call(
             "reading the standbys' positions",
             sqlx::query(PROBE).fetch_one(&db.pool),
         )
         .await
-        .ok()?;
-    Positions::from_row(&row).ok()
+        .and_then(|row| Positions::from_row(&row).map_err(WriteError::classify));
+    match read {
+        Ok(positions) => Some(positions),
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the WAL positions");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +252,7 @@ mod tests {
         Positions {
             lsn: 100,
             standby_names: names.into(),
+            server_started: DateTime::UNIX_EPOCH,
             standbys: standbys.iter().map(|(s, l)| (s.to_string(), *l)).collect(),
         }
     }
@@ -237,6 +287,16 @@ mod tests {
         assert_eq!(
             positions("s1", &[("sync", None)]).verdict(100),
             Verdict::Unverifiable
+        );
+        assert_eq!(
+            positions("s1", &[("", None), ("", None)]).verdict(100),
+            Verdict::Unverifiable,
+            "a role without pg_read_all_stats sees each standby with its pid only"
+        );
+        assert_eq!(
+            positions("s1", &[("async", Some(150))]).verdict(100),
+            Verdict::Waiting,
+            "only a synchronous standby counts"
         );
         let two = [("sync", Some(150)), ("sync", Some(90))];
         assert_eq!(

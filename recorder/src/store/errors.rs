@@ -49,6 +49,13 @@ pub enum WriteError {
     /// dropped and the write retried.
     #[error("no answer from PostgreSQL within {0:?} ({1})")]
     TimedOut(Duration, &'static str),
+    /// The server changed (a failover, a restart) before the write was known to be durable, and
+    /// the one answering now does not have its rows: the write is retried there.
+    #[error(
+        "the database server changed (a failover or a restart) before the write was known to be \
+         durable, and the new one does not have its rows"
+    )]
+    ServerChanged,
     /// Shutdown began before the write's fate was known (its COMMIT unanswered, or committed
     /// but not yet on the synchronous standbys): its messages go back to the queue.
     #[error("shutting down before the write was known to be durable: {0}")]

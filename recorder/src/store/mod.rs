@@ -4,7 +4,7 @@
 //! server is configured).
 //!
 //! Layering, leaves first: `errors`, `deadline`, `columns` -> `sql`, `plan`, `merge` ->
-//! `db`, `durability`, `resolve` -> `txn` -> `copy`, `upsert` -> `bulk`, `one_by_one`.
+//! `db`, `durability`, `resolve`, `privileges` -> `txn` -> `copy`, `upsert` -> `bulk`, `one_by_one`.
 
 pub mod bulk;
 pub mod columns;
@@ -16,6 +16,7 @@ pub mod errors;
 pub mod merge;
 pub mod one_by_one;
 mod plan;
+pub mod privileges;
 pub mod resolve;
 mod sql;
 pub mod txn;

@@ -101,7 +101,8 @@ impl OpenTxn {
     }
 
     /// Commits, and returns once the commit is durable as the server is configured. An error
-    /// means nothing was committed (or, `Unresolved`, that shutdown came first).
+    /// means nothing was committed where the database now answers (or, `Unresolved`, that
+    /// shutdown came first).
     pub async fn commit(
         mut self,
         db: &Database,
@@ -113,11 +114,10 @@ impl OpenTxn {
             .conn
             .take()
             .expect("an open transaction has its connection");
-        let answer = watch_commit(db, &mut conn, id, deadline).await;
-        match answer {
+        let mut positions = match watch_commit(db, &mut conn, id, deadline).await {
             Ok(positions) => {
                 drop(conn); // back to the pool: the transaction is over
-                durability::wait(db, &positions).await
+                positions
             }
             Err(error) => {
                 discard(conn);
@@ -125,18 +125,40 @@ impl OpenTxn {
                     return Err(error);
                 }
                 tracing::warn!(xid = id.xid, %error, "the answer to COMMIT was lost: asking PostgreSQL whether it committed");
-                match resolve::resolve(db, id, evidence).await? {
-                    Fate::NotCommitted => Err(error),
-                    Fate::Committed => {
-                        tracing::info!(xid = id.xid, "the write had committed");
-                        // Its commit record is before the WAL flushed now.
-                        match durability::probe(db).await {
-                            Some(now) => durability::wait(db, &now).await,
-                            None => Err(WriteError::Unresolved("cannot read the WAL positions")),
-                        }
-                    }
-                }
+                committed_positions(db, id, evidence, error).await?
             }
+        };
+        loop {
+            match durability::wait(db, &positions).await {
+                Err(WriteError::ServerChanged) => {
+                    tracing::warn!(
+                        xid = id.xid,
+                        "another database server answers before the commit was durable (a \
+                         failover?): looking for its rows there"
+                    );
+                    positions =
+                        committed_positions(db, id, evidence, WriteError::ServerChanged).await?;
+                }
+                done => return done,
+            }
+        }
+    }
+}
+
+/// Once a write's outcome is unknown: whether it committed where the database answers now
+/// (`failure` when it did not), and if it did, the positions its durability is judged by there
+/// (its commit record is before the WAL flushed now).
+async fn committed_positions(
+    db: &Database,
+    id: TxnId,
+    evidence: Evidence,
+    failure: WriteError,
+) -> Result<Positions, WriteError> {
+    match resolve::resolve(db, id, evidence).await? {
+        Fate::NotCommitted => Err(failure),
+        Fate::Committed => {
+            tracing::info!(xid = id.xid, "the write had committed");
+            durability::positions(db).await
         }
     }
 }
