@@ -262,6 +262,13 @@ pub struct MonitoringSpec {
     /// nothing else changes.
     #[serde(default)]
     pub pod_monitor: bool,
+
+    /// Labels put on the PodMonitor, so that the Prometheus meant to scrape the recorders
+    /// selects it: a Prometheus picks PodMonitors by label (kube-prometheus-stack's by
+    /// `release: <its release name>`, unless its podMonitorSelectorNilUsesHelmValues is false).
+    /// The operator's own labels (app.kubernetes.io/*) take precedence.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_monitor_labels: BTreeMap<String, String>,
 }
 
 /// The ledger's Redis, where the ledger keeps a backup of each transaction until a consumer has

@@ -148,10 +148,28 @@ fn ready(observed: &Observed, is_degraded: bool, generation: Option<i64>) -> Con
 /// PodMonitorReady: whether Prometheus is told to scrape the recorders, and if not, why.
 fn pod_monitor(state: &PodMonitorState, generation: Option<i64>) -> Condition {
     let (status, reason, message) = match state {
-        PodMonitorState::Applied => (
+        PodMonitorState::Applied(labels) if labels.is_empty() => (
             true,
             "Applied",
-            "the PodMonitor scrapes every recorder pod's metrics port (9090) at /metrics".into(),
+            "the PodMonitor (every recorder pod's metrics port 9090, /metrics) is applied with \
+             the operator's labels only: a Prometheus that selects PodMonitors by label \
+             (kube-prometheus-stack: release=<its release name>) does not pick it up; set \
+             spec.monitoring.podMonitorLabels to what it selects"
+                .into(),
+        ),
+        PodMonitorState::Applied(labels) => (
+            true,
+            "Applied",
+            format!(
+                "the PodMonitor (every recorder pod's metrics port 9090, /metrics) is applied with \
+                 {}: a Prometheus whose podMonitorSelector matches them, and whose \
+                 podMonitorNamespaceSelector takes this namespace, scrapes the recorders",
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ),
         PodMonitorState::CrdMissing => (
             false,
@@ -333,7 +351,7 @@ mod tests {
     #[test]
     fn a_failed_reconcile_keeps_the_pod_monitor_condition() {
         let observed = Observed {
-            pod_monitor: Some(PodMonitorState::Applied),
+            pod_monitor: Some(PodMonitorState::Applied(Default::default())),
             ..healthy()
         };
         let before = compute(&observed, Some(1), &[]);

@@ -18,7 +18,8 @@ use crate::{
 /// What the PodMonitorReady condition reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PodMonitorState {
-    Applied,
+    /// Applied, with the labels of `spec.monitoring.podMonitorLabels` (empty: none).
+    Applied(std::collections::BTreeMap<String, String>),
     /// The API server does not serve monitoring.coreos.com/v1 PodMonitors.
     CrdMissing,
     /// A PodMonitor of that name exists and is not ours (why).
@@ -68,7 +69,7 @@ pub async fn reconcile(
     Some(
         match own(ctx, &monitor, cached, &uid, &mut aside, changes).await {
             Ok(Outcome::Conflict(why)) => PodMonitorState::Conflict(why),
-            Ok(_) => PodMonitorState::Applied,
+            Ok(_) => PodMonitorState::Applied(br.spec.monitoring.pod_monitor_labels.clone()),
             Err(error) => PodMonitorState::Failed(error.to_string()),
         },
     )

@@ -598,7 +598,10 @@ async fn a_pod_monitor_is_created_where_its_crd_is_served_and_reported_where_not
     api.patch(
         "orders",
         &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"monitoring": {"podMonitor": true}}})),
+        &Patch::Merge(json!({"spec": {"monitoring": {
+            "podMonitor": true,
+            "podMonitorLabels": {"release": "kube-prometheus-stack"}
+        }}})),
     )
     .await
     .unwrap();
@@ -676,6 +679,18 @@ async fn a_pod_monitor_is_created_where_its_crd_is_served_and_reported_where_not
     assert_eq!(
         monitor.spec.selector.match_labels.unwrap()["app.kubernetes.io/instance"],
         "orders"
+    );
+    assert_eq!(
+        monitor.metadata.labels.unwrap()["release"],
+        "kube-prometheus-stack",
+        "the label a kube-prometheus-stack Prometheus selects"
+    );
+    let br = fetch(&admin, &ns).await;
+    let applied = condition(&br, "PodMonitorReady").unwrap();
+    assert!(
+        applied.message.contains("release=kube-prometheus-stack"),
+        "{}",
+        applied.message
     );
     delete_namespace(&admin, &ns).await;
     if installed_here {

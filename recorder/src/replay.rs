@@ -8,17 +8,26 @@
 //! recorder put on the dead letter (`x-bulk-recorder-*`) are removed, so that a message that fails
 //! again is dead-lettered with its new reason; everything else is kept. Only the messages in the
 //! queue when the replay starts are read: a message that fails again and comes back is not read a
-//! second time. Messages left (filtered out, a dry run, a failed copy) go back to the source queue.
+//! second time.
+//!
+//! Messages left (another reason, a dry run, a failed copy) are published back to the source
+//! queue unchanged (through the default exchange, confirmed) and only then acknowledged: they
+//! move to its tail with their headers, and a replay never spends a delivery. A requeue would:
+//! a quorum queue counts every requeue against its delivery limit (RabbitMQ 4 gives each one a
+//! limit of 20), and past it drops the message, so a few dry runs would destroy the dead
+//! letters they were meant to show. Only when the source refuses the copy (a full queue) is the
+//! message requeued instead.
 
 use std::collections::BTreeMap;
 
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection,
+    message::Delivery,
     options::{
         BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
         ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
     },
-    types::{AMQPValue, FieldTable},
+    types::FieldTable,
 };
 
 use crate::broker::{self, dead_letter};
@@ -68,6 +77,10 @@ pub enum ReplayError {
 
 pub const NO_REASON: &str = "(none)";
 
+/// Put on a message a replay put back, with that replay's own id (removed, like the recorder's
+/// other headers, when a replay moves it).
+pub const PASS_HEADER: &str = "x-bulk-recorder-replay-pass";
+
 pub async fn replay(url: &str, plan: &Plan) -> Result<Report, ReplayError> {
     let connection = broker::connect(url, &format!("replay:{}", plan.from)).await?;
     let result = run(&connection, plan).await;
@@ -86,51 +99,95 @@ async fn run(connection: &Connection, plan: &Plan) -> Result<Report, ReplayError
         .await
         .map_err(|_| ReplayError::NoSource(plan.from.clone()))?
         .message_count();
-    let source = connection.create_channel().await?;
-    let target = target_channel(connection, &plan.to).await?;
+    let pass = Pass {
+        plan,
+        source: connection.create_channel().await?,
+        target: target_channel(connection, &plan.to).await?,
+        back: Destination::Queue(plan.from.clone()),
+        id: uuid::Uuid::new_v4().to_string(),
+    };
     let mut report = Report::default();
-    let mut left = Vec::new();
     for _ in 0..in_queue {
         if plan.limit.is_some_and(|limit| moved(&report) >= limit) {
             break;
         }
-        let Some(message) = source
+        let Some(message) = pass
+            .source
             .basic_get(plan.from.as_str().into(), BasicGetOptions { no_ack: false })
             .await?
         else {
             break;
         };
-        let delivery = message.delivery;
+        if !pass.take(message.delivery, &mut report).await? {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// One replay's way through the source queue.
+struct Pass<'a> {
+    plan: &'a Plan,
+    source: Channel,
+    /// Confirm mode: copies to the destination, and back to the source.
+    target: Channel,
+    back: Destination,
+    /// Marks the copies put back by this pass: met again, the pass has gone round the queue.
+    id: String,
+}
+
+impl Pass<'_> {
+    /// Moves `delivery` or puts it back, and says whether to go on (not when it was put back by
+    /// this very pass).
+    async fn take(&self, delivery: Delivery, report: &mut Report) -> Result<bool, ReplayError> {
         let reason = reason_of(&delivery.properties);
-        if plan.reason.as_ref().is_some_and(|wanted| *wanted != reason) {
+        let again = dead_letter::header(&delivery.properties, PASS_HEADER).as_deref()
+            == Some(self.id.as_str());
+        let selected = self
+            .plan
+            .reason
+            .as_ref()
+            .is_none_or(|wanted| *wanted == reason);
+        let moved = if again {
+            false
+        } else if !selected {
             report.skipped += 1;
-            left.push(delivery.delivery_tag);
-        } else if plan.dry_run {
+            false
+        } else if self.plan.dry_run {
             *report.matching.entry(reason).or_default() += 1;
-            left.push(delivery.delivery_tag);
+            false
         } else {
-            match publish(&target, &plan.to, &delivery.data, &delivery.properties).await {
+            let copy = without_reason(&delivery.properties);
+            match publish(&self.target, &self.plan.to, &delivery.data, copy).await {
                 Ok(()) => {
-                    source
-                        .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
-                        .await?;
                     *report.moved.entry(reason).or_default() += 1;
+                    true
                 }
                 Err(why) => {
                     report.failed.push(format!("{reason}: {why}"));
-                    left.push(delivery.delivery_tag);
+                    false
                 }
             }
-        }
-    }
-    for tag in left {
-        let back = BasicNackOptions {
-            multiple: false,
-            requeue: true,
         };
-        source.basic_nack(tag, back).await?;
+        let marked = marked(&delivery.properties, &self.id);
+        let kept = moved
+            || publish(&self.target, &self.back, &delivery.data, marked)
+                .await
+                .is_ok();
+        let tag = delivery.delivery_tag;
+        if kept {
+            self.source
+                .basic_ack(tag, BasicAckOptions::default())
+                .await?;
+        } else {
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            self.source.basic_nack(tag, requeue).await?;
+        }
+        Ok(!again)
     }
-    Ok(report)
 }
 
 fn moved(report: &Report) -> u64 {
@@ -166,24 +223,16 @@ async fn target_channel(connection: &Connection, to: &Destination) -> Result<Cha
 
 /// The recorder's reason header, or [`NO_REASON`].
 fn reason_of(properties: &BasicProperties) -> String {
-    properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(dead_letter::REASON_HEADER))
-        .and_then(|value| match value {
-            AMQPValue::LongString(s) => Some(s.to_string()),
-            AMQPValue::ShortString(s) => Some(s.to_string()),
-            _ => None,
-        })
+    dead_letter::header(properties, dead_letter::REASON_HEADER)
         .unwrap_or_else(|| NO_REASON.to_string())
 }
 
-/// Publishes a copy without the recorder's headers; `Ok` once the broker confirmed it routed it.
+/// Publishes a copy with `properties`; `Ok` once the broker confirmed it routed it.
 async fn publish(
     channel: &Channel,
     to: &Destination,
     body: &[u8],
-    properties: &BasicProperties,
+    properties: BasicProperties,
 ) -> Result<(), String> {
     let (exchange, routing_key) = match to {
         Destination::Exchange {
@@ -201,7 +250,7 @@ async fn publish(
                 ..Default::default()
             },
             body,
-            without_reason(properties),
+            properties,
         )
         .await
         .map_err(|e| e.to_string())?
@@ -214,6 +263,16 @@ async fn publish(
         )),
         Confirmation::Nack(_) => Err("refused by the broker".into()),
     }
+}
+
+/// The message's properties with this pass's mark.
+fn marked(properties: &BasicProperties, pass: &str) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        PASS_HEADER.into(),
+        lapin::types::AMQPValue::LongString(pass.into()),
+    );
+    properties.clone().with_headers(headers)
 }
 
 fn without_reason(properties: &BasicProperties) -> BasicProperties {

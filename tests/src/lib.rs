@@ -35,6 +35,7 @@ use uuid::Uuid;
 pub mod ledger;
 pub mod pg_cluster;
 pub mod proxy;
+pub mod rabbit_node;
 pub mod redis;
 pub mod tls;
 

@@ -2,7 +2,8 @@
 //! real network makes: a connection that goes silent (half-open, also in the middle of a
 //! `COPY`), one that drops right after the server committed, before its answer reaches the
 //! client, and a failover (the same address now leads to another server). Only `freeze` means
-//! anything for a broker's connections.
+//! anything for a broker's connections; `hold_answers` (requests reach the server, its answers
+//! wait) for Redis's.
 
 use std::{
     sync::{
@@ -32,6 +33,8 @@ struct Faults {
     cut_any_commit: AtomicBool,
     /// Everything goes silent once the `COPY` of operations starts sending its rows.
     freeze_in_copy: AtomicBool,
+    /// Requests are forwarded; the server's answers wait.
+    answers_held: AtomicBool,
     cuts: AtomicUsize,
     /// Where new connections go.
     upstream: std::sync::Mutex<String>,
@@ -121,6 +124,16 @@ impl PgProxy {
         self.faults.freeze_in_copy.store(true, Ordering::SeqCst);
     }
 
+    /// Requests still reach the server, which runs them; its answers wait until
+    /// [`PgProxy::release_answers`] (the client sees a timeout after the work was done).
+    pub fn hold_answers(&self) {
+        self.faults.answers_held.store(true, Ordering::SeqCst);
+    }
+
+    pub fn release_answers(&self) {
+        self.faults.answers_held.store(false, Ordering::SeqCst);
+    }
+
     /// New connections go to `upstream` (`host:port`), as after a failover.
     pub fn retarget(&self, upstream: &str) {
         *self.faults.upstream.lock().unwrap() = upstream.to_string();
@@ -198,6 +211,9 @@ async fn relay(client: TcpStream, faults: Arc<Faults>) {
                 Ok(n) => n,
             };
             wait_while_frozen(&faults).await;
+            while faults.answers_held.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             // ReadyForQuery with status idle: the transaction is over, committed.
             if armed.load(Ordering::SeqCst)
                 && contains(&buf[..n], b"Z\0\0\0\x05I")

@@ -52,26 +52,83 @@ pub fn keys(t: &Transaction) -> (String, String) {
     )
 }
 
-/// Backup entries of this test's transactions in the Redis at `url`.
+/// Backup entries of this test's transactions in the Redis at `url` (one server, or the nodes
+/// of a cluster).
 pub struct LedgerRedis {
     pub url: String,
+    cluster: Option<Vec<String>>,
     written: Vec<(String, String)>,
+}
+
+/// A connection to one server or to a cluster.
+pub enum Connection {
+    One(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::One(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::One(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
 }
 
 impl LedgerRedis {
     pub fn new(url: &str) -> Self {
         Self {
             url: url.to_string(),
+            cluster: None,
             written: Vec::new(),
         }
     }
 
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url.as_str())
-            .expect("a Redis URL")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("Redis answers")
+    /// On `cluster` (thrown away with it: nothing to remove).
+    pub fn cluster(cluster: &OwnCluster) -> Self {
+        Self {
+            url: cluster.url(),
+            cluster: Some(cluster.node_urls()),
+            written: Vec::new(),
+        }
+    }
+
+    pub async fn connection(&self) -> Connection {
+        match &self.cluster {
+            Some(nodes) => Connection::Cluster(
+                redis::cluster::ClusterClient::new(nodes.clone())
+                    .expect("cluster URLs")
+                    .get_async_connection()
+                    .await
+                    .expect("the cluster answers"),
+            ),
+            None => Connection::One(
+                redis::Client::open(self.url.as_str())
+                    .expect("a Redis URL")
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("Redis answers"),
+            ),
+        }
     }
 
     /// What the ledger stores before publishing `t`: its backup entry (`fixture`'s value) and
@@ -110,6 +167,9 @@ impl LedgerRedis {
 
 impl Drop for LedgerRedis {
     fn drop(&mut self) {
+        if self.cluster.is_some() {
+            return;
+        }
         let (url, written) = (self.url.clone(), std::mem::take(&mut self.written));
         let _ = std::thread::spawn(move || {
             let Ok(client) = redis::Client::open(url.as_str()) else {
@@ -221,5 +281,142 @@ impl Drop for OwnRedis {
             self.signal("-CONT");
         }
         self.stop();
+    }
+}
+
+/// A Redis Cluster of this test's own: three `redis-server --cluster-enabled yes` joined by
+/// `redis-cli --cluster create` (no replicas), every slot served.
+pub struct OwnCluster {
+    pub ports: Vec<u16>,
+    _dir: TempDir,
+    children: Vec<Child>,
+}
+
+impl OwnCluster {
+    /// `None` (with a message) without `redis-server` and `redis-cli`.
+    pub fn start() -> Option<Self> {
+        let (Some(server), Some(cli)) = (on_path("redis-server"), on_path("redis-cli")) else {
+            skip("redis-server/redis-cli not found: ./scripts/test.sh installs them");
+            return None;
+        };
+        let dir = TempDir::new("br-redis-cluster");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let children = ports
+            .iter()
+            .map(|port| {
+                Command::new(&server)
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args([
+                        "--cluster-enabled",
+                        "yes",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ])
+                    .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                    .arg("--dir")
+                    .arg(&dir.0)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server starts")
+            })
+            .collect();
+        let cluster = Self {
+            ports,
+            _dir: dir,
+            children,
+        };
+        for port in &cluster.ports {
+            assert!(
+                wait_for_port(*port, Duration::from_secs(20)),
+                "a node answers"
+            );
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = Command::new(&cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        cluster.wait_until_served(&cli);
+        Some(cluster)
+    }
+
+    fn wait_until_served(&self, cli: &std::path::Path) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for port in &self.ports {
+            loop {
+                let info = Command::new(cli)
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .expect("redis-cli runs");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the cluster serves every slot"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// `REDIS_URL` for the recorder.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    pub fn node_urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// Keys on each node.
+    pub async fn keys_per_node(&self) -> Vec<u64> {
+        let mut counts = Vec::new();
+        for url in self.node_urls() {
+            let mut conn = redis::Client::open(url)
+                .expect("a node URL")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("the node answers");
+            counts.push(
+                redis::cmd("DBSIZE")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("DBSIZE"),
+            );
+        }
+        counts
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

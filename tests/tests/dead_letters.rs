@@ -315,20 +315,185 @@ async fn a_dead_letter_the_broker_cannot_route_is_never_lost() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
     let dead = DeadLetterTarget::new(false).await;
     publish_malformed(&queue).await;
+    let good: Vec<_> = (0..5).map(|_| sample_transaction(2)).collect();
+    queue.publish_transactions(&good, Format::Json).await;
     let recorder = RunningRecorder::start(config(&db, &queue, &dead.env()));
+    wait_until(DRAIN, "the good messages stored meanwhile", || async {
+        recorder.committed_transactions() == 5
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (ready, unacked) = broker_counts(&queue.name);
     assert_eq!(
-        ready + unacked,
-        1,
-        "not acknowledged while its dead letter goes nowhere"
+        broker_counts(&queue.name),
+        (0, 1),
+        "not acknowledged while its dead letter goes nowhere; the others are"
     );
     assert_eq!(TestQueue::ready(&dead.queue.name).await, 0);
+    assert_eq!(
+        recorder.metrics.rejected_total(),
+        0,
+        "counted before it happened"
+    );
+    assert!(
+        !recorder.health.ready(),
+        "readiness says a dead letter waits"
+    );
     dead.bind().await;
     wait_until(DRAIN, "dead-lettered once the target routes", || async {
         broker_counts(&queue.name) == (0, 0)
     })
     .await;
     assert_eq!(TestQueue::ready(&dead.queue.name).await, 1);
+    assert_eq!(
+        (
+            recorder.metrics.rejected("malformed"),
+            recorder.metrics.dead_lettered_count("malformed")
+        ),
+        (1, 1),
+        "counted once, whatever the tries"
+    );
     recorder.stop().await;
+}
+
+/// A dead letter the broker routes nowhere (the default `amq.direct` exchange, a routing key
+/// bound to nothing) while a child waits for a parent that never comes: the child cannot be
+/// dead-lettered, and nothing behind it stops: a later child and its parent are stored within
+/// seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_routes_nowhere_stops_nothing_behind_it() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let nowhere = format!("br-test-nowhere-{}", Uuid::new_v4().simple());
+    let orphan = {
+        let mut t = sample_transaction(1);
+        t.parent_transaction_id = Some(Uuid::new_v4());
+        t
+    };
+    queue
+        .publish_transactions(std::slice::from_ref(&orphan), Format::Json)
+        .await;
+    let recorder = RunningRecorder::start(config(
+        &db,
+        &queue,
+        &[
+            ("BULK_RECORDER_DEAD_LETTER_EXCHANGE", "amq.direct"),
+            ("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY", &nowhere),
+            ("BULK_RECORDER_MISSING_PARENT_WAIT_MS", "300"),
+        ],
+    ));
+    wait_until(DRAIN, "the orphan's dead letter refused", || async {
+        recorder.metrics.dead_letters_pending.get() == 1
+    })
+    .await;
+    let parent = sample_transaction(1);
+    let mut child = sample_transaction(1);
+    child.parent_transaction_id = Some(parent.id);
+    queue
+        .publish_transactions(std::slice::from_ref(&child), Format::Json)
+        .await;
+    queue
+        .publish_transactions(std::slice::from_ref(&parent), Format::Json)
+        .await;
+    wait_until(
+        Duration::from_secs(20),
+        "the child and its parent stored",
+        || async {
+            let stored = stored_transaction_ids(&db).await;
+            stored.contains(&child.id) && stored.contains(&parent.id)
+        },
+    )
+    .await;
+    assert_eq!(
+        broker_counts(&queue.name),
+        (0, 1),
+        "only the orphan unacknowledged"
+    );
+    assert_eq!(recorder.metrics.rejected_total(), 0);
+    recorder.stop().await;
+    assert_eq!(
+        broker_counts(&queue.name),
+        (1, 0),
+        "the orphan back in the queue at shutdown"
+    );
+}
+
+/// A quorum dead-letter queue with a delivery limit (RabbitMQ 4 gives every quorum queue one of
+/// 20; 3 here): a requeue spends a delivery, and past the limit the broker drops the message.
+/// Dry runs and replays by reason must leave what they do not move as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_and_dry_runs_never_spend_what_they_leave_behind() {
+    let dlq = format!("br-test-dlq-{}", Uuid::new_v4().simple());
+    let dead_letters = TestQueue {
+        name: dlq.clone(),
+        dead_letters: None,
+    };
+    let connection = connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(3));
+    channel
+        .queue_declare(dlq.as_str().into(), QueueDeclareOptions::durable(), args)
+        .await
+        .unwrap();
+    for reason in ["database", "missing_parent"] {
+        let properties = bulk_recorder::broker::dead_letter::with_reason(
+            &BasicProperties::default().with_message_id(reason.into()),
+            reason,
+            "as the recorder wrote it",
+            "recorder-pod-7",
+        );
+        channel
+            .basic_publish(
+                "".into(),
+                dlq.as_str().into(),
+                BasicPublishOptions::default(),
+                reason.as_bytes(),
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let _ = connection.close(200, "ok".into()).await;
+
+    let target = TestQueue::new();
+    bulk_recorder_publish::declare_queue(&connect().await, &target.name)
+        .await
+        .unwrap();
+    for pass in 0..6 {
+        let (ok, out) = replay(&["--from", &dlq, "--to-queue", &target.name, "--dry-run"]);
+        assert!(ok, "{out}");
+        assert!(out.contains("would move 2 in all"), "pass {pass}: {out}");
+    }
+    for pass in 0..3 {
+        let (ok, out) = replay(&[
+            "--from",
+            &dlq,
+            "--to-queue",
+            &target.name,
+            "--reason",
+            "missing_parent",
+        ]);
+        assert!(ok, "{out}");
+        let moved = if pass == 0 { 1 } else { 0 };
+        assert!(
+            out.contains(&format!("moved {moved} in all, 1 left")),
+            "pass {pass}: {out}"
+        );
+    }
+    assert_eq!(
+        TestQueue::ready(&dlq).await,
+        1,
+        "the database one is still there"
+    );
+    assert_eq!(
+        TestQueue::ready(&target.name).await,
+        1,
+        "moved exactly once"
+    );
+    drop(dead_letters);
 }

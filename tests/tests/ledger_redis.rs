@@ -8,7 +8,8 @@ use std::time::Duration;
 use bulk_recorder::message::{Format, Transaction};
 use bulk_recorder_e2e::{
     ledger::fixture,
-    redis::{LedgerRedis, OwnRedis, redis_url},
+    proxy::PgProxy,
+    redis::{LedgerRedis, OwnCluster, OwnRedis, redis_url},
     *,
 };
 use bulk_recorder_publish::{pending_and_commit, sample_transaction};
@@ -23,9 +24,28 @@ fn with_redis(url: &str) -> [(&'static str, String); 2] {
 }
 
 fn recorder(db: &TestDb, queue: &TestQueue, redis: &str) -> RunningRecorder {
+    recorder_with(db, queue, redis, &[])
+}
+
+fn recorder_with(
+    db: &TestDb,
+    queue: &TestQueue,
+    redis: &str,
+    more: &[(&str, &str)],
+) -> RunningRecorder {
     let vars = with_redis(redis);
-    let overrides: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut overrides: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    overrides.extend_from_slice(more);
     RunningRecorder::start(config(db, queue, &overrides))
+}
+
+/// Entries the cleanup has answered for (it runs after the acknowledgement).
+fn cleaned(recorder: &RunningRecorder) -> u64 {
+    let m = &recorder.metrics;
+    ["removed", "kept", "absent"]
+        .iter()
+        .map(|r| m.ledger_cleanup_count(r))
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,9 +71,15 @@ async fn the_backup_entries_of_stored_messages_are_removed_and_newer_ones_kept()
     queue.publish_transactions(&first, Format::Midaz).await;
 
     let recorder = recorder(&db, &queue, &redis.url);
-    wait_until(DRAIN, "the first messages settled", || async {
-        recorder.settled_messages() == 7 && broker_counts(&queue.name) == (0, 0)
-    })
+    wait_until(
+        DRAIN,
+        "the first messages settled and cleaned up",
+        || async {
+            recorder.settled_messages() == 7
+                && broker_counts(&queue.name) == (0, 0)
+                && cleaned(&recorder) == 7
+        },
+    )
     .await;
     for t in &postings {
         assert_eq!(
@@ -76,8 +102,8 @@ async fn the_backup_entries_of_stored_messages_are_removed_and_newer_ones_kept()
     // The commit arrives: its entry is removed.
     let body = bulk_recorder_publish::encode_commit(&commit, Format::Midaz);
     queue.publish_raw(vec![(body, "application/json")]).await;
-    wait_until(DRAIN, "the commit stored", || async {
-        recorder.settled_messages() == 8
+    wait_until(DRAIN, "the commit stored and cleaned up", || async {
+        recorder.settled_messages() == 8 && cleaned(&recorder) == 8
     })
     .await;
     let metrics = recorder.metrics.clone();
@@ -139,7 +165,10 @@ async fn redis_away_holds_no_message_and_its_entries_are_removed_once_it_is_back
         recorder.health.ready(),
         "Redis is not the recorder's readiness"
     );
-    assert!(recorder.metrics.ledger_cleanup_count("failed") >= 10);
+    wait_until(DRAIN, "the cleanup failing", || async {
+        recorder.metrics.ledger_cleanup_count("failed") >= 10
+    })
+    .await;
     own.thaw();
     wait_until(DRAIN, "the first batch's entries removed", || async {
         all_gone(&redis, &batches[0]).await
@@ -175,4 +204,178 @@ async fn all_gone(redis: &LedgerRedis, batch: &[Transaction]) -> bool {
         }
     }
     true
+}
+
+/// A Redis Cluster (three nodes of this test's own): the backup hash lives on one slot, each
+/// write-behind key on its own. The script runs on the hash's node and the deletions go to
+/// every node (a pipeline across slots would be refused with CROSSSLOT, every bulk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_entries_are_removed_and_write_behind_keys_deleted_on_every_node() {
+    let Some(cluster) = OwnCluster::start() else {
+        return;
+    };
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let mut redis = LedgerRedis::cluster(&cluster);
+    let transactions: Vec<Transaction> = (0..10).map(|_| sample_transaction(2)).collect();
+    for t in &transactions {
+        redis.back_up(t, "approved-final").await;
+    }
+    let spread = cluster.keys_per_node().await;
+    assert!(
+        spread.iter().filter(|&&n| n > 0).count() >= 2,
+        "the keys are on several nodes: {spread:?}"
+    );
+    queue
+        .publish_transactions(&transactions, Format::Midaz)
+        .await;
+    let recorder = recorder(&db, &queue, &redis.url);
+    wait_until(DRAIN, "every entry and write-behind key gone", || async {
+        recorder.committed_transactions() == 10 && all_gone(&redis, &transactions).await
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(metrics.ledger_cleanup_count("removed"), 10);
+    assert_eq!(metrics.ledger_cleanup_count("failed"), 0);
+}
+
+/// Redis silent (frozen), and a bulk that falls back to one message at a time: no
+/// acknowledgement waits for Redis (a late cleanup is harmless), so 200 single writes do not
+/// cost 200 timeouts (at the redis crate's own 500 ms, over a minute and a half).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_redis_never_delays_an_acknowledgement() {
+    let Some(own) = OwnRedis::start() else {
+        return;
+    };
+    let (db, queue) = (TestDb::create().await, TestQueue::with_dead_letters().await);
+    let recorder = recorder_with(
+        &db,
+        &queue,
+        &own.url(),
+        &[
+            ("BULK_RECORDER_REDIS_TIMEOUT_MS", "10000"),
+            ("RABBITMQ_NUMBERS_OF_PREFETCH", "200"),
+            ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
+            ("BULK_RECORDER_FLUSH_TIMEOUT_MS", "1000"),
+        ],
+    );
+    // A first message, so that the connection to Redis is made; then Redis goes silent.
+    queue
+        .publish_transactions(&[sample_transaction(1)], Format::Midaz)
+        .await;
+    wait_until(DRAIN, "the first message cleaned up", || async {
+        cleaned(&recorder) == 1
+    })
+    .await;
+    own.freeze();
+    let mut transactions: Vec<Transaction> = (0..199).map(|_| sample_transaction(1)).collect();
+    let mut poison = sample_transaction(1);
+    poison.created_at = chrono::DateTime::from_timestamp(-220_898_664_000, 0).unwrap();
+    transactions.insert(100, poison);
+    queue
+        .publish_transactions(&transactions, Format::Midaz)
+        .await;
+    wait_until(DRAIN, "every message settled", || async {
+        recorder.settled_messages() == 201 && broker_counts(&queue.name) == (0, 0)
+    })
+    .await;
+    assert!(
+        recorder.metrics.fallbacks.get() >= 1,
+        "the poison split the bulk"
+    );
+    own.thaw();
+    recorder.stop().await;
+}
+
+/// A cleanup whose answer is lost after Redis ran it (requests reach the server through the
+/// proxy, its answers wait past the timeout): the retry finds the entries gone. The script
+/// keeps each batch's first result, so they are counted `removed`, once, never `absent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanup_whose_answer_is_lost_counts_what_redis_did() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let address = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = PgProxy::start(&address).await;
+    let mut redis = LedgerRedis::new(&redis_url());
+    let transactions: Vec<Transaction> = (0..11).map(|_| sample_transaction(2)).collect();
+    for t in &transactions {
+        redis.back_up(t, "approved-final").await;
+    }
+    let (first, transactions) = transactions.split_first().unwrap();
+    // The server knows the script already (as after the first cleanup): a held answer is then
+    // one to work the server did.
+    let script = ::redis::Script::new(bulk_recorder::ledger::backup::COMPARE_AND_DELETE);
+    let _: String = script
+        .prepare_invoke()
+        .load_async(&mut redis.connection().await)
+        .await
+        .expect("SCRIPT LOAD");
+    let through = format!("redis://127.0.0.1:{}", proxy.port);
+    let recorder = recorder_with(
+        &db,
+        &queue,
+        &through,
+        &[("BULK_RECORDER_REDIS_TIMEOUT_MS", "300")],
+    );
+    // A first cleanup, so that the connection to Redis is made.
+    queue
+        .publish_transactions(std::slice::from_ref(first), Format::Midaz)
+        .await;
+    wait_until(DRAIN, "the first entry cleaned up", || async {
+        cleaned(&recorder) == 1
+    })
+    .await;
+    proxy.hold_answers();
+    queue
+        .publish_transactions(transactions, Format::Midaz)
+        .await;
+    wait_until(
+        DRAIN,
+        "the entries removed, the answer not back",
+        || async {
+            all_gone(&redis, transactions).await
+                && recorder.metrics.ledger_cleanup_count("failed") == 10
+        },
+    )
+    .await;
+    proxy.release_answers();
+    wait_until(DRAIN, "the cleanup answered for", || async {
+        cleaned(&recorder) == 11
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(
+        (
+            metrics.ledger_cleanup_count("removed"),
+            metrics.ledger_cleanup_count("absent")
+        ),
+        (11, 0)
+    );
+}
+
+/// Redis away at shutdown: the entries not cleaned up are counted `dropped` (the ledger
+/// republishes them after 30 minutes; they are found stored), not silently forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanups_left_at_shutdown_are_counted_dropped() {
+    let Some(mut own) = OwnRedis::start() else {
+        return;
+    };
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let transactions: Vec<Transaction> = (0..10).map(|_| sample_transaction(2)).collect();
+    own.stop();
+    queue
+        .publish_transactions(&transactions, Format::Midaz)
+        .await;
+    let recorder = recorder(&db, &queue, &own.url());
+    wait_until(DRAIN, "stored and acknowledged", || async {
+        recorder.committed_transactions() == 10 && broker_counts(&queue.name) == (0, 0)
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(metrics.ledger_cleanup_count("dropped"), 10);
+    assert_eq!(metrics.ledger_cleanup_count("removed"), 0);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bulk_recorder::message::{Format, Transaction};
 use bulk_recorder_e2e::*;
 use bulk_recorder_publish::sample_transaction;
+use sqlx::Connection as _;
 use uuid::Uuid;
 
 const DRAIN: Duration = Duration::from_secs(60);
@@ -259,6 +260,58 @@ async fn at_shutdown_a_waiting_child_goes_back_to_the_queue() {
     );
     assert_eq!(metrics.rejected_total(), 0);
     assert_eq!(TestQueue::ready(&queue.name).await, 1, "the child is back");
+    assert_eq!(
+        TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await,
+        0
+    );
+}
+
+/// An outage longer than the wait (here the table locked by maintenance: every write fails and
+/// is held, while `SELECT 1` still answers): the parent's own bulk may be among the held ones,
+/// so the child's wait does not run meanwhile. Once writes go through again the child is
+/// tried again and keeps waiting; its parent, coming seconds later, is stored, and so is it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_childs_wait_does_not_run_while_writes_are_held() {
+    let (db, queue) = (TestDb::create().await, TestQueue::with_dead_letters().await);
+    let parent = sample_transaction(2);
+    let child = child_of(&parent);
+    queue
+        .publish_transactions(std::slice::from_ref(&child), Format::Json)
+        .await;
+    let recorder = RunningRecorder::start(config(
+        &db,
+        &queue,
+        &[
+            ("BULK_RECORDER_MISSING_PARENT_WAIT_MS", "10000"),
+            ("BULK_RECORDER_LOCK_TIMEOUT_MS", "200"),
+        ],
+    ));
+    wait_until(DRAIN, "the child waiting for its parent", || async {
+        recorder.metrics.parked.get() == 1
+    })
+    .await;
+    let mut maintenance = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE transaction IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut maintenance)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut maintenance)
+        .await
+        .unwrap();
+    // Past the wall-clock wait; the child is tried again (its write's backoff is at most 5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    queue
+        .publish_transactions(std::slice::from_ref(&parent), Format::Json)
+        .await;
+    wait_until(DRAIN, "both stored", || async {
+        stored_transaction_ids(&db).await.len() == 2
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(metrics.rejected_total(), 0, "nothing dead-lettered");
     assert_eq!(
         TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await,
         0

@@ -130,3 +130,61 @@ async fn a_row_a_trigger_refuses_again_and_again_is_dead_lettered_with_its_error
         1
     );
 }
+
+/// A statement cancelled again and again on one message (the statement timeout here; an
+/// administrator's `pg_cancel_backend` alike) while `SELECT 1` answers: a cancel is load, not
+/// data, so the message is held, never dead-lettered; it is stored once the cause is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_cancelled_again_and_again_is_held_not_dead_lettered() {
+    let db = tables_with(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.description = 'slow' THEN PERFORM pg_sleep(3); END IF; RETURN NEW; END $$;
+         CREATE TRIGGER slow BEFORE INSERT ON transaction FOR EACH ROW EXECUTE FUNCTION slow();",
+    )
+    .await;
+    let queue = TestQueue::with_dead_letters().await;
+    let mut transactions: Vec<_> = (0..9).map(|_| sample_transaction(2)).collect();
+    let mut slow = sample_transaction(2);
+    slow.description = "slow".into();
+    transactions.insert(4, slow.clone());
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
+    let recorder = RunningRecorder::start(config(
+        &db,
+        &queue,
+        &[
+            ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
+            ("RABBITMQ_NUMBERS_OF_PREFETCH", "40"),
+            ("BULK_RECORDER_FLUSH_TIMEOUT_MS", "1000"),
+            ("BULK_RECORDER_STATEMENT_TIMEOUT_MS", "1000"),
+        ],
+    ));
+    wait_until(DRAIN, "the others stored", || async {
+        db.count("transaction").await == 9
+    })
+    .await;
+    wait_until(DRAIN, "the slow one cancelled again and again", || async {
+        recorder.metrics.retries.get() >= 6
+    })
+    .await;
+    assert_eq!(recorder.metrics.rejected_total(), 0, "never dead-lettered");
+    assert!(recorder.health.holding(), "held, and readiness says so");
+    let pool = db.pool().await;
+    sqlx::query("DROP TRIGGER slow ON transaction")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    wait_until(DRAIN, "stored once the cause is gone", || async {
+        recorder.committed_transactions() == 10
+    })
+    .await;
+    recorder.stop().await;
+    assert_eq!(stored_transaction_ids(&db).await.len(), 10);
+    assert_eq!(
+        TestQueue::ready(queue.dead_letters.as_ref().unwrap()).await,
+        0
+    );
+    assert_eq!(TestQueue::ready(&queue.name).await, 0);
+}

@@ -50,8 +50,13 @@ pub struct Relabeling {
 
 /// `<name>`: the recorder pods' `metrics` port (9090), `/metrics`.
 pub fn pod_monitor(br: &BulkRecorder) -> PodMonitor {
+    let mut metadata = metadata(br, br.name_any());
+    let ours = metadata.labels.take().unwrap_or_default();
+    let mut labels = br.spec.monitoring.pod_monitor_labels.clone();
+    labels.extend(ours);
+    metadata.labels = Some(labels);
     PodMonitor {
-        metadata: metadata(br, br.name_any()),
+        metadata,
         spec: PodMonitorSpec {
             selector: LabelSelector {
                 match_labels: Some(selector(br)),
@@ -75,6 +80,21 @@ pub fn pod_monitor(br: &BulkRecorder) -> PodMonitor {
 mod tests {
     use super::*;
     use crate::{desired::deployment, fixtures::bulk_recorder};
+
+    #[test]
+    fn the_pod_monitor_carries_the_labels_its_prometheus_selects_and_ours_win() {
+        let mut br = bulk_recorder("orders", "ledger");
+        br.spec.monitoring.pod_monitor_labels = [
+            ("release", "kube-prometheus-stack"),
+            ("app.kubernetes.io/name", "not-ours"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let labels = pod_monitor(&br).metadata.labels.unwrap();
+        assert_eq!(labels["release"], "kube-prometheus-stack");
+        assert_eq!(labels["app.kubernetes.io/name"], "bulk-recorder");
+    }
 
     #[test]
     fn the_pod_monitor_scrapes_the_recorders_metrics_port() {

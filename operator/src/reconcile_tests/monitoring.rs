@@ -78,8 +78,12 @@ async fn with_the_crd_the_pod_monitor_is_applied_and_deleted_when_turned_off() {
         (owner.kind.as_str(), owner.controller),
         ("BulkRecorder", Some(true))
     );
-    let (status, reason, _) = condition(&world.br(NS, "orders"), POD_MONITOR_READY);
+    let (status, reason, message) = condition(&world.br(NS, "orders"), POD_MONITOR_READY);
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Applied"));
+    assert!(
+        message.contains("does not pick it up") && message.contains("podMonitorLabels"),
+        "says what is known: no Prometheus label yet: {message}"
+    );
     let refused: Vec<_> = world
         .operator_requests()
         .into_iter()
@@ -154,4 +158,24 @@ async fn the_controller_notices_a_crd_installed_after_it_started() {
         "{:?}",
         writes(&requests)
     );
+}
+
+/// A default kube-prometheus-stack Prometheus selects PodMonitors by `release=<its release>`:
+/// `spec.monitoring.podMonitorLabels` puts the labels on, and the condition names them.
+#[tokio::test]
+async fn the_pod_monitor_carries_the_labels_its_prometheus_selects() {
+    let world = World::new(&monitored());
+    world.fake.serve_group(POD_MONITOR_GROUP, true);
+    let key = ObjectKey::of::<BulkRecorder>(NS, "orders");
+    world.fake.edit(&key, "kubectl-edit", "", |b| {
+        b["spec"]["monitoring"]["podMonitorLabels"] = json!({"release": "kps"})
+    });
+    world.reconcile(NS, "orders").await.unwrap();
+    let monitor: PodMonitor = world.fake.get(NS, "orders").expect("a PodMonitor");
+    let labels = monitor.metadata.labels.unwrap();
+    assert_eq!(labels["release"], "kps");
+    assert_eq!(labels["app.kubernetes.io/instance"], "orders");
+    let (status, _, message) = condition(&world.br(NS, "orders"), POD_MONITOR_READY);
+    assert_eq!(status, "True");
+    assert!(message.contains("release=kps"), "{message}");
 }

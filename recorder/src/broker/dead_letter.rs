@@ -9,6 +9,13 @@
 //! with publisher confirms, and the original is acknowledged only once the broker confirmed the
 //! copy was routed: a dead letter is never lost, only duplicated at worst (a crash between the
 //! confirm and the ack).
+//!
+//! Dead letters go out on a connection of their own: under a memory or disk alarm RabbitMQ
+//! stops reading from every connection that publishes, acknowledgements included, so a dead
+//! letter on the consuming connection would stop every acknowledgement. And one at a time: lapin
+//! pairs a returned (unroutable) message with the oldest pending confirm, so with several in
+//! flight a return could be charged to another copy; each copy also carries an identifier of
+//! its own (`x-bulk-recorder-id`), checked on whatever comes back.
 
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection,
@@ -21,6 +28,8 @@ use super::Raw;
 pub const REASON_HEADER: &str = "x-bulk-recorder-reason";
 pub const ERROR_HEADER: &str = "x-bulk-recorder-error";
 pub const POD_HEADER: &str = "x-bulk-recorder-pod";
+/// Tells this copy apart from any other the broker returns.
+pub const ID_HEADER: &str = "x-bulk-recorder-id";
 
 /// Longest error text put in a header (a broker limits the frame; logs keep the rest).
 const MAX_ERROR_BYTES: usize = 4096;
@@ -45,24 +54,36 @@ pub enum DeadLetterError {
     Unroutable(String, String),
     #[error("the broker refused the dead letter (nack)")]
     Refused,
+    #[error("the broker returned a message that is not the dead letter just published")]
+    ReturnedAnother,
 }
 
-/// Publishes dead letters on a confirm-mode channel of its own.
-#[derive(Clone)]
+impl DeadLetterError {
+    /// Whether the connection is gone (and must be made again), rather than the message refused.
+    pub fn is_connection(&self) -> bool {
+        matches!(self, DeadLetterError::Broker(_))
+    }
+}
+
+/// Publishes dead letters on a confirm-mode channel of a connection of its own.
 pub struct DeadLetters {
+    connection: Connection,
     channel: Channel,
     target: Target,
     pod: String,
 }
 
 impl DeadLetters {
-    /// Opens the channel and checks that the exchange exists (a passive declare: the recorder
-    /// never creates or changes it). The default exchange (`""`) always exists.
+    /// Connects (named `bulk-recorder:<queue>:dead-letters`) and checks that the exchange exists
+    /// (a passive declare: the recorder never creates or changes it). The default exchange
+    /// (`""`) always exists.
     pub async fn open(
-        connection: &Connection,
+        url: &str,
+        queue: &str,
         target: Target,
         pod: String,
     ) -> Result<Self, lapin::Error> {
+        let connection = super::connect(url, &format!("{queue}:dead-letters")).await?;
         let channel = connection.create_channel().await?;
         if !target.exchange.is_empty() {
             let passive = ExchangeDeclareOptions {
@@ -82,6 +103,7 @@ impl DeadLetters {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         Ok(Self {
+            connection,
             channel,
             target,
             pod,
@@ -89,14 +111,17 @@ impl DeadLetters {
     }
 
     /// Publishes a copy of `raw` with the reason, and returns once the broker confirmed it
-    /// routed and stored it.
+    /// routed and stored it. Called for one message at a time.
     pub async fn publish(
         &self,
         raw: &Raw,
         reason: &str,
         error: &str,
     ) -> Result<(), DeadLetterError> {
+        let id = uuid::Uuid::new_v4().to_string();
         let properties = with_reason(&raw.properties, reason, error, &self.pod);
+        let mut headers = properties.headers().clone().unwrap_or_default();
+        headers.insert(ID_HEADER.into(), AMQPValue::LongString(id.as_str().into()));
         let routing_key = self
             .target
             .routing_key
@@ -112,18 +137,37 @@ impl DeadLetters {
                     ..Default::default()
                 },
                 &raw.body,
-                properties,
+                properties.with_headers(headers),
             )
             .await?
             .await?;
         match confirm {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-            Confirmation::Ack(Some(_)) => Err(DeadLetterError::Unroutable(
-                self.target.exchange.clone(),
-                routing_key.to_string(),
-            )),
+            Confirmation::Ack(Some(returned))
+                if header(&returned.delivery.properties, ID_HEADER) == Some(id) =>
+            {
+                Err(DeadLetterError::Unroutable(
+                    self.target.exchange.clone(),
+                    routing_key.to_string(),
+                ))
+            }
+            Confirmation::Ack(Some(_)) => Err(DeadLetterError::ReturnedAnother),
             Confirmation::Nack(_) => Err(DeadLetterError::Refused),
         }
+    }
+
+    /// Closes the connection, waiting at most [`super::CLOSE_TIMEOUT`].
+    pub async fn close(&self) {
+        super::close(&self.connection, "dead letters done").await;
+    }
+}
+
+/// A text header's value.
+pub fn header(properties: &BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod consumer;
 pub mod dead_letter;
 pub mod depth;
+pub mod outbox;
 pub mod settle;
 
 use std::{io, time::Duration};

@@ -14,10 +14,9 @@ use lapin::{
     options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
 };
 
-use super::{
-    Raw, Tag,
-    dead_letter::{DeadLetterError, DeadLetters},
-};
+use tokio::sync::mpsc;
+
+use super::{Raw, Tag};
 use crate::telemetry::metrics::Metrics;
 
 /// What to tell the broker about each message of a bulk.
@@ -43,31 +42,43 @@ pub struct Rejected {
 pub enum SettleError {
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
-    #[error("dead letter: {0}")]
-    DeadLetter(#[from] DeadLetterError),
+    #[error("the dead-letter outbox has stopped")]
+    OutboxStopped,
+    #[error("the waiting room has stopped")]
+    WaitingRoomStopped,
 }
 
 /// Settles on one session's channels.
 pub struct Settler {
     channels: Vec<Channel>,
-    dead_letters: Option<DeadLetters>,
+    /// Rejected messages to publish with their reason ([`super::outbox`]), when configured.
+    outbox: std::sync::Mutex<Option<mpsc::UnboundedSender<Rejected>>>,
+    keeps_raw: bool,
     /// Parked tags per channel: no `multiple=true` settlement may reach them.
     parked: std::sync::Mutex<BTreeMap<usize, BTreeSet<u64>>>,
     metrics: std::sync::Arc<Metrics>,
 }
 
 impl Settler {
+    /// Settles on `channels`; rejected messages go to `outbox` when dead letters are published
+    /// with their reason, else they are rejected.
     pub fn new(
         channels: Vec<Channel>,
-        dead_letters: Option<DeadLetters>,
+        outbox: Option<mpsc::UnboundedSender<Rejected>>,
         metrics: std::sync::Arc<Metrics>,
     ) -> Self {
         Self {
             channels,
-            dead_letters,
+            keeps_raw: outbox.is_some(),
+            outbox: std::sync::Mutex::new(outbox),
             parked: Default::default(),
             metrics,
         }
+    }
+
+    /// No more rejections for the outbox: it finishes what it holds and stops.
+    pub fn close_outbox(&self) {
+        self.outbox.lock().expect("outbox").take();
     }
 
     /// Tells the broker. Rejections go first and one by one; then, when nothing is requeued,
@@ -90,9 +101,6 @@ impl Settler {
     pub fn park(&self, tag: Tag) {
         let mut parked = self.parked.lock().expect("parked");
         parked.entry(tag.channel).or_default().insert(tag.delivery);
-        self.metrics
-            .parked
-            .set(parked.values().map(|p| p.len() as i64).sum());
     }
 
     /// Call after the parked message was settled on its own.
@@ -101,9 +109,6 @@ impl Settler {
         if let Some(tags) = parked.get_mut(&tag.channel) {
             tags.remove(&tag.delivery);
         }
-        self.metrics
-            .parked
-            .set(parked.values().map(|p| p.len() as i64).sum());
     }
 
     /// Per channel, the highest of `tags` that a `multiple=true` frame may cover (below the
@@ -165,33 +170,29 @@ impl Settler {
         Ok(())
     }
 
-    /// Dead-letters one message: published with its reason and acknowledged when a target is
-    /// configured, else rejected without requeue (to the queue's dead-letter exchange, if any).
+    /// Dead-letters one message: handed to the outbox (parked until its copy is confirmed, then
+    /// acknowledged and unparked there) when a target is configured, else rejected without
+    /// requeue (to the queue's dead-letter exchange, if any) and unparked.
     pub async fn reject(&self, rejected: Rejected) -> Result<(), SettleError> {
-        self.metrics.reject(rejected.reason);
-        let channel = &self.channels[rejected.tag.channel];
-        match (&self.dead_letters, &rejected.raw) {
-            (Some(dead_letters), Some(raw)) => {
-                dead_letters
-                    .publish(raw, rejected.reason, &rejected.error)
-                    .await?;
-                self.metrics.dead_lettered(rejected.reason);
-                channel
-                    .basic_ack(rejected.tag.delivery, BasicAckOptions { multiple: false })
-                    .await?;
-            }
-            _ => {
-                channel
-                    .basic_reject(rejected.tag.delivery, BasicRejectOptions { requeue: false })
-                    .await?;
-            }
+        if rejected.raw.is_some()
+            && let Some(outbox) = self.outbox.lock().expect("outbox").as_ref()
+        {
+            self.park(rejected.tag);
+            return outbox
+                .send(rejected)
+                .map_err(|_| SettleError::OutboxStopped);
         }
+        self.channels[rejected.tag.channel]
+            .basic_reject(rejected.tag.delivery, BasicRejectOptions { requeue: false })
+            .await?;
+        self.unpark(rejected.tag);
+        self.metrics.reject(rejected.reason);
         Ok(())
     }
 
-    /// Whether rejected messages keep their delivery for [`DeadLetters`].
+    /// Whether rejected messages keep their delivery for the outbox.
     pub fn keeps_raw(&self) -> bool {
-        self.dead_letters.is_some()
+        self.keeps_raw
     }
 }
 

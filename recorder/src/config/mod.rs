@@ -139,7 +139,7 @@ impl Config {
         )?;
         Ok(Self {
             rabbitmq_url,
-            dead_letter: dead_letter_target(&env),
+            dead_letter: dead_letter_target(&env, &queue)?,
             queue,
             workers,
             prefetch,
@@ -259,18 +259,33 @@ fn report_target(env: &Env) -> Result<Option<ReportTarget>, ConfigError> {
 }
 
 /// Dead letters with reasons go to the exchange, by the routing key or else the message's own.
-fn dead_letter_target(env: &Env) -> Option<dead_letter::Target> {
-    let exchange = env
-        .0
-        .get("BULK_RECORDER_DEAD_LETTER_EXCHANGE")?
-        .trim()
-        .to_string();
-    Some(dead_letter::Target {
+/// Refused when they would go back into `queue`: through the default exchange (which routes by
+/// queue name), without a routing key (a message published there keeps the queue's name as its
+/// routing key) or with the queue's own name.
+fn dead_letter_target(env: &Env, queue: &str) -> Result<Option<dead_letter::Target>, ConfigError> {
+    let Some(exchange) = env.0.get("BULK_RECORDER_DEAD_LETTER_EXCHANGE") else {
+        return Ok(None);
+    };
+    let exchange = exchange.trim().to_string();
+    let routing_key = env
+        .get("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY")
+        .map(str::to_string);
+    if exchange.is_empty() && routing_key.as_deref().is_none_or(|key| key == queue) {
+        return Err(ConfigError::Invalid {
+            var: "BULK_RECORDER_DEAD_LETTER_ROUTING_KEY",
+            value: routing_key.unwrap_or_default(),
+            expected: format!(
+                "the name of a dead-letter queue other than {queue:?}: with the default exchange \
+                 (BULK_RECORDER_DEAD_LETTER_EXCHANGE=\"\") a dead letter is routed by this key to \
+                 the queue of that name, and without it a message published through the default \
+                 exchange would go back into the queue it came from"
+            ),
+        });
+    }
+    Ok(Some(dead_letter::Target {
         exchange,
-        routing_key: env
-            .get("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY")
-            .map(str::to_string),
-    })
+        routing_key,
+    }))
 }
 
 fn redis(env: &Env) -> Result<Option<RedisConfig>, ConfigError> {
@@ -612,6 +627,36 @@ mod tests {
             .to_string();
         assert!(err.contains("amqp:// or amqps://"), "{err}");
         assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn a_dead_letter_that_would_loop_into_its_own_queue_is_refused() {
+        let base = [
+            ("RABBITMQ_URL", "amqp://guest:guest@localhost:5672/%2f"),
+            ("RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE", "ledger"),
+            ("DATABASE_URL", "postgres://localhost/ledger"),
+            ("BULK_RECORDER_DEAD_LETTER_EXCHANGE", ""),
+        ];
+        let with = |key: Option<&str>| {
+            let mut all = base.to_vec();
+            if let Some(key) = key {
+                all.push(("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY", key));
+            }
+            Config::from_vars(&vars(&all))
+        };
+        for looping in [None, Some("ledger")] {
+            let error = with(looping).unwrap_err().to_string();
+            assert!(
+                error.starts_with("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY=")
+                    && error.contains("go back into the queue it came from"),
+                "{error}"
+            );
+        }
+        let target = with(Some("ledger.dlq")).unwrap().dead_letter.unwrap();
+        assert_eq!(
+            (target.exchange.as_str(), target.routing_key.as_deref()),
+            ("", Some("ledger.dlq"))
+        );
     }
 
     #[test]

@@ -233,9 +233,9 @@ pub static VARIABLES: &[Variable] = &[
     ),
     var(
         "BULK_RECORDER_REDIS_TIMEOUT_MS",
-        Default::Int(250),
+        Default::Int(1000),
         Accepted::Range(1, 10_000),
-        "the longest a bulk's acknowledgement waits for the ledger's Redis; past it the cleanup goes on in the background",
+        "the longest one cleanup of the ledger's Redis backup waits for its answer before it is retried (in the background: no acknowledgement waits for Redis)",
     ),
     var(
         "LOG_FORMAT",

@@ -9,12 +9,16 @@
 //! A recorder in its place must do the same, or every transaction comes back every 30 minutes.
 //!
 //! Here, for every message of a committed bulk (duplicates and transitions included, as the
-//! ledger does): one round-trip, a pipeline of a Lua script that compares and deletes atomically
-//! (the ledger reads, compares and deletes in three steps) and the write-behind deletions. The
-//! bulk's acknowledgement waits for it at most `BULK_RECORDER_REDIS_TIMEOUT_MS`: past that, or
-//! when Redis fails, the entries go to a bounded backlog retried in the background with backoff.
-//! Redis trouble never holds a message: an entry given up (the backlog full) is republished by
-//! the ledger after 30 minutes, found stored, and cleaned up then.
+//! ledger does), in the background: the acknowledgement never waits for Redis (a late cleanup
+//! is harmless: a republished message is found stored and cleaned up then). A worker takes the
+//! entries in batches of up to a thousand: one Lua script compares and deletes atomically (the
+//! ledger reads, compares and deletes in three steps) on the backup's slot, while one `DEL` of
+//! the write-behind keys goes to theirs. A call that fails or takes longer than
+//! `BULK_RECORDER_REDIS_TIMEOUT_MS` is retried with backoff, as the same batch: the script keeps
+//! each batch's result for an hour under a key of its own, so a retry after a lost answer
+//! reports what the first run did, and every entry is counted exactly once. The backlog is
+//! bounded; what it drops, and what is left at shutdown, is counted `dropped` (the ledger's
+//! republishing brings it back).
 
 use std::{
     collections::VecDeque,
@@ -22,7 +26,8 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::Notify;
+use redis::Script;
+use tokio::{sync::Notify, task::JoinHandle};
 
 use super::redis_client::RedisClient;
 use crate::{
@@ -33,13 +38,23 @@ use crate::{
 /// The ledger's backup hash (its `{transactions}` hash tag keeps it on one cluster slot).
 pub const BACKUP_HASH: &str = "backup_queue:{transactions}";
 
+/// Where a batch's result is kept (on the backup hash's slot), by batch id.
+pub const RESULT_KEY_PREFIX: &str = "bulk-recorder:cleanup:{transactions}:";
+
 /// Entries kept for a retry at most (about 200 bytes each).
 pub const BACKLOG_LIMIT: usize = 100_000;
 
+/// Entries per call.
+const BATCH: usize = 1000;
+
 /// Removes a backup entry when its status is still the expected one (compared as the ledger
-/// does, case-insensitively). KEYS[1]: the hash; ARGV: field, expected status, field, ...
-/// Returns {removed, kept, absent}.
+/// does, case-insensitively). KEYS[1]: the hash; KEYS[2]: this batch's result; ARGV: field,
+/// expected status, field, ... Returns {removed, kept, absent}, the first run's on a retry.
 pub const COMPARE_AND_DELETE: &str = r"
+local done = redis.call('GET', KEYS[2])
+if done then
+  return cjson.decode(done)
+end
 local removed, kept, absent = 0, 0, 0
 for i = 1, #ARGV, 2 do
   local entry = redis.call('HGET', KEYS[1], ARGV[i])
@@ -56,6 +71,7 @@ for i = 1, #ARGV, 2 do
     end
   end
 end
+redis.call('SET', KEYS[2], cjson.encode({removed, kept, absent}), 'EX', 3600)
 return {removed, kept, absent}
 ";
 
@@ -90,69 +106,58 @@ pub struct Cleaned {
     pub absent: u64,
 }
 
-/// Acknowledges the backup after each commit; shared by the bulks in flight.
+/// Acknowledges the backup after each commit, in the background; shared by every write.
 pub struct Cleanup {
-    client: Arc<RedisClient>,
-    timeout: Duration,
-    metrics: Arc<Metrics>,
     backlog: Arc<Backlog>,
+    metrics: Arc<Metrics>,
+    worker: JoinHandle<()>,
 }
 
-/// Entries whose cleanup failed, for the background retry.
+/// Entries waiting for their cleanup, and the batch being tried.
 #[derive(Default)]
 struct Backlog {
-    entries: Mutex<VecDeque<Entry>>,
+    state: Mutex<Queued>,
     arrived: Notify,
 }
 
+#[derive(Default)]
+struct Queued {
+    entries: VecDeque<Entry>,
+    /// Taken by the worker, kept until Redis answered for it.
+    current: Option<Arc<Batch>>,
+}
+
+/// Entries cleaned up in one call, under an id of their own.
+struct Batch {
+    id: String,
+    entries: Vec<Entry>,
+}
+
 impl Cleanup {
-    /// Starts the background retry. Nothing connects yet: Redis being away at start-up must not
-    /// keep the recorder from recording.
-    pub async fn start(config: &RedisConfig, metrics: Arc<Metrics>) -> Self {
-        let cleanup = Self {
-            client: Arc::new(RedisClient::new(
-                config.target.clone(),
-                config.shown.clone(),
-            )),
-            timeout: config.timeout,
-            metrics,
-            backlog: Arc::default(),
-        };
-        tokio::spawn(retry_backlog(
-            cleanup.client.clone(),
-            cleanup.backlog.clone(),
-            cleanup.metrics.clone(),
-            cleanup.timeout,
+    /// Starts the worker. Nothing connects yet: Redis being away at start-up must not keep the
+    /// recorder from recording.
+    pub fn start(config: &RedisConfig, metrics: Arc<Metrics>) -> Self {
+        let client = RedisClient::new(config.target.clone(), config.shown.clone(), config.timeout);
+        let backlog = Arc::<Backlog>::default();
+        let worker = tokio::spawn(clean(
+            client,
+            backlog.clone(),
+            metrics.clone(),
+            config.timeout,
         ));
-        cleanup
+        Self {
+            backlog,
+            metrics,
+            worker,
+        }
     }
 
-    /// Cleans up after `messages` were committed, waiting at most the configured timeout.
-    pub async fn after_commit(&self, messages: &[Pending]) {
-        let entries: Vec<Entry> = messages.iter().map(Entry::of).collect();
-        if entries.is_empty() {
+    /// Queues the cleanup of `messages`, just committed; never waits.
+    pub fn after_commit(&self, messages: &[Pending]) {
+        if messages.is_empty() {
             return;
         }
-        match tokio::time::timeout(self.timeout, self.client.clean(&entries)).await {
-            Ok(Ok(cleaned)) => count(&self.metrics, cleaned),
-            Ok(Err(error)) => self.defer(entries, &error.to_string()),
-            Err(_) => self.defer(entries, "no answer within BULK_RECORDER_REDIS_TIMEOUT_MS"),
-        }
-    }
-
-    /// Entries left for the background retry (a gauge would say the same; tests read this).
-    pub fn backlog(&self) -> usize {
-        self.backlog.entries.lock().expect("backlog").len()
-    }
-
-    fn defer(&self, entries: Vec<Entry>, why: &str) {
-        self.metrics.ledger_cleanup("failed", entries.len() as u64);
-        tracing::warn!(
-            entries = entries.len(),
-            why,
-            "the ledger's Redis backup was not cleaned up: retrying in the background"
-        );
-        let dropped = self.backlog.push(entries);
+        let dropped = self.backlog.push(messages.iter().map(Entry::of));
         if dropped > 0 {
             self.metrics.ledger_cleanup("dropped", dropped);
             tracing::warn!(
@@ -163,29 +168,77 @@ impl Cleanup {
         }
         self.backlog.arrived.notify_one();
     }
+
+    /// Entries not cleaned up yet.
+    pub fn backlog(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// At shutdown: lets the worker clean up what is queued for at most `within`; what is left
+    /// is counted `dropped`.
+    pub async fn finish(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.backlog.len() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.worker.abort();
+        let left = self.backlog.clear();
+        if left > 0 {
+            self.metrics.ledger_cleanup("dropped", left as u64);
+            tracing::warn!(
+                left,
+                "shutting down with the ledger's Redis backup not cleaned up for these entries: \
+                 the ledger republishes them, and they are found stored"
+            );
+        }
+    }
 }
 
 impl Backlog {
-    /// Adds `entries`, dropping the oldest beyond [`BACKLOG_LIMIT`]; returns how many were.
-    fn push(&self, entries: Vec<Entry>) -> u64 {
-        let mut backlog = self.entries.lock().expect("backlog");
-        backlog.extend(entries);
-        let over = backlog.len().saturating_sub(BACKLOG_LIMIT);
-        backlog.drain(..over);
+    /// Adds `entries`, dropping the oldest waiting beyond [`BACKLOG_LIMIT`]; returns how many
+    /// were.
+    fn push(&self, entries: impl Iterator<Item = Entry>) -> u64 {
+        let mut state = self.state.lock().expect("backlog");
+        state.entries.extend(entries);
+        let over = state.len().saturating_sub(BACKLOG_LIMIT);
+        let over = over.min(state.entries.len());
+        state.entries.drain(..over);
         over as u64
     }
 
-    fn take(&self, n: usize) -> Vec<Entry> {
-        let mut backlog = self.entries.lock().expect("backlog");
-        let n = n.min(backlog.len());
-        backlog.drain(..n).collect()
+    /// The batch to try: the one that failed last, or the next up to [`BATCH`] entries.
+    fn next(&self) -> Option<Arc<Batch>> {
+        let mut state = self.state.lock().expect("backlog");
+        if state.current.is_none() && !state.entries.is_empty() {
+            let n = state.entries.len().min(BATCH);
+            let entries = state.entries.drain(..n).collect();
+            state.current = Some(Arc::new(Batch {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                entries,
+            }));
+        }
+        state.current.clone()
     }
 
-    fn put_back(&self, entries: Vec<Entry>) {
-        let mut backlog = self.entries.lock().expect("backlog");
-        for entry in entries.into_iter().rev() {
-            backlog.push_front(entry);
-        }
+    fn done(&self) {
+        self.state.lock().expect("backlog").current = None;
+    }
+
+    fn len(&self) -> usize {
+        self.state.lock().expect("backlog").len()
+    }
+
+    fn clear(&self) -> usize {
+        let mut state = self.state.lock().expect("backlog");
+        let left = state.len();
+        *state = Queued::default();
+        left
+    }
+}
+
+impl Queued {
+    fn len(&self) -> usize {
+        self.entries.len() + self.current.as_ref().map_or(0, |b| b.entries.len())
     }
 }
 
@@ -195,36 +248,71 @@ fn count(metrics: &Metrics, cleaned: Cleaned) {
     metrics.ledger_cleanup("absent", cleaned.absent);
 }
 
-/// Retries the backlog, a thousand entries a round-trip, backing off while Redis fails.
-async fn retry_backlog(
-    client: Arc<RedisClient>,
+/// The worker: batch after batch, backing off while Redis fails.
+async fn clean(
+    client: RedisClient,
     backlog: Arc<Backlog>,
     metrics: Arc<Metrics>,
     timeout: Duration,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let script = Script::new(COMPARE_AND_DELETE);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut failing: Option<String> = None;
     loop {
-        let entries = backlog.take(1000);
-        if entries.is_empty() {
+        let Some(batch) = backlog.next() else {
             backlog.arrived.notified().await;
             continue;
-        }
-        let bound = timeout.max(Duration::from_secs(2));
-        match tokio::time::timeout(bound, client.clean(&entries)).await {
+        };
+        match tokio::time::timeout(timeout, run(&client, &script, &batch)).await {
             Ok(Ok(cleaned)) => {
-                tracing::info!(
-                    entries = entries.len(),
-                    "the ledger's Redis backup cleaned up after a failure"
-                );
+                if failing.take().is_some() {
+                    tracing::info!("the ledger's Redis answers again: its backup is cleaned up");
+                }
                 count(&metrics, cleaned);
+                backlog.done();
                 backoff.reset();
             }
-            _ => {
-                backlog.put_back(entries);
+            failed => {
+                let why = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "no answer within BULK_RECORDER_REDIS_TIMEOUT_MS".to_string(),
+                };
+                if failing.as_deref() != Some(batch.id.as_str()) {
+                    metrics.ledger_cleanup("failed", batch.entries.len() as u64);
+                    tracing::warn!(
+                        entries = batch.entries.len(),
+                        why,
+                        "the ledger's Redis backup was not cleaned up: retrying"
+                    );
+                    failing = Some(batch.id.clone());
+                }
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
+}
+
+/// One batch: the script on the backup's slot, the write-behind keys on theirs.
+async fn run(client: &RedisClient, script: &Script, batch: &Batch) -> redis::RedisResult<Cleaned> {
+    let result_key = format!("{RESULT_KEY_PREFIX}{}", batch.id);
+    let args: Vec<&str> = batch
+        .entries
+        .iter()
+        .flat_map(|e| [e.field.as_str(), e.expected.as_str()])
+        .collect();
+    let write_behind: Vec<&str> = batch
+        .entries
+        .iter()
+        .map(|e| e.write_behind.as_str())
+        .collect();
+    let (removed, kept, absent): (u64, u64, u64) = client
+        .script_and_delete(script, &[BACKUP_HASH, &result_key], &args, &write_behind)
+        .await?;
+    Ok(Cleaned {
+        removed,
+        kept,
+        absent,
+    })
 }
 
 #[cfg(test)]
@@ -240,16 +328,25 @@ mod tests {
     }
 
     #[test]
-    fn the_backlog_keeps_the_newest_entries_within_its_limit() {
+    fn the_backlog_keeps_the_newest_entries_within_its_limit_and_a_failed_batch_whole() {
         let backlog = Backlog::default();
-        assert_eq!(backlog.push((0..BACKLOG_LIMIT).map(entry).collect()), 0);
+        assert_eq!(backlog.push((0..BACKLOG_LIMIT).map(entry)), 0);
+        let batch = backlog.next().expect("a batch");
+        assert_eq!(batch.entries.len(), BATCH);
+        assert_eq!(batch.entries[0], entry(0));
         assert_eq!(
-            backlog.push(vec![entry(BACKLOG_LIMIT), entry(BACKLOG_LIMIT + 1)]),
+            backlog.push([entry(BACKLOG_LIMIT), entry(BACKLOG_LIMIT + 1)].into_iter()),
             2
         );
-        let first = backlog.take(1);
-        assert_eq!(first, vec![entry(2)], "the two oldest were dropped");
-        backlog.put_back(first);
-        assert_eq!(backlog.take(1), vec![entry(2)], "put back in front");
+        let again = backlog.next().expect("the same batch");
+        assert_eq!(again.id, batch.id, "retried whole, under its id");
+        backlog.done();
+        let next = backlog.next().expect("the next batch");
+        assert_eq!(
+            next.entries[0],
+            entry(BATCH + 2),
+            "the two oldest waiting were dropped"
+        );
+        assert_eq!(backlog.len(), BACKLOG_LIMIT - BATCH);
     }
 }

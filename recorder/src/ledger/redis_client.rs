@@ -1,11 +1,13 @@
 //! The connection to the ledger's Redis, made on first use and made again after a failure: one
 //! server (the `redis` crate's auto-reconnecting connection manager), a cluster, or the master a
-//! set of sentinels names.
+//! set of sentinels names. It runs a script on one slot and deletes keys spread over any
+//! number of slots (a cluster splits a multi-key `DEL` by slot and sends the parts to their
+//! nodes at once; a pipeline across slots would be refused with CROSSSLOT).
 
 use std::time::Duration;
 
 use redis::{
-    RedisResult, Script,
+    Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Script, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
@@ -13,7 +15,6 @@ use redis::{
 };
 use tokio::sync::Mutex;
 
-use super::backup::{BACKUP_HASH, COMPARE_AND_DELETE, Cleaned, Entry};
 use crate::config::redis_url::RedisTarget;
 
 /// The longest a connection attempt may take.
@@ -26,36 +27,89 @@ enum Connection {
     Sentinel(MultiplexedConnection),
 }
 
-pub struct RedisClient {
-    target: RedisTarget,
-    /// `REDIS_URL` without its password, for logs.
-    shown: String,
-    connection: Mutex<Option<Connection>>,
-    script: Script,
-}
-
-impl RedisClient {
-    pub fn new(target: RedisTarget, shown: String) -> Self {
-        Self {
-            target,
-            shown,
-            connection: Mutex::new(None),
-            script: Script::new(COMPARE_AND_DELETE),
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Server(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+            Connection::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
-    /// One round-trip (per node, in a cluster): the conditional removal of every entry's backup
-    /// and the deletion of its write-behind key.
-    pub async fn clean(&self, entries: &[Entry]) -> RedisResult<Cleaned> {
-        let mut connection = self.connection().await?;
-        let result = match &mut connection {
-            Connection::Server(c) => run(c, &self.script, entries).await,
-            Connection::Cluster(c) => run(c, &self.script, entries).await,
-            Connection::Sentinel(c) => run(c, &self.script, entries).await,
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Server(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Server(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+            Connection::Sentinel(c) => c.get_db(),
+        }
+    }
+}
+
+pub struct RedisClient {
+    target: RedisTarget,
+    /// The longest one call waits for its answer (the crate's own default is 500 ms).
+    response_timeout: Duration,
+    /// `REDIS_URL` without its password, for logs.
+    shown: String,
+    connection: Mutex<Option<Connection>>,
+}
+
+impl RedisClient {
+    pub fn new(target: RedisTarget, shown: String, response_timeout: Duration) -> Self {
+        Self {
+            target,
+            response_timeout,
+            shown,
+            connection: Mutex::new(None),
+        }
+    }
+
+    /// Runs `script` on `keys` (one slot) with `args`, loading it where the server does not
+    /// know it yet, and deletes `delete` (any slots) at the same time.
+    pub async fn script_and_delete<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+        delete: &[&str],
+    ) -> RedisResult<T> {
+        let connection = self.connection().await?;
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let (mut for_script, mut for_delete) = (connection.clone(), connection);
+        let deleted = async {
+            if delete.is_empty() {
+                return Ok(());
+            }
+            redis::cmd("DEL")
+                .arg(delete)
+                .query_async::<()>(&mut for_delete)
+                .await
         };
+        let (answer, deleted) =
+            tokio::join!(invocation.invoke_async::<T>(&mut for_script), deleted);
+        let result = deleted.and(answer);
         if let Err(error) = &result {
-            tracing::debug!(%error, redis = self.shown, "Redis cleanup failed");
-            if !matches!(connection, Connection::Server(_)) {
+            tracing::debug!(%error, redis = self.shown, "Redis call failed");
+            if !matches!(for_script, Connection::Server(_)) {
                 // The manager reconnects by itself; the others are made again next time.
                 *self.connection.lock().await = None;
             }
@@ -86,6 +140,7 @@ impl RedisClient {
             RedisTarget::Server(url) => {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(self.response_timeout))
                     .set_number_of_retries(1);
                 let client = redis::Client::open(url.as_str())?;
                 Ok(Connection::Server(
@@ -95,6 +150,7 @@ impl RedisClient {
             RedisTarget::Cluster(nodes) => {
                 let client = ClusterClient::builder(nodes.iter().map(String::as_str))
                     .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(self.response_timeout)
                     .build()?;
                 Ok(Connection::Cluster(client.get_async_connection().await?))
             }
@@ -125,37 +181,4 @@ impl RedisClient {
             }
         }
     }
-}
-
-/// The script and the deletions in one pipeline; the script is loaded once when the server does
-/// not know it yet (a new or restarted server).
-async fn run<C: ConnectionLike + Send>(
-    connection: &mut C,
-    script: &Script,
-    entries: &[Entry],
-) -> RedisResult<Cleaned> {
-    let mut invocation = script.key(BACKUP_HASH);
-    for entry in entries {
-        invocation.arg(&entry.field).arg(&entry.expected);
-    }
-    let mut pipeline = redis::pipe();
-    pipeline.invoke_script(&invocation);
-    for entry in entries {
-        pipeline.del(&entry.write_behind).ignore();
-    }
-    let answer: RedisResult<((u64, u64, u64),)> = pipeline.query_async(connection).await;
-    let ((removed, kept, absent),) = match answer {
-        Err(error)
-            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-        {
-            invocation.load_async(connection).await?;
-            pipeline.query_async(connection).await?
-        }
-        other => other?,
-    };
-    Ok(Cleaned {
-        removed,
-        kept,
-        absent,
-    })
 }

@@ -10,7 +10,8 @@
 //!   `BULK_RECORDER_FALLBACK_ENABLED` (the default) the parts are single messages; without it
 //!   the bulk is halved until the refused message stands alone (no one-message writes for
 //!   the good ones, no endless requeue). A message refused alone is dead-lettered with the
-//!   database's error;
+//!   database's error; one failing alone again and again is tried again after its siblings,
+//!   and dead-lettered only once another write committed meanwhile ([`retry`]);
 //! - a transaction whose parent is not stored yet (in another recorder's bulk that has not
 //!   committed, or in a later message of this queue) is handed to the waiting room
 //!   ([`super::parents`]) and settled from there, without holding anything else back.
@@ -19,7 +20,10 @@ use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 
-use super::{collector::Pending, retry::Failure};
+use super::{
+    collector::Pending,
+    retry::{Failure, WritePath},
+};
 use crate::{
     broker::settle::{Rejected, Settlement},
     ledger::LedgerSide,
@@ -55,16 +59,20 @@ impl Flusher {
     pub async fn flush(&self, bulk: Bulk) -> Flushed {
         self.metrics.flushed(bulk.trigger, bulk.messages.len());
         let mut flushed = Flushed::default();
-        let mut groups = VecDeque::from([parents_first(bulk.messages)]);
+        let mut groups = VecDeque::from([(parents_first(bulk.messages), None)]);
         let mut split = false;
-        while let Some(group) = groups.pop_front() {
-            match self.write(&group).await {
+        while let Some((group, suspect_since)) = groups.pop_front() {
+            match self.write(&group, suspect_since).await {
                 Ok(()) => flushed.ack(group),
                 Err(Failure::Stopping(error)) => {
                     tracing::warn!(%error, "shutting down with messages not written: returning them to the queue");
                     flushed.requeue(group);
-                    groups.into_iter().for_each(|g| flushed.requeue(g));
+                    groups.into_iter().for_each(|(g, _)| flushed.requeue(g));
                     break;
+                }
+                Err(Failure::Deferred(error, since)) => {
+                    tracing::warn!(%error, "a message fails alone again and again: writing the others first");
+                    groups.push_back((group, Some(since)));
                 }
                 Err(Failure::Refused(error) | Failure::Repeated(error)) if group.len() == 1 => {
                     let message = group.into_iter().next().expect("one message");
@@ -77,7 +85,7 @@ impl Flusher {
                     }
                     tracing::warn!(messages = group.len(), %error, fallback = self.fallback, "bulk refused: writing it in parts");
                     for part in self.parts(group).into_iter().rev() {
-                        groups.push_front(part);
+                        groups.push_front((part, None));
                     }
                 }
             }
@@ -85,12 +93,28 @@ impl Flusher {
         flushed
     }
 
-    /// Writes the transactions of `messages`, then does the ledger's bookkeeping for them.
-    pub async fn write(&self, messages: &[Pending]) -> Result<(), Failure> {
+    /// Writes the transactions of `messages` (see [`WritePath::write`] for `suspect_since`),
+    /// then does the ledger's bookkeeping for them.
+    pub async fn write(
+        &self,
+        messages: &[Pending],
+        suspect_since: Option<u64>,
+    ) -> Result<(), Failure> {
         let transactions: Vec<&Transaction> = messages.iter().map(|m| &m.transaction).collect();
-        super::retry::write(self, &transactions).await?;
+        self.write_path()
+            .write(&transactions, suspect_since)
+            .await?;
         self.after_commit(messages).await;
         Ok(())
+    }
+
+    fn write_path(&self) -> WritePath<'_> {
+        WritePath {
+            writer: &self.writer,
+            health: &self.health,
+            metrics: &self.metrics,
+            shutdown: &self.shutdown,
+        }
     }
 
     /// What the ledger's own consumer does after persisting: its Redis backup entries are
@@ -102,7 +126,7 @@ impl Flusher {
             tracing::debug!(transaction_id = %message.transaction.id, "metadata not stored");
         }
         if let Some(cleanup) = &self.ledger {
-            cleanup.after_commit(messages).await;
+            cleanup.after_commit(messages);
         }
     }
 

@@ -9,85 +9,109 @@
 //! `BULK_RECORDER_MISSING_PARENT_WAIT_MS` is over (dead-lettered as `missing_parent`), or
 //! shutdown begins (returned to the queue, not rejected: its parent may come later).
 //!
+//! The wait is counted on the writes' clock ([`crate::telemetry::health`]): time during which
+//! writes went through. While the database is down or a write is held, the parent's own bulk
+//! may be the one held, so the wait does not run; after an outage every child is tried again
+//! before its wait can end.
+//!
 //! A parked message keeps one unacknowledged delivery of its channel: a window full of children
 //! waiting for parents that come later in the same queue is only freed by their deadline.
+//!
+//! The task ends with an error when it cannot settle (the session's channels are gone): the
+//! session ends with it and reconnects, and the broker redelivers what was not settled.
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::{
-    sync::{mpsc, watch},
-    time::Instant,
-};
+use tokio::sync::{mpsc, watch};
 
 use super::{
     collector::Pending,
     flush::{Flusher, parents_first, rejected},
     retry::Failure,
 };
-use crate::{backoff::Backoff, broker::settle::Settler};
+use crate::{
+    backoff::Backoff,
+    broker::settle::{SettleError, Settler},
+};
 
-/// Runs until shutdown (parked messages are requeued) or until the session ends (`parked` closed,
-/// or the channels gone: the broker redelivers what was not settled).
+/// A child and the writes' clock when it was parked.
+struct Waiting {
+    message: Pending,
+    parked_at: Duration,
+}
+
+/// Runs until shutdown (parked messages are requeued), until `parked` is closed (the session
+/// ended), or until a message cannot be settled (an error: the session must end).
 pub async fn wait_for_parents(
     flusher: Arc<Flusher>,
     settler: Arc<Settler>,
     mut parked: mpsc::UnboundedReceiver<Pending>,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let mut waiting: Vec<(Pending, Instant)> = Vec::new();
+) -> Result<(), SettleError> {
+    let mut waiting: Vec<Waiting> = Vec::new();
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-    loop {
+    let ended = loop {
+        flusher.metrics.parked.set(waiting.len() as i64);
         let stopping = tokio::select! {
             arrived = parked.recv() => match arrived {
                 Some(message) => {
-                    waiting.push((message, Instant::now() + flusher.parent_wait));
+                    let parked_at = flusher.health.write_clock();
+                    waiting.push(Waiting { message, parked_at });
                     backoff.reset();
                     continue;
                 }
-                None if waiting.is_empty() => return,
+                None if waiting.is_empty() => break Ok(()),
                 None => false,
             },
             _ = tokio::time::sleep(backoff.next_delay()), if !waiting.is_empty() => false,
             _ = shutdown.wait_for(|stop| *stop) => true,
         };
         if stopping {
-            requeue(&settler, waiting).await;
-            return;
+            break requeue(&settler, waiting).await;
         }
         match retry(&flusher, &settler, std::mem::take(&mut waiting)).await {
-            Some(still) => waiting = still,
-            None => return,
+            Ok(Some(still)) => waiting = still,
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error),
         }
-    }
+    };
+    flusher.metrics.parked.set(0);
+    ended
 }
 
-/// One round over the waiting messages; the ones still waiting, or `None` when the session can
-/// no longer settle (or shutdown began: they were requeued).
+/// One round over the waiting messages; the ones still waiting, or `None` when shutdown began
+/// (they were requeued).
 async fn retry(
     flusher: &Flusher,
     settler: &Settler,
-    waiting: Vec<(Pending, Instant)>,
-) -> Option<Vec<(Pending, Instant)>> {
-    let (messages, deadlines): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
-    let mut deadlines: std::collections::HashMap<_, _> =
-        messages.iter().map(|m| m.tag).zip(deadlines).collect();
+    waiting: Vec<Waiting>,
+) -> Result<Option<Vec<Waiting>>, SettleError> {
+    let mut parked_at: std::collections::HashMap<_, _> = waiting
+        .iter()
+        .map(|w| (w.message.tag, w.parked_at))
+        .collect();
+    let messages = waiting.into_iter().map(|w| w.message).collect();
     let mut still = Vec::new();
     let mut ordered = parents_first(messages).into_iter();
     while let Some(message) = ordered.next() {
-        let deadline = deadlines
-            .remove(&message.tag)
-            .expect("a deadline per message");
+        let parked_at = parked_at.remove(&message.tag).expect("one per message");
         let tag = message.tag;
-        let outcome = match flusher.write(std::slice::from_ref(&message)).await {
-            Ok(()) => settler.ack_one(tag).await,
+        // Evidence for a failing write: other bulks commit while it waits here.
+        let since = Some(flusher.health.commits());
+        match flusher.write(std::slice::from_ref(&message), since).await {
+            Ok(()) => {
+                settler.ack_one(tag).await?;
+                settler.unpark(tag);
+            }
             Err(Failure::Refused(error)) if error.is_missing_parent() => {
-                if Instant::now() < deadline {
-                    still.push((message, deadline));
+                let waited = flusher.health.write_clock().saturating_sub(parked_at);
+                if waited < flusher.parent_wait {
+                    still.push(Waiting { message, parked_at });
                     continue;
                 }
                 let error = format!(
-                    "its parent transaction {} was not stored within {:?} \
-                     (BULK_RECORDER_MISSING_PARENT_WAIT_MS)",
+                    "its parent transaction {} was not stored within {:?} of writes going \
+                     through (BULK_RECORDER_MISSING_PARENT_WAIT_MS)",
                     message
                         .transaction
                         .parent_transaction_id
@@ -95,39 +119,39 @@ async fn retry(
                         .unwrap_or_default(),
                     flusher.parent_wait
                 );
+                // Parked until its dead letter is confirmed (see `Settler::reject`).
                 settler
                     .reject(rejected(message, "missing_parent", error))
-                    .await
+                    .await?;
             }
+            // Not returned when evidence is asked from the start; waits like a missing parent.
+            Err(Failure::Deferred(..)) => still.push(Waiting { message, parked_at }),
             Err(Failure::Refused(error) | Failure::Repeated(error)) => {
                 settler
                     .reject(rejected(message, "database", error.to_string()))
-                    .await
+                    .await?;
             }
             Err(Failure::Stopping(_)) => {
                 let rest = still
                     .into_iter()
-                    .chain(std::iter::once((message, deadline)))
-                    .chain(ordered.map(|m| (m, Instant::now())));
-                requeue(settler, rest.collect()).await;
-                return None;
+                    .chain(std::iter::once(Waiting { message, parked_at }))
+                    .chain(ordered.map(|message| Waiting {
+                        message,
+                        parked_at: Duration::ZERO,
+                    }));
+                requeue(settler, rest.collect()).await?;
+                return Ok(None);
             }
-        };
-        if let Err(error) = outcome {
-            tracing::warn!(%error, "cannot settle a message that waited for its parent: the session ends, the broker redelivers it");
-            return None;
         }
-        settler.unpark(tag);
     }
-    Some(still)
+    Ok(Some(still))
 }
 
 /// Returns the waiting messages to the queue (shutdown: their parents may come later).
-async fn requeue(settler: &Settler, waiting: Vec<(Pending, Instant)>) {
-    for (message, _) in waiting {
-        if settler.requeue_one(message.tag).await.is_err() {
-            return;
-        }
+async fn requeue(settler: &Settler, waiting: Vec<Waiting>) -> Result<(), SettleError> {
+    for Waiting { message, .. } in waiting {
+        settler.requeue_one(message.tag).await?;
         settler.unpark(message.tag);
     }
+    Ok(())
 }

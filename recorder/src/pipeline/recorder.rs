@@ -105,12 +105,10 @@ pub async fn run(
     } else {
         Writer::OneByOne(OneByOneWriter::new(database))
     };
-    let ledger = match &config.redis {
-        Some(redis) => Some(Arc::new(
-            backup::Cleanup::start(redis, metrics.clone()).await,
-        )),
-        None => None,
-    };
+    let ledger = config
+        .redis
+        .as_ref()
+        .map(|redis| Arc::new(backup::Cleanup::start(redis, metrics.clone())));
     let flusher = Arc::new(Flusher {
         writer,
         fallback: config.fallback_enabled,
@@ -129,6 +127,9 @@ pub async fn run(
         origin: QueueOrigin::default(),
     };
     reconnect_until_shutdown(&shared, shutdown).await;
+    if let Some(cleanup) = &shared.flusher.ledger {
+        cleanup.finish(REDIS_CLEANUP_AT_SHUTDOWN).await;
+    }
     // A connection that went silent would make a graceful close wait forever.
     if tokio::time::timeout(Duration::from_secs(2), pool.close())
         .await
@@ -165,6 +166,9 @@ async fn connect_database(
         }
     }
 }
+
+/// How long the ledger's Redis backup may still be cleaned up at shutdown.
+const REDIS_CLEANUP_AT_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// How often a role that cannot write the tables is checked again.
 const GRANTS_CHECK_EVERY: Duration = Duration::from_secs(10);

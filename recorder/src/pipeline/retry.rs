@@ -7,82 +7,133 @@
 //! A bulk that keeps failing with the same SQLSTATE that may be the rows' fault (a statement
 //! timeout, a trigger's exception; see [`crate::store::errors`]) is given up as a whole after
 //! [`SAME_FAILURE_LIMIT`] tries, so that it is split instead of holding the queue forever. A
-//! single message is given up that way (and dead-lettered with the error) only while the
-//! database otherwise answers: then the trouble is the message, not the database.
+//! single message is given up that way (and dead-lettered with the error) only on evidence
+//! from the write path that the database takes other writes: another write committed after
+//! this message first failed. Without it the message is deferred once (its siblings are tried
+//! first) and then held. A cancelled statement (57014: a statement timeout, an administrator's
+//! cancel) is load, not data: a single message is deferred, then held, never given up for it.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use tokio::time::Instant;
+use tokio::{sync::watch, time::Instant};
 
-use super::flush::Flusher;
-use crate::{backoff::Backoff, message::Transaction, store::WriteError};
+use crate::{
+    backoff::Backoff,
+    message::Transaction,
+    store::{WriteError, Writer},
+    telemetry::{health::Health, metrics::Metrics},
+};
 
 /// Tries of a bulk failing with the same suspect SQLSTATE before it is split.
 pub const SAME_FAILURE_LIMIT: u32 = 3;
+
+/// `query_canceled`: a statement timeout or an administrator's cancel.
+const QUERY_CANCELED: &str = "57014";
 
 /// Why a write was given up.
 #[derive(Debug)]
 pub enum Failure {
     /// The rows were refused (a constraint, a value, a missing parent).
     Refused(WriteError),
-    /// The same suspect error again and again.
+    /// The same suspect error again and again (for a single message: while other writes
+    /// commit).
     Repeated(WriteError),
+    /// A single message failing again and again with no evidence yet that other writes pass:
+    /// try its siblings first, then write it again with this commit count as `suspect_since`.
+    Deferred(WriteError, u64),
     /// Shutdown began first: the messages go back to the queue.
     Stopping(WriteError),
 }
 
-/// Writes `transactions`, holding on to them through any failure that is not theirs; counters
-/// move only once the write is committed and durable.
-pub async fn write(flusher: &Flusher, transactions: &[&Transaction]) -> Result<(), Failure> {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    let mut failing_since: Option<Instant> = None;
-    let mut hold = None;
-    let mut same: Option<(String, u32)> = None;
-    loop {
-        let started = Instant::now();
-        let error = match flusher.writer.write(transactions).await {
-            Ok(written) => {
-                if let Some(since) = failing_since {
-                    tracing::info!(
-                        held_s = since.elapsed().as_secs_f64(),
-                        "the database is back: the held bulk is written"
-                    );
+/// What a held write needs.
+pub struct WritePath<'a> {
+    pub writer: &'a Writer,
+    pub health: &'a Arc<Health>,
+    pub metrics: &'a Metrics,
+    pub shutdown: &'a watch::Receiver<bool>,
+}
+
+impl WritePath<'_> {
+    /// Writes `transactions`, holding on to them through any failure that is not theirs;
+    /// counters move only once the write is committed and durable. `suspect_since`: for a
+    /// message deferred before, the commit count when it first failed.
+    pub async fn write(
+        &self,
+        transactions: &[&Transaction],
+        mut suspect_since: Option<u64>,
+    ) -> Result<(), Failure> {
+        let deferred_before = suspect_since.is_some();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut failing_since: Option<Instant> = None;
+        let mut hold = None;
+        let mut same: Option<(String, u32)> = None;
+        loop {
+            let started = Instant::now();
+            let error = match self.writer.write(transactions).await {
+                Ok(written) => {
+                    self.written(written, started, failing_since);
+                    return Ok(());
                 }
-                let metrics = &flusher.metrics;
-                flusher.health.set_database(true);
-                metrics
-                    .bulk_duration
-                    .observe(started.elapsed().as_secs_f64());
-                metrics.statements.inc_by(written.statements);
-                metrics.add_committed(written.counts);
-                return Ok(());
+                Err(error) if error.is_data() => return Err(Failure::Refused(error)),
+                Err(error @ WriteError::Unresolved(_)) => return Err(Failure::Stopping(error)),
+                Err(error) => error,
+            };
+            let since = *failing_since.get_or_insert(started);
+            let commits_before = *suspect_since.get_or_insert(self.health.commits());
+            hold.get_or_insert_with(|| self.health.hold());
+            if *self.shutdown.borrow() {
+                return Err(Failure::Stopping(error));
             }
-            Err(error) if error.is_data() => return Err(Failure::Refused(error)),
-            Err(error @ WriteError::Unresolved(_)) => return Err(Failure::Stopping(error)),
-            Err(error) => error,
-        };
-        let since = *failing_since.get_or_insert(started);
-        hold.get_or_insert_with(|| flusher.health.hold());
-        if *flusher.shutdown.borrow() {
-            return Err(Failure::Stopping(error));
+            if repeated(&mut same, &error) {
+                if transactions.len() > 1 {
+                    return Err(Failure::Repeated(error));
+                }
+                let cancelled = error.suspect_code().as_deref() == Some(QUERY_CANCELED);
+                if !cancelled && self.health.commits() > commits_before {
+                    return Err(Failure::Repeated(error));
+                }
+                if !deferred_before {
+                    return Err(Failure::Deferred(error, commits_before));
+                }
+            }
+            let delay = backoff.next_delay();
+            tracing::warn!(
+                %error,
+                messages = transactions.len(),
+                held_s = since.elapsed().as_secs_f64(),
+                retry_in_ms = delay.as_millis() as u64,
+                "write failed: holding the bulk and retrying"
+            );
+            self.metrics.retries.inc();
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
+                    return Err(Failure::Stopping(error));
+                }
+            }
         }
-        if repeated(&mut same, &error) && (transactions.len() > 1 || flusher.health.database()) {
-            return Err(Failure::Repeated(error));
+    }
+
+    fn written(
+        &self,
+        written: crate::store::Written,
+        started: Instant,
+        failing_since: Option<Instant>,
+    ) {
+        if let Some(since) = failing_since {
+            tracing::info!(
+                held_s = since.elapsed().as_secs_f64(),
+                "the database is back: the held bulk is written"
+            );
         }
-        let delay = backoff.next_delay();
-        tracing::warn!(
-            %error,
-            messages = transactions.len(),
-            held_s = since.elapsed().as_secs_f64(),
-            retry_in_ms = delay.as_millis() as u64,
-            "write failed: holding the bulk and retrying"
-        );
-        flusher.metrics.retries.inc();
-        let mut shutdown = flusher.shutdown.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return Err(Failure::Stopping(error)),
-        }
+        self.health.set_database(true);
+        self.health.committed();
+        self.metrics
+            .bulk_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.statements.inc_by(written.statements);
+        self.metrics.add_committed(written.counts);
     }
 }
 

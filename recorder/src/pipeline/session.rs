@@ -12,7 +12,7 @@ use futures::StreamExt;
 use lapin::{Channel, Connection, Consumer};
 use tokio::{
     sync::{mpsc, watch},
-    task::JoinSet,
+    task::{JoinHandle, JoinSet},
 };
 
 use crate::{
@@ -21,7 +21,8 @@ use crate::{
         consumer::{ConsumeError, Decoding, consume},
         dead_letter::DeadLetters,
         depth,
-        settle::{SettleError, Settler},
+        outbox::Outbox,
+        settle::{Rejected, SettleError, Settler},
     },
     config::Config,
     pipeline::{
@@ -78,7 +79,16 @@ struct Opened {
     channels: Vec<Channel>,
     /// The queue depth's own channel.
     depth: Channel,
+    /// The dead letters' connection and the rejected messages for them, when configured; taken
+    /// by [`drain`] when the outbox starts.
+    dead_letters: Option<(DeadLetters, mpsc::UnboundedReceiver<Rejected>)>,
 }
+
+/// The consuming tasks, one per channel.
+type Consumers = JoinSet<Result<(), ConsumeError>>;
+
+/// A task the session depends on: while it runs, the session may go on.
+type Helper = Option<JoinHandle<Result<(), SettleError>>>;
 
 /// Consumes until shutdown (Ok) or until the broker connection fails (Err).
 pub async fn run(shared: &Shared, shutdown: watch::Receiver<bool>) -> Result<(), SessionError> {
@@ -135,8 +145,8 @@ async fn connect(
     }
 }
 
-/// Opens the consuming channels, the queue depth's channel and the dead-letter channel (when
-/// configured).
+/// Opens the consuming channels, the queue depth's channel and the dead letters' connection
+/// (when configured).
 async fn open(shared: &Shared, connection: &Connection) -> Result<Opened, SessionError> {
     let config = &shared.config;
     let mut channels = Vec::with_capacity(usize::from(config.workers));
@@ -153,15 +163,23 @@ async fn open(shared: &Shared, connection: &Connection) -> Result<Opened, Sessio
         channels.push(channel);
         consumers.push((consumer, tag));
     }
-    let dead_letters = match &config.dead_letter {
+    let (outbox, dead_letters) = match &config.dead_letter {
         Some(target) => {
-            Some(DeadLetters::open(connection, target.clone(), config.instance.clone()).await?)
+            let publisher = DeadLetters::open(
+                &config.rabbitmq_url,
+                &config.queue,
+                target.clone(),
+                config.instance.clone(),
+            )
+            .await?;
+            let (letters, rejected) = mpsc::unbounded_channel();
+            (Some(letters), Some((publisher, rejected)))
         }
-        None => None,
+        None => (None, None),
     };
     let settler = Arc::new(Settler::new(
         channels.clone(),
-        dead_letters,
+        outbox,
         shared.metrics.clone(),
     ));
     Ok(Opened {
@@ -169,11 +187,13 @@ async fn open(shared: &Shared, connection: &Connection) -> Result<Opened, Sessio
         consumers,
         channels,
         depth: connection.create_channel().await?,
+        dead_letters,
     })
 }
 
 /// Runs deliveries through the collector, the writes and the settlement until the consumers
-/// end (cancelled at shutdown, or failed) and every bulk is settled.
+/// end (cancelled at shutdown, or failed) and every bulk is settled. The waiting room and the
+/// dead-letter outbox run beside them: either stopping with an error ends the session.
 async fn drain(
     shared: &Shared,
     connection: &Connection,
@@ -182,28 +202,7 @@ async fn drain(
 ) -> Result<(), SessionError> {
     let config = &shared.config;
     let (deliveries, incoming) = mpsc::channel(config.bulk_size.max(1));
-    let decoding = Decoding {
-        format: config.message_format,
-        max_message_bytes: config.max_message_bytes,
-        metrics: shared.metrics.clone(),
-    };
-    let mut consumer_tasks = JoinSet::new();
-    let mut tags = Vec::new();
-    for (index, (consumer, tag)) in std::mem::take(&mut opened.consumers)
-        .into_iter()
-        .enumerate()
-    {
-        tags.push((opened.channels[index].clone(), tag));
-        consumer_tasks.spawn(consume(
-            index,
-            consumer,
-            opened.settler.clone(),
-            deliveries.clone(),
-            decoding.clone(),
-            shutdown.clone(),
-        ));
-    }
-    drop(deliveries);
+    let (mut consumer_tasks, tags) = start_consumers(shared, opened, deliveries, &shutdown);
     let (bulk_out, bulk_in) = mpsc::channel::<Bulk>(1);
     let collector = tokio::spawn(collect(
         incoming,
@@ -212,34 +211,126 @@ async fn drain(
         config.flush_timeout,
     ));
     let (park, parked) = mpsc::unbounded_channel();
-    let waiting_room = tokio::spawn(wait_for_parents(
+    let mut waiting_room: Helper = Some(tokio::spawn(wait_for_parents(
         shared.flusher.clone(),
         opened.settler.clone(),
         parked,
         shutdown.clone(),
-    ));
+    )));
+    let mut outbox: Helper = opened.dead_letters.take().map(|(publisher, letters)| {
+        let outbox = Outbox {
+            url: config.rabbitmq_url.clone(),
+            queue: config.queue.clone(),
+            target: config.dead_letter.clone().expect("a dead-letter target"),
+            pod: config.instance.clone(),
+            settler: opened.settler.clone(),
+            health: shared.health.clone(),
+            metrics: shared.metrics.clone(),
+        };
+        tokio::spawn(outbox.run(Some(publisher), letters, shutdown.clone()))
+    });
     let settled = settle_in_order(shared, &opened.settler, bulk_in, park, connection);
     let ended = consumers_ended(&mut consumer_tasks, connection, &shared.health, &shutdown);
-    let (settled, consumer_error) = tokio::select! {
-        done = async { tokio::join!(settled, ended) } => done,
-        silent = cancel_at_shutdown(tags, shutdown.clone()) => {
-            collector.abort();
-            waiting_room.abort();
-            return Err(silent);
+    let outcome = tokio::select! {
+        done = async { tokio::join!(settled, ended) } => Ok(done),
+        silent = cancel_at_shutdown(tags, shutdown.clone()) => Err(silent),
+        stopped = helper_failed(&mut waiting_room, &mut outbox) => {
+            tracing::warn!(error = %stopped, "a task of the session stopped: ending the session");
+            shared.health.set_broker(false);
+            broker::close(connection, "a task of the session stopped").await;
+            Err(SessionError::Settle(stopped))
+        }
+    };
+    collector.abort();
+    let (settled, consumer_error) = match outcome {
+        Ok(done) => done,
+        Err(error) => {
+            abort(waiting_room);
+            abort(outbox);
+            return Err(error);
         }
     };
     tracing::debug!("consumers ended and every bulk settled");
-    collector.abort();
     if *shutdown.borrow() {
-        // It returns its messages to the queue; the connection must still be open for that.
-        let _ = waiting_room.await;
+        // They return their messages to the queue; the connection must still be open for that.
+        finish(&mut waiting_room).await?;
+        opened.settler.close_outbox();
+        finish(&mut outbox).await?;
     } else {
-        waiting_room.abort();
+        abort(waiting_room);
+        abort(outbox);
     }
     match (consumer_error, settled) {
         (Some(error), _) => Err(error.into()),
         (None, Err(error)) => Err(error.into()),
         (None, Ok(())) => Ok(()),
+    }
+}
+
+/// Starts a consuming task per channel; the channels and consumer tags, for the cancel at
+/// shutdown.
+fn start_consumers(
+    shared: &Shared,
+    opened: &mut Opened,
+    deliveries: mpsc::Sender<Pending>,
+    shutdown: &watch::Receiver<bool>,
+) -> (Consumers, Vec<(Channel, String)>) {
+    let config = &shared.config;
+    let decoding = Decoding {
+        format: config.message_format,
+        max_message_bytes: config.max_message_bytes,
+        metrics: shared.metrics.clone(),
+    };
+    let mut tasks = JoinSet::new();
+    let mut tags = Vec::new();
+    for (index, (consumer, tag)) in std::mem::take(&mut opened.consumers)
+        .into_iter()
+        .enumerate()
+    {
+        tags.push((opened.channels[index].clone(), tag));
+        tasks.spawn(consume(
+            index,
+            consumer,
+            opened.settler.clone(),
+            deliveries.clone(),
+            decoding.clone(),
+            shutdown.clone(),
+        ));
+    }
+    (tasks, tags)
+}
+
+/// The outcome of a helper task, once it ends (`Ok` when there is none, or it ended before).
+async fn finish(helper: &mut Helper) -> Result<(), SettleError> {
+    let Some(handle) = helper.as_mut() else {
+        return Ok(());
+    };
+    let joined = handle.await;
+    *helper = None;
+    match joined {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Resolves only when the waiting room or the outbox stops with an error.
+async fn helper_failed(waiting_room: &mut Helper, outbox: &mut Helper) -> SettleError {
+    loop {
+        let ended = tokio::select! {
+            ended = finish(waiting_room), if waiting_room.is_some() => ended,
+            ended = finish(outbox), if outbox.is_some() => ended,
+            else => pending().await,
+        };
+        if let Err(error) = ended {
+            return error;
+        }
+    }
+}
+
+fn abort(helper: Helper) {
+    if let Some(handle) = helper {
+        handle.abort();
     }
 }
 
@@ -276,10 +367,16 @@ async fn settle_in_order(
         for message in &flushed.parked {
             settler.park(message.tag);
         }
-        match settler.settle(flushed.settlement).await {
-            Ok(()) => flushed.parked.into_iter().for_each(|m| {
-                let _ = park.send(m);
-            }),
+        let settled = match settler.settle(flushed.settlement).await {
+            Ok(()) => flushed
+                .parked
+                .into_iter()
+                .try_for_each(|m| park.send(m).map_err(drop))
+                .map_err(|_| SettleError::WaitingRoomStopped),
+            Err(error) => Err(error),
+        };
+        match settled {
+            Ok(()) => {}
             Err(error) => {
                 // End the other channels' deliveries too: this session is over.
                 broker::close(connection, "settlement failed").await;
@@ -293,7 +390,7 @@ async fn settle_in_order(
 /// Waits for every consumer to end (cancelled at shutdown, or failed); the first failure ends
 /// the session at once (readiness off, the connection closed so that the rest drains).
 async fn consumers_ended(
-    tasks: &mut JoinSet<Result<(), ConsumeError>>,
+    tasks: &mut Consumers,
     connection: &Connection,
     health: &Health,
     shutdown: &watch::Receiver<bool>,

@@ -1,7 +1,12 @@
 //! Readiness: the recorder is ready only while the broker and the database answer, every
 //! consumer it started is still consuming, and no bulk is held back (a write failing or waiting
 //! for its commit to become durable: the database may answer a probe and still refuse or stall
-//! every write: a lock, a full disk, a permission, a synchronous standby away).
+//! every write: a lock, a full disk, a permission, a synchronous standby away), nor a dead letter
+//! the broker does not confirm.
+//!
+//! It also keeps the writes' clock: time during which writes went through (the database up and
+//! no write held). A transaction waiting for its parent waits by this clock, so that an outage
+//! (when the parent's own bulk is held too) does not use up its wait.
 
 use std::{
     collections::BTreeMap,
@@ -16,12 +21,64 @@ use std::{
 pub struct Health {
     broker: AtomicBool,
     database: AtomicBool,
-    /// Writes holding their bulk, by hold id, with the time each began.
-    holds: Mutex<BTreeMap<u64, Instant>>,
+    state: Mutex<State>,
     next_hold: AtomicU64,
+    commits: AtomicU64,
 }
 
-/// A bulk held back while this value lives.
+#[derive(Debug, Default)]
+struct State {
+    /// Holds by id: when each began, and whether it stops the writes' clock.
+    holds: BTreeMap<u64, (Instant, bool)>,
+    database_down: bool,
+    clock: Clock,
+}
+
+/// Time the writes went through: stopped while the database is down or a write is held.
+#[derive(Debug)]
+struct Clock {
+    started: Instant,
+    stopped_total: Duration,
+    stopped_since: Option<Instant>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            stopped_total: Duration::ZERO,
+            stopped_since: None,
+        }
+    }
+}
+
+impl Clock {
+    fn update(&mut self, stopped: bool) {
+        match (self.stopped_since, stopped) {
+            (None, true) => self.stopped_since = Some(Instant::now()),
+            (Some(since), false) => {
+                self.stopped_total += since.elapsed();
+                self.stopped_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn read(&self) -> Duration {
+        let stopped =
+            self.stopped_total + self.stopped_since.map_or(Duration::ZERO, |s| s.elapsed());
+        self.started.elapsed().saturating_sub(stopped)
+    }
+}
+
+impl State {
+    fn update_clock(&mut self) {
+        let stopped = self.database_down || self.holds.values().any(|(_, stops)| *stops);
+        self.clock.update(stopped);
+    }
+}
+
+/// A bulk (or a dead letter) held back while this value lives.
 #[derive(Debug)]
 pub struct Hold {
     health: Arc<Health>,
@@ -30,7 +87,9 @@ pub struct Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.health.holds.lock().expect("holds").remove(&self.id);
+        let mut state = self.health.state.lock().expect("health");
+        state.holds.remove(&self.id);
+        state.update_clock();
     }
 }
 
@@ -41,12 +100,28 @@ impl Health {
 
     pub fn set_database(&self, up: bool) {
         self.database.store(up, Ordering::Relaxed);
+        let mut state = self.state.lock().expect("health");
+        state.database_down = !up;
+        state.update_clock();
     }
 
-    /// Marks a bulk as held until the returned value is dropped.
+    /// Marks a write as held (readiness off, the writes' clock stopped) until the returned
+    /// value is dropped.
     pub fn hold(self: &Arc<Self>) -> Hold {
+        self.hold_as(true)
+    }
+
+    /// Marks something else as held (a dead letter the broker does not confirm): readiness off,
+    /// the writes' clock running.
+    pub fn hold_aside(self: &Arc<Self>) -> Hold {
+        self.hold_as(false)
+    }
+
+    fn hold_as(self: &Arc<Self>, stops_writes: bool) -> Hold {
         let id = self.next_hold.fetch_add(1, Ordering::Relaxed);
-        self.holds.lock().expect("holds").insert(id, Instant::now());
+        let mut state = self.state.lock().expect("health");
+        state.holds.insert(id, (Instant::now(), stops_writes));
+        state.update_clock();
         Hold {
             health: self.clone(),
             id,
@@ -54,17 +129,34 @@ impl Health {
     }
 
     pub fn holding(&self) -> bool {
-        !self.holds.lock().expect("holds").is_empty()
+        !self.state.lock().expect("health").holds.is_empty()
     }
 
     /// How long the longest-held bulk has been held; zero when none is.
     pub fn held_for(&self) -> Duration {
-        self.holds
+        self.state
             .lock()
-            .expect("holds")
+            .expect("health")
+            .holds
             .values()
+            .map(|(since, _)| since)
             .min()
             .map_or(Duration::ZERO, Instant::elapsed)
+    }
+
+    /// The writes' clock: time, since start, during which writes went through.
+    pub fn write_clock(&self) -> Duration {
+        self.state.lock().expect("health").clock.read()
+    }
+
+    /// Counts a committed write: evidence that the write path works.
+    pub fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes committed since start.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     pub fn broker(&self) -> bool {
@@ -91,13 +183,46 @@ mod tests {
         health.set_database(true);
         assert!(health.ready());
         let first = health.hold();
-        let second = health.hold();
+        let second = health.hold_aside();
         drop(first);
         assert!(
             health.holding() && !health.ready(),
-            "one bulk is still held"
+            "one hold is still there"
         );
         drop(second);
         assert!(health.ready() && health.held_for() == Duration::ZERO);
+    }
+
+    #[test]
+    fn the_writes_clock_stops_while_a_write_is_held_or_the_database_is_down() {
+        let health = Arc::new(Health::default());
+        health.set_database(true);
+        let pause = Duration::from_millis(30);
+        let write_held = health.hold();
+        let before = health.write_clock();
+        std::thread::sleep(pause);
+        assert!(
+            health.write_clock() - before < pause / 3,
+            "stopped while held"
+        );
+        drop(write_held);
+        let aside = health.hold_aside();
+        let before = health.write_clock();
+        std::thread::sleep(pause);
+        assert!(
+            health.write_clock() - before >= pause,
+            "a dead letter does not stop it"
+        );
+        drop(aside);
+        health.set_database(false);
+        let before = health.write_clock();
+        std::thread::sleep(pause);
+        assert!(
+            health.write_clock() - before < pause / 3,
+            "stopped while down"
+        );
+        health.set_database(true);
+        std::thread::sleep(pause);
+        assert!(health.write_clock() - before >= pause, "running again");
     }
 }

@@ -105,6 +105,8 @@ pub struct Metrics {
     pub retries: IntCounter,
     /// Messages waiting for a parent transaction that is not stored yet.
     pub parked: IntGauge,
+    /// Rejected messages whose dead letter the broker has not confirmed yet.
+    pub dead_letters_pending: IntGauge,
     queue_messages: IntGauge,
     queue_consumers: IntGauge,
     /// Whether `queue_messages` has been read at least once.
@@ -232,6 +234,12 @@ impl Metrics {
                 &r,
                 "bulk_recorder_parked_messages",
                 "Messages waiting for a parent transaction that is not stored yet (unacknowledged)",
+            ),
+            dead_letters_pending: gauge(
+                &r,
+                "bulk_recorder_dead_letters_pending",
+                "Rejected messages whose copy to BULK_RECORDER_DEAD_LETTER_EXCHANGE the broker has \
+                 not confirmed yet (unacknowledged meanwhile)",
             ),
             queue_messages: gauge(
                 &r,

@@ -1,0 +1,136 @@
+//! A RabbitMQ memory alarm (a node of this test's own: an alarm blocks every publisher of the
+//! node). The broker then stops reading from every connection that publishes: a dead letter
+//! published on the consuming connection would stop every acknowledgement with it. Dead
+//! letters have a connection of their own: the good messages are stored and acknowledged, the
+//! rejected one waits unacknowledged (readiness off, counted pending) until the alarm clears.
+
+use std::{collections::HashMap, time::Duration};
+
+use bulk_recorder::{config::Config, message::Format};
+use bulk_recorder_e2e::{rabbit_node::RabbitNode, *};
+use bulk_recorder_publish::{content_type, encode, sample_transaction};
+use lapin::{
+    Connection, ConnectionProperties, ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+
+const DRAIN: Duration = Duration::from_secs(60);
+
+/// The work queue, a dead-letter exchange and its bound queue, on `node`.
+async fn topology(node: &RabbitNode) -> Connection {
+    let connection = Connection::connect(&node.url(), ConnectionProperties::default())
+        .await
+        .expect("the test's node");
+    let channel = connection.create_channel().await.unwrap();
+    for queue in ["work", "dead"] {
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    channel
+        .exchange_declare(
+            "dlx".into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            "dead".into(),
+            "dlx".into(),
+            "dead".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    connection
+}
+
+async fn ready(connection: &Connection, queue: &str) -> u32 {
+    let channel = connection.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .unwrap()
+        .message_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_memory_alarm_good_messages_are_acknowledged_while_a_dead_letter_waits() {
+    let Some(node) = RabbitNode::start() else {
+        return;
+    };
+    let connection = topology(&node).await;
+    let good: Vec<_> = (0..10).map(|_| sample_transaction(2)).collect();
+    let mut bodies = vec![(b"{\"id\": ".to_vec(), "application/json")];
+    bodies.extend(
+        good.iter()
+            .map(|t| (encode(t, Format::Json), content_type(Format::Json))),
+    );
+    bulk_recorder_publish::publish_bodies(&connection, "work", bodies)
+        .await
+        .unwrap();
+    node.memory_alarm(true);
+
+    let db = TestDb::create().await;
+    let vars: HashMap<String, String> = [
+        ("RABBITMQ_URL", node.url()),
+        (
+            "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
+            "work".into(),
+        ),
+        ("DATABASE_URL", db.url.clone()),
+        ("METRICS_ADDR", "127.0.0.1:0".into()),
+        ("RABBITMQ_NUMBERS_OF_WORKERS", "1".into()),
+        ("BULK_RECORDER_DEAD_LETTER_EXCHANGE", "dlx".into()),
+        ("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY", "dead".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let recorder = RunningRecorder::start(Config::from_vars(&vars).unwrap());
+    wait_until(
+        DRAIN,
+        "the good messages stored and acknowledged",
+        || async {
+            recorder.committed_transactions() == 10 && ready(&connection, "work").await == 0
+        },
+    )
+    .await;
+    wait_until(
+        DRAIN,
+        "readiness off for the waiting dead letter",
+        || async { !recorder.health.ready() },
+    )
+    .await;
+    assert_eq!(recorder.metrics.dead_letters_pending.get(), 1);
+    assert_eq!(
+        recorder.metrics.rejected_total(),
+        0,
+        "not dead-lettered yet"
+    );
+    assert_eq!(stored_transaction_ids(&db).await.len(), 10);
+
+    node.memory_alarm(false);
+    wait_until(DRAIN, "dead-lettered once the alarm clears", || async {
+        recorder.metrics.rejected("malformed") == 1
+    })
+    .await;
+    assert_eq!(ready(&connection, "dead").await, 1);
+    assert_eq!(recorder.metrics.dead_letters_pending.get(), 0);
+    recorder.stop().await;
+    let _ = connection.close(200, "ok".into()).await;
+}
