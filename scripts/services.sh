@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Makes sure PostgreSQL (127.0.0.1:5432), RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379)
-# answer, and that this machine can build the project. Reuses whatever already answers; otherwise installs (apt) and
-# starts it. Meant to be sourced: it sets STARTED_SERVICES (what it started) and defines
+# Makes sure PostgreSQL (127.0.0.1:5432), RabbitMQ (127.0.0.1:5672), Redis (127.0.0.1:6379) and
+# a MongoDB-wire document store (127.0.0.1:27017) answer, and that this machine can build the
+# project. Reuses whatever already answers; otherwise installs (apt, or PyPI into a virtual
+# environment of the project's own) and starts it. Meant to be sourced: it sets STARTED_SERVICES (what it started) and defines
 # stop_started_services, so callers can stop exactly what they started.
 #
 # The PostgreSQL role `postgres` gets the password `postgres` when this script installs the
@@ -89,6 +90,45 @@ ensure_test_tools() {
   [ ${#missing[@]} = 0 ] || { echo "installing for the tests' own servers (apt): ${missing[*]}"; apt_install "${missing[@]}"; }
 }
 
+# The project's Python tools, in a virtual environment of its own (never the system's Python):
+# SecantusDB, a MongoDB-wire-protocol server (WiredTiger storage), which stands in for MongoDB
+# where `mongod` cannot be installed (the recorder is written for MongoDB 6-8, through the
+# official driver), and rotel, an OTLP collector the trace tests read spans from.
+TOOLS_VENV="${BULK_RECORDER_TOOLS_VENV:-${XDG_DATA_HOME:-$HOME/.local/share}/bulk-recorder/venv}"
+SECANTUS_PIN="SecantusDB==0.7.0b3"
+ROTEL_PIN="rotel==0.0.1a15"
+
+ensure_python_tools() {
+  if "$TOOLS_VENV/bin/python" -c 'import secantus, rotel' 2>/dev/null; then return 0; fi
+  command -v python3 >/dev/null || { echo "installing Python (apt)"; apt_install python3 python3-venv; }
+  echo "Python tools: installing $SECANTUS_PIN and $ROTEL_PIN into $TOOLS_VENV"
+  python3 -m venv "$TOOLS_VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$TOOLS_VENV"; }
+  "$TOOLS_VENV/bin/pip" install --disable-pip-version-check -q "$SECANTUS_PIN" "$ROTEL_PIN"
+}
+
+# rotel-agent (a binary inside the rotel package, linked to the venv Python's libpython).
+rotel_agent() {
+  "$TOOLS_VENV/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))'
+}
+
+python_libdir() {
+  "$TOOLS_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))'
+}
+
+ensure_mongodb() {
+  if answers 27017; then echo "MongoDB wire: already answering on 127.0.0.1:27017, reusing it"; return 0; fi
+  ensure_python_tools
+  local dir="${BULK_RECORDER_MONGO_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/bulk-recorder/secantus}"
+  mkdir -p "$dir/data"
+  : > "$dir/empty.toml"   # no configuration file is looked for elsewhere
+  echo "MongoDB wire: starting SecantusDB (data in $dir)"
+  nohup "$TOOLS_VENV/bin/secantusd-py" --config "$dir/empty.toml" --host 127.0.0.1 --port 27017 \
+    --storage-path "$dir/data" >"$dir/log" 2>&1 &
+  echo $! >"$dir/pid"
+  wait_for_port 27017
+  STARTED_SERVICES+=("mongodb:$dir/pid")
+}
+
 stop_started_services() {
   local service
   for service in "${STARTED_SERVICES[@]}"; do
@@ -97,11 +137,12 @@ stop_started_services() {
                     as_root pg_ctlcluster --skip-systemctl-redirect "${service#postgresql:}" main stop || true ;;
       rabbitmq) echo "RabbitMQ: stopping (this script started it)"; as_root rabbitmqctl -q stop >/dev/null || true ;;
       redis) echo "Redis: stopping (this script started it)"; redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true ;;
+      mongodb:*) echo "MongoDB wire: stopping (this script started it)"; kill "$(cat "${service#mongodb:}")" 2>/dev/null || true ;;
     esac
   done
   STARTED_SERVICES=()
 }
 
 ensure_services() {
-  ensure_build_tools && ensure_postgres && ensure_rabbitmq && ensure_redis
+  ensure_build_tools && ensure_postgres && ensure_rabbitmq && ensure_redis && ensure_mongodb
 }

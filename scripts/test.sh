@@ -13,6 +13,11 @@ ensure_test_tools
 export TEST_POSTGRES_ADMIN_URL="${TEST_POSTGRES_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export TEST_RABBITMQ_URL="${TEST_RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+export TEST_MONGODB_URL="${TEST_MONGODB_URL:-mongodb://127.0.0.1:27017}"
+# The tests' own throwaway servers: a document store to stop and restart, an OTLP collector.
+export TEST_SECANTUSD="${TEST_SECANTUSD:-$TOOLS_VENV/bin/secantusd-py}"
+export TEST_ROTEL_AGENT="${TEST_ROTEL_AGENT:-$(rotel_agent)}"
+export TEST_ROTEL_LIBDIR="${TEST_ROTEL_LIBDIR:-$(python_libdir)}"
 
 # The Helm chart: lint, render, RBAC against the operator's calls (fetches helm if needed).
 ./scripts/check-chart.sh

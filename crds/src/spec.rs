@@ -250,6 +250,100 @@ pub struct BulkRecorderSpec {
     /// The ledger's Redis. Unset: the recorder does not touch Redis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSpec>,
+
+    /// The ledger's document store, where the ledger keeps transaction and operation metadata.
+    /// Unset: metadata is counted (bulk_recorder_metadata_not_stored_total), not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<MongoSpec>,
+
+    /// The ledger's events, published as its own consumer publishes them (confirmed before the
+    /// message is acknowledged). Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventsSpec>,
+
+    /// OpenTelemetry traces: one span per bulk, linked to each message's producer trace. Unset:
+    /// nothing is exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
+}
+
+/// The ledger's document store (MongoDB 6-8, or anything that speaks its protocol).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MongoSpec {
+    /// Secret key holding the mongodb:// or mongodb+srv:// URL (MONGODB_URL), credentials, TLS
+    /// and write concern included.
+    pub url_secret_ref: SecretKeyRef,
+    /// The ledger's metadata database (its MONGO_TRANSACTION_NAME).
+    #[serde(default = "default_mongo_database")]
+    #[schemars(length(min = 1, max = 63))]
+    pub database: String,
+}
+
+fn default_mongo_database() -> String {
+    "transaction".into()
+}
+
+/// The exchanges of the ledger's events (durable topic exchanges the broker's definitions
+/// declare; the recorder never declares them).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsSpec {
+    /// Exchange of the transaction events (`midaz.transaction.<STATUS>`), the ledger's
+    /// RABBITMQ_TRANSACTION_EVENTS_EXCHANGE. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub transactions: Option<String>,
+    /// Exchange of the overdraft events (`midaz.balance.overdraft.<action>`), the ledger's
+    /// RABBITMQ_OVERDRAFT_EVENTS_EXCHANGE. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub overdraft: Option<String>,
+    /// The `version` the events carry (the ledger's VERSION). Unset: empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Where traces go (the standard OTEL_* variables of the recorder).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// The OTLP collector, e.g. http://otel-collector.observability:4317
+    /// (OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
+    pub endpoint: String,
+    /// `grpc` (default) or `http/protobuf` (OTEL_EXPORTER_OTLP_PROTOCOL).
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// OTEL_TRACES_SAMPLER: `parentbased_always_on` (the SDK's default), `always_on`,
+    /// `always_off`, `traceidratio`, `parentbased_traceidratio`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<String>,
+    /// OTEL_TRACES_SAMPLER_ARG, e.g. `0.1` for a ratio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler_arg: Option<String>,
+}
+
+/// The OTLP transport.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// The value of OTEL_EXPORTER_OTLP_PROTOCOL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::HttpProtobuf => "http/protobuf",
+        }
+    }
 }
 
 /// Monitoring objects the operator creates next to the recorders.

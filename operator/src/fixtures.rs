@@ -64,6 +64,9 @@ pub fn bulk_recorder(name: &str, namespace: &str) -> BulkRecorder {
             pod_disruption_budget: true,
             monitoring: Default::default(),
             redis: None,
+            mongodb: None,
+            events: None,
+            tracing: None,
         },
     );
     br.metadata.namespace = Some(namespace.into());

@@ -84,6 +84,7 @@ impl SecretCache {
             &br.spec.postgres.url_secret_ref,
         ];
         refs.extend(br.spec.redis.as_ref().map(|r| &r.url_secret_ref));
+        refs.extend(br.spec.mongodb.as_ref().map(|m| &m.url_secret_ref));
         let mut facts = SecretFacts::default();
         let mut versions = BTreeMap::new();
         for r in refs {

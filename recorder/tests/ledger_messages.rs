@@ -56,18 +56,55 @@ fn the_backup_status_is_the_one_the_ledgers_consumer_compares() {
     }
 }
 
+/// JSON values equal as the ledger's document store holds them: numbers compared as doubles.
+fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match (a, b) {
+        (J::Number(x), J::Number(y)) => x.as_f64() == y.as_f64(),
+        (J::Array(x), J::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+        }
+        (J::Object(x), J::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 #[test]
-fn metadata_the_ledger_keeps_elsewhere_is_noticed() {
+fn the_metadata_the_ledger_keeps_elsewhere_is_decoded_whole() {
     for (case, body, expected) in cases() {
-        let metadata = &expected["mongo_metadata_not_in_postgres"];
-        let carried = !metadata["transaction"].is_null()
-            || metadata["operations"]
-                .as_object()
-                .is_some_and(|ops| !ops.is_empty());
-        let Decoded::Transaction { bookkeeping, .. } = decode(&body, None, LIMIT).unwrap() else {
+        let expected = &expected["mongo_metadata_not_in_postgres"];
+        let Decoded::Transaction { transaction, .. } = decode(&body, None, LIMIT).unwrap() else {
             panic!("{case}")
         };
-        assert_eq!(bookkeeping.has_metadata, carried, "{case}");
+        let decoded = transaction
+            .metadata
+            .clone()
+            .map_or(serde_json::Value::Null, serde_json::Value::Object);
+        assert!(
+            same_json(&decoded, &expected["transaction"]),
+            "{case}: {decoded} vs {}",
+            expected["transaction"]
+        );
+        let operations: serde_json::Map<String, serde_json::Value> = transaction
+            .operations
+            .iter()
+            .filter_map(|o| {
+                let m = o.metadata.clone()?;
+                Some((o.id.to_string(), serde_json::Value::Object(m)))
+            })
+            .collect();
+        let expected_ops = expected["operations"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            same_json(&operations.into(), &expected_ops.into()),
+            "{case}: operations"
+        );
     }
     let json = |metadata: &str| {
         format!(
@@ -77,18 +114,27 @@ fn metadata_the_ledger_keeps_elsewhere_is_noticed() {
             "createdAt": "2026-11-24T10:00:00Z", "metadata": {metadata}}}"#
         )
     };
-    for (metadata, carried) in [
-        ("{\"invoice\": \"A-17\"}", true),
-        ("{}", false),
-        ("null", false),
+    for (metadata, carried, stored) in [
+        ("{\"invoice\": \"A-17\"}", true, true),
+        ("{}", false, true),
+        ("null", false, false),
     ] {
-        let Decoded::Transaction { bookkeeping, .. } =
-            decode(json(metadata).as_bytes(), Some(Format::Json), LIMIT).unwrap()
-        else {
-            panic!("{metadata}")
-        };
-        assert_eq!(bookkeeping.has_metadata, carried, "{metadata}");
+        let t = decode(json(metadata).as_bytes(), Some(Format::Json), LIMIT)
+            .unwrap()
+            .into_transaction()
+            .unwrap();
+        assert_eq!(t.has_metadata(), carried, "{metadata}");
+        assert_eq!(
+            t.metadata.is_some(),
+            stored,
+            "{metadata}: an empty map is a document too"
+        );
     }
+    let refused = decode(json("\"a string\"").as_bytes(), Some(Format::Json), LIMIT);
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("metadata must be a map")),
+        "{refused:?}"
+    );
 }
 
 /// A ledger envelope, as its Go encoder lays it out, with `entries` as its keys.

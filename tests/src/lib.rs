@@ -33,6 +33,8 @@ use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
 pub mod ledger;
+pub mod mongo;
+pub mod otel;
 pub mod pg_cluster;
 pub mod proxy;
 pub mod rabbit_node;
@@ -367,7 +369,7 @@ pub async fn connect() -> Connection {
 }
 
 /// Cleanup from `Drop`, which may run inside a runtime: a thread with a runtime of its own.
-fn run_detached(work: impl Future<Output = ()> + Send + 'static) {
+pub fn run_detached(work: impl Future<Output = ()> + Send + 'static) {
     let _ = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -87,6 +87,10 @@ async fn namespace(client: &Client) -> String {
     for (secret, url) in [
         ("bulk-recorder-rabbitmq", rabbitmq_url()),
         ("bulk-recorder-postgres", postgres_admin_url()),
+        (
+            "bulk-recorder-mongodb",
+            bulk_recorder_e2e::mongo::mongodb_url(),
+        ),
     ] {
         let body = json!({"metadata": {"name": secret}, "stringData": {"url": url}});
         secrets
@@ -156,6 +160,11 @@ async fn a_bulk_recorder_becomes_a_deployment_with_the_derived_size() {
     let recorders: Api<BulkRecorder> = Api::namespaced(client.clone(), &ns);
     let mut resource = example("orders");
     resource["spec"]["prefetch"] = json!(20);
+    resource["spec"]["mongodb"] =
+        json!({"urlSecretRef": {"name": "bulk-recorder-mongodb", "key": "url"}});
+    resource["spec"]["events"] = json!({"transactions": "transaction.transaction_events.exchange"});
+    resource["spec"]["tracing"] =
+        json!({"endpoint": "http://otel-collector:4318", "protocol": "http/protobuf"});
     recorders
         .create(
             &PostParams::default(),
@@ -183,6 +192,32 @@ async fn a_bulk_recorder_becomes_a_deployment_with_the_derived_size() {
         size.value.as_deref(),
         Some("100"),
         "5 workers x 20 prefetch"
+    );
+    let env = container.env.as_ref().unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        value("MONGODB_DATABASE").as_deref(),
+        Some("transaction"),
+        "the schema's default, applied by the API server"
+    );
+    assert!(
+        env.iter()
+            .any(|e| e.name == "MONGODB_URL" && e.value_from.is_some())
+    );
+    assert_eq!(
+        value("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE").as_deref(),
+        Some("transaction.transaction_events.exchange")
+    );
+    assert_eq!(
+        (
+            value("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+            value("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref()
+        ),
+        (Some("http://otel-collector:4318"), Some("http/protobuf"))
     );
     assert_eq!(
         deployment.metadata.owner_references.unwrap()[0].kind,

@@ -16,6 +16,7 @@ fn pod_env(br: &BulkRecorder) -> HashMap<String, String> {
                 "RABBITMQ_URL" => "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
                 "DATABASE_URL" => "postgres://postgres@127.0.0.1:5432/ledger".into(),
                 "REDIS_URL" => "redis://127.0.0.1:6379/0".into(),
+                "MONGODB_URL" => "mongodb://ledger:secret@127.0.0.1:27017/?w=majority".into(),
                 "POD_NAMESPACE" => "ledger".into(),
                 "POD_NAME" => "orders-7d9f-abcde".into(),
                 other => panic!("{other} has neither a value nor a known source"),
@@ -149,4 +150,41 @@ fn redis_and_the_dead_letter_target_reach_the_recorder() {
     }));
     let config = Config::from_vars(&pod_env(&br)).expect("accepted");
     assert_eq!(config.dead_letter.expect("a target").routing_key, None);
+}
+
+/// spec.mongodb, spec.events and spec.tracing become variables the recorder accepts and reads
+/// as the spec says.
+#[test]
+fn the_document_store_events_and_tracing_mean_what_the_spec_says() {
+    let config = Config::from_vars(&pod_env(&sample(serde_json::json!({
+        "mongodb": {"urlSecretRef": {"name": "mongo", "key": "url"}, "database": "ledger_meta"},
+        "events": {"transactions": "tx.events", "overdraft": "od.events", "version": "v4.0.0"},
+        "tracing": {"endpoint": "http://otel:4318", "protocol": "http/protobuf",
+                    "sampler": "parentbased_traceidratio", "samplerArg": "0.5"}
+    }))))
+    .expect("accepted");
+    let mongo = config.mongodb.expect("a document store");
+    assert_eq!(mongo.database, "ledger_meta");
+    assert!(mongo.url.contains("w=majority"));
+    let events = config.events.expect("events");
+    assert_eq!(
+        (
+            events.transactions.as_deref(),
+            events.overdraft.as_deref(),
+            events.version.as_str()
+        ),
+        (Some("tx.events"), Some("od.events"), "v4.0.0")
+    );
+    let tracing = config.tracing.expect("traces");
+    assert_eq!(tracing.endpoint, "http://otel:4318/v1/traces");
+    assert_eq!(
+        tracing.protocol,
+        bulk_recorder::config::OtlpProtocol::HttpProtobuf
+    );
+    assert_eq!(
+        (tracing.sampler.as_str(), tracing.sampler_arg.as_deref()),
+        ("parentbased_traceidratio", Some("0.5"))
+    );
+    let plain = Config::from_vars(&pod_env(&sample(serde_json::json!({})))).unwrap();
+    assert!(plain.mongodb.is_none() && plain.events.is_none() && plain.tracing.is_none());
 }

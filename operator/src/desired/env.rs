@@ -88,6 +88,37 @@ pub fn recorder_env(br: &BulkRecorder) -> Vec<EnvVar> {
     if let Some(redis) = &spec.redis {
         vars.push(env_from_secret("REDIS_URL", &redis.url_secret_ref));
     }
+    if let Some(mongodb) = &spec.mongodb {
+        vars.push(env_from_secret("MONGODB_URL", &mongodb.url_secret_ref));
+        vars.push(env("MONGODB_DATABASE", &mongodb.database));
+    }
+    if let Some(events) = &spec.events {
+        for (name, value) in [
+            ("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE", &events.transactions),
+            ("RABBITMQ_OVERDRAFT_EVENTS_EXCHANGE", &events.overdraft),
+            ("VERSION", &events.version),
+        ] {
+            vars.extend(value.as_ref().map(|value| env(name, value)));
+        }
+    }
+    if let Some(tracing) = &spec.tracing {
+        vars.push(env("OTEL_EXPORTER_OTLP_ENDPOINT", &tracing.endpoint));
+        vars.push(env(
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            tracing.protocol.as_str(),
+        ));
+        vars.push(env("OTEL_SERVICE_NAME", "bulk-recorder"));
+        vars.push(env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            format!("bulkrecorder={}", br.name_any()),
+        ));
+        for (name, value) in [
+            ("OTEL_TRACES_SAMPLER", &tracing.sampler),
+            ("OTEL_TRACES_SAMPLER_ARG", &tracing.sampler_arg),
+        ] {
+            vars.extend(value.as_ref().map(|value| env(name, value)));
+        }
+    }
     if let Some(dead_letter) = &spec.rabbitmq.dead_letter {
         vars.push(env(
             "BULK_RECORDER_DEAD_LETTER_EXCHANGE",

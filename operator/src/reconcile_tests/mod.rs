@@ -346,6 +346,70 @@ async fn the_redis_secret_is_checked_and_rolls_the_recorders_like_the_others() {
     assert!(versions.contains("redis="), "{versions}");
 }
 
+/// spec.mongodb, spec.events and spec.tracing, applied with `kubectl apply` (as JSON through
+/// the API server's schema defaulting), reach the recorders' environment; the document store's
+/// URL is a Secret, checked and versioned like the others.
+#[tokio::test]
+async fn the_document_store_events_and_tracing_reach_the_recorders() {
+    let br = bulk_recorder("orders", NS);
+    let world = World::new(&br);
+    let key = ObjectKey::of::<BulkRecorder>(NS, "orders");
+    world.fake.edit(&key, "kubectl-client-side-apply", "", |b| {
+        b["spec"]["mongodb"] = json!({"urlSecretRef": {"name": "mongo", "key": "url"}});
+        b["spec"]["events"] = json!({
+            "transactions": "transaction.transaction_events.exchange",
+            "version": "v4.0.0"
+        });
+        b["spec"]["tracing"] = json!({
+            "endpoint": "http://otel-collector.observability:4317",
+            "sampler": "parentbased_traceidratio",
+            "samplerArg": "0.25"
+        });
+    });
+    world.fake.create(&secret("mongo", NS));
+    world.reconcile(NS, "orders").await.unwrap();
+    assert_eq!(condition(&world.br(NS, "orders"), "Degraded").0, "False");
+    let d: Deployment = world.fake.get(NS, "orders").unwrap();
+    let template = d.spec.unwrap().template;
+    let versions = &template.metadata.unwrap().annotations.unwrap()[SECRET_VERSIONS_ANNOTATION];
+    assert!(versions.contains("mongo="), "{versions}");
+    let env = template.spec.unwrap().containers.remove(0).env.unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        value("MONGODB_DATABASE").as_deref(),
+        Some("transaction"),
+        "the schema's default"
+    );
+    let url = env
+        .iter()
+        .find(|e| e.name == "MONGODB_URL")
+        .expect("MONGODB_URL");
+    assert_eq!(url.value, None, "from its Secret, never a plain value");
+    assert_eq!(
+        value("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE").as_deref(),
+        Some("transaction.transaction_events.exchange")
+    );
+    assert_eq!(value("RABBITMQ_OVERDRAFT_EVENTS_EXCHANGE"), None);
+    assert_eq!(value("VERSION").as_deref(), Some("v4.0.0"));
+    assert_eq!(
+        value("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+        Some("http://otel-collector.observability:4317")
+    );
+    assert_eq!(
+        value("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref(),
+        Some("grpc")
+    );
+    assert_eq!(
+        value("OTEL_TRACES_SAMPLER").as_deref(),
+        Some("parentbased_traceidratio")
+    );
+    assert_eq!(value("OTEL_TRACES_SAMPLER_ARG").as_deref(), Some("0.25"));
+}
+
 #[tokio::test]
 async fn an_invalid_spec_that_slipped_past_the_schema_is_degraded_and_applies_nothing() {
     // An API server without CEL (or an object stored before the rule) can hold this.

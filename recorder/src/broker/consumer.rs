@@ -22,7 +22,7 @@ use crate::{
     },
     message::{Decoded, Format, decode},
     pipeline::collector::Pending,
-    telemetry::metrics::Metrics,
+    telemetry::{metrics::Metrics, traces::Traces},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,12 @@ pub struct Decoding {
     pub format: Option<Format>,
     pub max_message_bytes: usize,
     pub metrics: Arc<Metrics>,
+    /// Keep each message's trace context (traces or events are on).
+    pub keep_trace: bool,
+    /// Where a rejected message's span goes, when traces are on.
+    pub traces: Option<Arc<Traces>>,
+    /// The queue, for spans.
+    pub queue: String,
 }
 
 /// Runs until the consumer is cancelled at shutdown (Ok), or fails (Err).
@@ -96,6 +102,7 @@ async fn decode_one(
         .message_id()
         .as_ref()
         .map(|m| m.to_string());
+    let context = super::context::MessageContext::of(&delivery.properties, decoding.keep_trace);
     let decoded = decode(&delivery.data, decoding.format, decoding.max_message_bytes);
     let raw = settler.keeps_raw().then_some(Raw {
         body: delivery.data,
@@ -114,6 +121,7 @@ async fn decode_one(
                 message_id,
                 transaction: *transaction,
                 bookkeeping,
+                context,
                 raw,
             }));
         }
@@ -124,6 +132,7 @@ async fn decode_one(
             tracing::warn!(
                 delivery_tag = tag.delivery,
                 message_id = message_id.as_deref().unwrap_or(""),
+                request_id = context.request_id(),
                 reason,
                 "message acknowledged without rows (the ledger's empty QueueData)"
             );
@@ -135,10 +144,19 @@ async fn decode_one(
                 delivery_tag = tag.delivery,
                 channel = index,
                 message_id = message_id.as_deref().unwrap_or(""),
+                request_id = context.request_id(),
                 reason = error.reason(),
                 %error,
                 "message rejected without requeue"
             );
+            if let Some(traces) = &decoding.traces {
+                traces.rejected(
+                    &context,
+                    &decoding.queue,
+                    error.reason(),
+                    &error.to_string(),
+                );
+            }
             let rejected = Rejected {
                 tag,
                 reason: error.reason(),

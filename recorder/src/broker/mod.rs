@@ -1,6 +1,7 @@
 //! The RabbitMQ side: one connection, `workers` channels, and settling deliveries per channel.
 
 pub mod consumer;
+pub mod context;
 pub mod dead_letter;
 pub mod depth;
 pub mod outbox;

@@ -99,6 +99,45 @@ pub struct Config {
     pub dead_letter: Option<dead_letter::Target>,
     /// The ledger's Redis, whose backup entries are acknowledged after each commit.
     pub redis: Option<RedisConfig>,
+    /// The ledger's document store, where its metadata goes.
+    pub mongodb: Option<MongoConfig>,
+    /// The ledger's events, when an exchange is named.
+    pub events: Option<EventsSettings>,
+    /// Traces, when an OTLP endpoint is named.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// Where and how spans are exported (the standard `OTEL_*` variables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracingConfig {
+    /// The traces endpoint, as the exporter calls it.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    pub service_name: String,
+    pub sampler: String,
+    pub sampler_arg: Option<String>,
+    /// Links a bulk's span may carry: one per message.
+    pub max_links: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoConfig {
+    pub url: String,
+    pub database: String,
+}
+
+/// Where the ledger's events go (an exchange per kind, `None`: that kind is off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsSettings {
+    pub transactions: Option<String>,
+    pub overdraft: Option<String>,
+    pub version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +214,9 @@ impl Config {
                 None => format!("{:08x}", fastrand::u32(..)),
             },
             redis: redis(&env)?,
+            mongodb: mongodb(&env)?,
+            events: events(&env),
+            tracing: tracing(&env, bulk_size)?,
         })
     }
 }
@@ -303,6 +345,102 @@ fn redis(env: &Env) -> Result<Option<RedisConfig>, ConfigError> {
         target,
         shown: redact(url),
         timeout: env.millis("BULK_RECORDER_REDIS_TIMEOUT_MS")?,
+    }))
+}
+
+fn mongodb(env: &Env) -> Result<Option<MongoConfig>, ConfigError> {
+    let Some(url) = env.get("MONGODB_URL") else {
+        return Ok(None);
+    };
+    let invalid = |problem: String| ConfigError::Url {
+        var: "MONGODB_URL",
+        value: redact(url),
+        problem,
+        fix: "set it to mongodb://user:password@host:27017/?tls=true (or mongodb+srv://...)",
+    };
+    if !(url.starts_with("mongodb://") || url.starts_with("mongodb+srv://")) {
+        return Err(invalid(
+            "the scheme is neither mongodb:// nor mongodb+srv://".into(),
+        ));
+    }
+    mongodb::options::ConnectionString::parse(url).map_err(|e| invalid(e.to_string()))?;
+    let Default::Text(database) = variable("MONGODB_DATABASE").default else {
+        unreachable!("a database name")
+    };
+    Ok(Some(MongoConfig {
+        url: url.to_string(),
+        database: env.text("MONGODB_DATABASE", database),
+    }))
+}
+
+/// The ledger's events: a kind goes out when its exchange is named and its switch is not
+/// `false` (as the ledger reads its switches: trimmed, any case).
+fn events(env: &Env) -> Option<EventsSettings> {
+    let exchange = |switch: &str, exchange: &str| {
+        let off = env
+            .get(switch)
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+        env.get(exchange).filter(|_| !off).map(str::to_string)
+    };
+    let transactions = exchange(
+        "RABBITMQ_TRANSACTION_EVENTS_ENABLED",
+        "RABBITMQ_TRANSACTION_EVENTS_EXCHANGE",
+    );
+    let overdraft = exchange(
+        "RABBITMQ_OVERDRAFT_EVENTS_ENABLED",
+        "RABBITMQ_OVERDRAFT_EVENTS_EXCHANGE",
+    );
+    (transactions.is_some() || overdraft.is_some()).then(|| EventsSettings {
+        transactions,
+        overdraft,
+        version: env.text("VERSION", ""),
+    })
+}
+
+/// Traces, from the standard OpenTelemetry variables; `None` without an endpoint, or with
+/// `OTEL_SDK_DISABLED=true`.
+fn tracing(env: &Env, bulk_size: usize) -> Result<Option<TracingConfig>, ConfigError> {
+    let protocol = match env.choice("OTEL_EXPORTER_OTLP_PROTOCOL")?.as_str() {
+        "http/protobuf" => OtlpProtocol::HttpProtobuf,
+        _ => OtlpProtocol::Grpc,
+    };
+    let sampler = env.choice("OTEL_TRACES_SAMPLER")?;
+    let sampler_arg = env.get("OTEL_TRACES_SAMPLER_ARG").map(str::to_string);
+    crate::telemetry::traces::sampler(&sampler, sampler_arg.as_deref()).map_err(|problem| {
+        ConfigError::Invalid {
+            var: "OTEL_TRACES_SAMPLER_ARG",
+            value: sampler_arg.clone().unwrap_or_default(),
+            expected: problem,
+        }
+    })?;
+    if env.bool("OTEL_SDK_DISABLED")? {
+        return Ok(None);
+    }
+    let endpoint = match (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ) {
+        (Some(traces), _) => traces.to_string(),
+        (None, Some(base)) if protocol == OtlpProtocol::HttpProtobuf => {
+            format!("{}/v1/traces", base.trim_end_matches('/'))
+        }
+        (None, Some(base)) => base.to_string(),
+        (None, None) => return Ok(None),
+    };
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(ConfigError::Invalid {
+            var: "OTEL_EXPORTER_OTLP_ENDPOINT",
+            value: endpoint,
+            expected: "an http:// or https:// URL, e.g. http://otel-collector:4317".into(),
+        });
+    }
+    Ok(Some(TracingConfig {
+        endpoint,
+        protocol,
+        service_name: env.text("OTEL_SERVICE_NAME", "bulk-recorder"),
+        sampler,
+        sampler_arg,
+        max_links: bulk_size.max(128).min(u32::MAX as usize) as u32,
     }))
 }
 

@@ -31,8 +31,10 @@ use tokio::{sync::Notify, task::JoinHandle};
 
 use super::redis_client::RedisClient;
 use crate::{
-    backoff::Backoff, config::RedisConfig, pipeline::collector::Pending,
-    telemetry::metrics::Metrics,
+    backoff::Backoff,
+    config::RedisConfig,
+    pipeline::collector::Pending,
+    telemetry::{metrics::Metrics, traces},
 };
 
 /// The ledger's backup hash (its `{transactions}` hash tag keeps it on one cluster slot).
@@ -123,6 +125,8 @@ struct Backlog {
 #[derive(Default)]
 struct Queued {
     entries: VecDeque<Entry>,
+    /// The traced bulks the waiting entries come from (their batch's span links them).
+    origins: Vec<traces::Origin>,
     /// Taken by the worker, kept until Redis answered for it.
     current: Option<Arc<Batch>>,
 }
@@ -131,6 +135,7 @@ struct Queued {
 struct Batch {
     id: String,
     entries: Vec<Entry>,
+    origins: Vec<traces::Origin>,
 }
 
 impl Cleanup {
@@ -157,7 +162,9 @@ impl Cleanup {
         if messages.is_empty() {
             return;
         }
-        let dropped = self.backlog.push(messages.iter().map(Entry::of));
+        let dropped = self
+            .backlog
+            .push(messages.iter().map(Entry::of), traces::origin());
         if dropped > 0 {
             self.metrics.ledger_cleanup("dropped", dropped);
             tracing::warn!(
@@ -197,9 +204,10 @@ impl Cleanup {
 impl Backlog {
     /// Adds `entries`, dropping the oldest waiting beyond [`BACKLOG_LIMIT`]; returns how many
     /// were.
-    fn push(&self, entries: impl Iterator<Item = Entry>) -> u64 {
+    fn push(&self, entries: impl Iterator<Item = Entry>, origin: Option<traces::Origin>) -> u64 {
         let mut state = self.state.lock().expect("backlog");
         state.entries.extend(entries);
+        state.origins.extend(origin);
         let over = state.len().saturating_sub(BACKLOG_LIMIT);
         let over = over.min(state.entries.len());
         state.entries.drain(..over);
@@ -212,9 +220,11 @@ impl Backlog {
         if state.current.is_none() && !state.entries.is_empty() {
             let n = state.entries.len().min(BATCH);
             let entries = state.entries.drain(..n).collect();
+            let origins = std::mem::take(&mut state.origins);
             state.current = Some(Arc::new(Batch {
                 id: uuid::Uuid::new_v4().simple().to_string(),
                 entries,
+                origins,
             }));
         }
         state.current.clone()
@@ -263,7 +273,15 @@ async fn clean(
             backlog.arrived.notified().await;
             continue;
         };
-        match tokio::time::timeout(timeout, run(&client, &script, &batch)).await {
+        let mut span = traces::linked("clean up the ledger's Redis backup", &batch.origins);
+        span.attribute("db.system.name", "redis");
+        span.attribute("db.operation.batch.size", batch.entries.len() as i64);
+        let answer = tokio::time::timeout(timeout, run(&client, &script, &batch)).await;
+        if !matches!(answer, Ok(Ok(_))) {
+            span.fail(&"the cleanup failed or timed out: retried");
+        }
+        drop(span);
+        match answer {
             Ok(Ok(cleaned)) => {
                 if failing.take().is_some() {
                     tracing::info!("the ledger's Redis answers again: its backup is cleaned up");
@@ -330,12 +348,15 @@ mod tests {
     #[test]
     fn the_backlog_keeps_the_newest_entries_within_its_limit_and_a_failed_batch_whole() {
         let backlog = Backlog::default();
-        assert_eq!(backlog.push((0..BACKLOG_LIMIT).map(entry)), 0);
+        assert_eq!(backlog.push((0..BACKLOG_LIMIT).map(entry), None), 0);
         let batch = backlog.next().expect("a batch");
         assert_eq!(batch.entries.len(), BATCH);
         assert_eq!(batch.entries[0], entry(0));
         assert_eq!(
-            backlog.push([entry(BACKLOG_LIMIT), entry(BACKLOG_LIMIT + 1)].into_iter()),
+            backlog.push(
+                [entry(BACKLOG_LIMIT), entry(BACKLOG_LIMIT + 1)].into_iter(),
+                None
+            ),
             2
         );
         let again = backlog.next().expect("the same batch");

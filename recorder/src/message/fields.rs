@@ -42,7 +42,7 @@ impl<'de> Deserialize<'de> for AnyUuid {
     }
 }
 
-/// A timestamp as RFC 3339 text or the msgpack timestamp extension, truncated to microseconds.
+/// A timestamp as RFC 3339 text or the msgpack timestamp extension, with its nanoseconds.
 pub struct AnyTime(pub DateTime<Utc>);
 
 impl<'de> Deserialize<'de> for AnyTime {
@@ -192,4 +192,16 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// The ledger's metadata (a map of keys to any JSON value): `nil` is none, `{}` an empty map;
+/// anything but a map is refused.
+pub fn metadata<'de, D: Deserializer<'de>>(d: D) -> Result<Option<super::Metadata>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(map)) => Ok(Some(map)),
+        Some(other) => Err(de::Error::custom(format!(
+            "metadata must be a map of keys to values, as the ledger's API takes it, not {other}"
+        ))),
+    }
 }

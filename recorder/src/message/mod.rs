@@ -18,7 +18,7 @@ pub mod msgpack;
 pub mod timestamp;
 
 pub use decimal::Decimal;
-pub use model::{Amount, Balance, JsonText, Operation, Status, Transaction};
+pub use model::{Amount, Balance, JsonText, Metadata, Operation, Status, Transaction};
 
 /// The concrete formats; `None` where a format is expected means `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,9 +59,6 @@ pub struct Bookkeeping {
     /// waits to be persisted: `CREATED` for a new posting of the ledger's own format (its
     /// payload says APPROVED, not pending), otherwise the payload's status as sent.
     pub backup_status: String,
-    /// The transaction or one of its operations carries metadata, which the ledger keeps in
-    /// its document store and this recorder does not store.
-    pub has_metadata: bool,
 }
 
 impl Bookkeeping {
@@ -69,8 +66,6 @@ impl Bookkeeping {
     fn of(transaction: &Transaction) -> Self {
         Self {
             backup_status: transaction.status.code.clone(),
-            has_metadata: transaction.has_metadata
-                || transaction.operations.iter().any(|o| o.has_metadata),
         }
     }
 }

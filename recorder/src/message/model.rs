@@ -56,16 +56,23 @@ pub struct Transaction {
     pub deleted_at: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "fields::null_as_default")]
     pub operations: Vec<Operation>,
-    /// The message carries metadata, which the ledger keeps in its document store and the
-    /// recorder does not store (counted so that it is noticed).
+    /// The accounts money comes from and goes to, as the ledger's API takes them (its events
+    /// carry them; not a column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Vec<String>>,
+    /// Kept in the ledger's document store (`MONGODB_URL`), never in these tables.
     #[serde(
         default,
-        rename = "metadata",
-        deserialize_with = "fields::non_empty",
-        skip_serializing
+        deserialize_with = "fields::metadata",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub has_metadata: bool,
+    pub metadata: Option<Metadata>,
 }
+
+/// The ledger's metadata of a transaction or an operation: a map of keys to JSON values.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
 /// A status as the ledger sends it: a code and an optional description.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -132,14 +139,13 @@ pub struct Operation {
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "fields::opt_time")]
     pub deleted_at: Option<DateTime<Utc>>,
-    /// The operation carries metadata (not stored here; see [`Transaction::has_metadata`]).
+    /// Kept in the ledger's document store (see [`Transaction::metadata`]).
     #[serde(
         default,
-        rename = "metadata",
-        deserialize_with = "fields::non_empty",
-        skip_serializing
+        deserialize_with = "fields::metadata",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub has_metadata: bool,
+    pub metadata: Option<Metadata>,
 }
 
 /// The amount an operation moves.
@@ -159,6 +165,9 @@ pub struct Balance {
     pub on_hold: Option<Decimal>,
     #[serde(default)]
     pub version: Option<i64>,
+    /// Overdraft in use (the ledger's events carry it; not a column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdraft_used: Option<Decimal>,
 }
 
 /// A JSON document (a `jsonb` column) as compact JSON text, decoded from any JSON value or
@@ -187,6 +196,12 @@ impl Serialize for JsonText {
 }
 
 impl Transaction {
+    /// Whether the transaction or one of its operations carries metadata (a non-empty map).
+    pub fn has_metadata(&self) -> bool {
+        let carries = |m: &Option<Metadata>| m.as_ref().is_some_and(|m| !m.is_empty());
+        carries(&self.metadata) || self.operations.iter().any(|o| carries(&o.metadata))
+    }
+
     /// Whether this message can move a stored PENDING transaction to its final status.
     pub fn is_final(&self) -> bool {
         FINAL_STATUSES.contains(&self.status.code.as_str())

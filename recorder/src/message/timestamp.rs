@@ -1,8 +1,8 @@
 //! Timestamps as producers write them: RFC 3339 text, or the msgpack timestamp extension.
 //!
-//! PostgreSQL keeps microseconds; every timestamp is truncated (never rounded) to them here,
-//! as the reference ledger's driver does, so that what the recorder compares, logs and writes
-//! is what the table will hold.
+//! A message keeps its nanoseconds (the ledger's events carry them); PostgreSQL keeps
+//! microseconds, and every timestamp is truncated (never rounded) to them where it becomes a
+//! column value ([`truncate_to_micros`]), as the reference ledger's driver does.
 
 use chrono::{DateTime, SubsecRound, Utc};
 
@@ -12,7 +12,7 @@ pub const MSGPACK_EXT_TYPE: i8 = -1;
 /// Parses RFC 3339 text (`2026-11-24T10:00:00.123456789-03:00`).
 pub fn parse_rfc3339(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| truncate_to_micros(t.with_timezone(&Utc)))
+        .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("{text:?} is not an RFC 3339 timestamp ({e})"))
 }
 
@@ -44,7 +44,6 @@ pub fn from_msgpack_ext(ext_type: i8, data: &[u8]) -> Result<DateTime<Utc>, Stri
         return Err(format!("msgpack timestamp with {nanos} nanoseconds"));
     }
     DateTime::from_timestamp(seconds, nanos)
-        .map(truncate_to_micros)
         .ok_or_else(|| format!("msgpack timestamp of {seconds} s is out of range"))
 }
 
@@ -58,8 +57,9 @@ pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 mod tests {
     use super::*;
 
+    /// As the table holds it.
     fn iso(t: DateTime<Utc>) -> String {
-        t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        truncate_to_micros(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
     }
 
     /// The examples of the reference ledger's wire notes.
@@ -72,6 +72,11 @@ mod tests {
             iso(ts64),
             "2026-07-20T12:00:00.123456Z",
             "truncated, not rounded"
+        );
+        assert_eq!(
+            ts64.timestamp_subsec_nanos(),
+            123_456_789,
+            "the message keeps them"
         );
         let go_zero = from_msgpack_ext(
             -1,
@@ -90,9 +95,10 @@ mod tests {
     }
 
     #[test]
-    fn text_keeps_the_instant_and_drops_nanoseconds() {
+    fn text_keeps_the_instant_and_the_table_drops_nanoseconds() {
         let t = parse_rfc3339("2026-07-20T09:00:00.123456789-03:00").unwrap();
         assert_eq!(iso(t), "2026-07-20T12:00:00.123456Z");
+        assert_eq!(t.timestamp_subsec_nanos(), 123_456_789);
         let before_1970 = parse_rfc3339("1969-12-31T23:59:59.9999999Z").unwrap();
         assert_eq!(iso(before_1970), "1969-12-31T23:59:59.999999Z");
         assert!(parse_rfc3339("yesterday").is_err());

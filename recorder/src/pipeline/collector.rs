@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
-    broker::{Raw, Tag},
+    broker::{Raw, Tag, context::MessageContext},
     message::{Bookkeeping, Transaction},
     telemetry::metrics::FlushTrigger,
 };
@@ -22,6 +22,8 @@ pub struct Pending {
     pub message_id: Option<String>,
     pub transaction: Transaction,
     pub bookkeeping: Bookkeeping,
+    /// Its request id and trace context, from its headers.
+    pub context: MessageContext,
     /// The delivery as received, kept only when dead letters are published with their reason.
     pub raw: Option<Raw>,
 }

@@ -26,11 +26,15 @@ use super::{
 };
 use crate::{
     broker::settle::{Rejected, Settlement},
-    ledger::LedgerSide,
+    ledger::{LedgerSide, Reporting},
     message::Transaction,
     pipeline::collector::Bulk,
     store::{Writer, merge::generations},
-    telemetry::{health::Health, metrics::Metrics},
+    telemetry::{
+        health::Health,
+        metrics::Metrics,
+        traces::{self, Traces},
+    },
 };
 
 /// Writes bulks; shared by the bulks in flight and the waiting room.
@@ -42,8 +46,12 @@ pub struct Flusher {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub shutdown: watch::Receiver<bool>,
-    /// The ledger's bookkeeping after a commit (its Redis backup), when configured.
-    pub ledger: LedgerSide,
+    /// What the ledger's consumer does after a commit (metadata, events, its Redis backup).
+    pub ledger: Arc<LedgerSide>,
+    /// Spans, when traces are on.
+    pub traces: Option<Arc<Traces>>,
+    /// The queue, for spans.
+    pub queue: String,
 }
 
 /// What became of a bulk: what to tell the broker now, and the messages waiting for a parent.
@@ -55,8 +63,16 @@ pub struct Flushed {
 
 impl Flusher {
     /// Writes `bulk` and decides each message's fate; never returns before its rows are
-    /// committed and durable, refused, parked, or given back at shutdown.
+    /// committed and durable, refused, parked, or given back at shutdown. Traced as one span.
     pub async fn flush(&self, bulk: Bulk) -> Flushed {
+        let span = self
+            .traces
+            .as_ref()
+            .map(|traces| traces.bulk(&self.queue, bulk.messages.iter().map(|m| &m.context)));
+        traces::within(span, self.flush_untraced(bulk)).await
+    }
+
+    async fn flush_untraced(&self, bulk: Bulk) -> Flushed {
         self.metrics.flushed(bulk.trigger, bulk.messages.len());
         let mut flushed = Flushed::default();
         let mut groups = VecDeque::from([(parents_first(bulk.messages), None)]);
@@ -71,7 +87,12 @@ impl Flusher {
                     break;
                 }
                 Err(Failure::Deferred(error, since)) => {
-                    tracing::warn!(%error, "a message fails alone again and again: writing the others first");
+                    tracing::warn!(
+                        %error,
+                        request_id = group[0].context.request_id(),
+                        transaction_id = %group[0].transaction.id,
+                        "a message fails alone again and again: writing the others first"
+                    );
                     groups.push_back((group, Some(since)));
                 }
                 Err(Failure::Refused(error) | Failure::Repeated(error)) if group.len() == 1 => {
@@ -94,17 +115,32 @@ impl Flusher {
     }
 
     /// Writes the transactions of `messages` (see [`WritePath::write`] for `suspect_since`),
-    /// then does the ledger's bookkeeping for them.
+    /// then what the ledger's consumer leaves besides (its metadata, its events: both before
+    /// the acknowledgement; its Redis backup cleanup, queued).
     pub async fn write(
         &self,
         messages: &[Pending],
         suspect_since: Option<u64>,
     ) -> Result<(), Failure> {
         let transactions: Vec<&Transaction> = messages.iter().map(|m| &m.transaction).collect();
-        self.write_path()
+        let conflicting = self
+            .write_path()
             .write(&transactions, suspect_since)
             .await?;
-        self.after_commit(messages).await;
+        let report = Reporting {
+            health: &self.health,
+            metrics: &self.metrics,
+            shutdown: &self.shutdown,
+        };
+        if !self
+            .ledger
+            .after_commit(messages, &conflicting, &report)
+            .await
+        {
+            return Err(Failure::Stopping(crate::store::WriteError::Unresolved(
+                "the rows are committed, but not yet their metadata or events",
+            )));
+        }
         Ok(())
     }
 
@@ -114,19 +150,6 @@ impl Flusher {
             health: &self.health,
             metrics: &self.metrics,
             shutdown: &self.shutdown,
-        }
-    }
-
-    /// What the ledger's own consumer does after persisting: its Redis backup entries are
-    /// acknowledged (bounded; failures are retried in the background), and metadata that this
-    /// recorder does not store is counted.
-    async fn after_commit(&self, messages: &[Pending]) {
-        for message in messages.iter().filter(|m| m.bookkeeping.has_metadata) {
-            self.metrics.metadata_not_stored();
-            tracing::debug!(transaction_id = %message.transaction.id, "metadata not stored");
-        }
-        if let Some(cleanup) = &self.ledger {
-            cleanup.after_commit(messages);
         }
     }
 
@@ -151,6 +174,7 @@ impl Flusher {
         if error.is_missing_parent() && !self.parent_wait.is_zero() {
             tracing::info!(
                 transaction_id = %message.transaction.id,
+                request_id = message.context.request_id(),
                 parent = ?message.transaction.parent_transaction_id,
                 "its parent transaction is not stored yet: waiting for it"
             );
@@ -162,10 +186,16 @@ impl Flusher {
         } else {
             "database"
         };
-        flushed
-            .settlement
-            .reject
-            .push(rejected(message, reason, error.to_string()));
+        let rejected = self.rejected(message, reason, error.to_string());
+        flushed.settlement.reject.push(rejected);
+    }
+
+    /// A message to dead-letter, logged and traced with what identifies it.
+    pub fn rejected(&self, message: Pending, reason: &'static str, error: String) -> Rejected {
+        if let Some(traces) = &self.traces {
+            traces.rejected(&message.context, &self.queue, reason, &error);
+        }
+        rejected(message, reason, error)
     }
 }
 
@@ -180,10 +210,11 @@ impl Flushed {
 }
 
 /// A message to dead-letter, logged with what identifies it.
-pub fn rejected(message: Pending, reason: &'static str, error: String) -> Rejected {
+fn rejected(message: Pending, reason: &'static str, error: String) -> Rejected {
     tracing::warn!(
         delivery_tag = message.tag.delivery,
         message_id = message.message_id.as_deref().unwrap_or(""),
+        request_id = message.context.request_id(),
         transaction_id = %message.transaction.id,
         reason,
         %error,

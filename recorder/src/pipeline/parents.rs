@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{
     collector::Pending,
-    flush::{Flusher, parents_first, rejected},
+    flush::{Flusher, parents_first},
     retry::Failure,
 };
 use crate::{
@@ -121,14 +121,14 @@ async fn retry(
                 );
                 // Parked until its dead letter is confirmed (see `Settler::reject`).
                 settler
-                    .reject(rejected(message, "missing_parent", error))
+                    .reject(flusher.rejected(message, "missing_parent", error))
                     .await?;
             }
             // Not returned when evidence is asked from the start; waits like a missing parent.
             Err(Failure::Deferred(..)) => still.push(Waiting { message, parked_at }),
             Err(Failure::Refused(error) | Failure::Repeated(error)) => {
                 settler
-                    .reject(rejected(message, "database", error.to_string()))
+                    .reject(flusher.rejected(message, "database", error.to_string()))
                     .await?;
             }
             Err(Failure::Stopping(_)) => {

@@ -10,13 +10,17 @@ use crate::{
     backoff::Backoff,
     broker::QueueOrigin,
     config::{Config, redact},
-    ledger::backup,
+    ledger::{
+        LedgerSide, backup,
+        events::{Events, EventsConfig},
+        metadata::MetadataStore,
+    },
     pipeline::flush::Flusher,
     pipeline::session::{self, Shared},
     store::{BulkWriter, Database, OneByOneWriter, Writer, deadline::Deadline},
     store::{db, privileges::Grants},
-    telemetry::health::Health,
     telemetry::metrics::Metrics,
+    telemetry::{health::Health, traces::Traces},
 };
 
 /// Messages written at once in one-by-one mode (the baseline, like the reference's workers),
@@ -105,11 +109,14 @@ pub async fn run(
     } else {
         Writer::OneByOne(OneByOneWriter::new(database))
     };
-    let ledger = config
-        .redis
-        .as_ref()
-        .map(|redis| Arc::new(backup::Cleanup::start(redis, metrics.clone())));
+    let Some(ledger) = ledger_side(&config, &metrics, shutdown.clone()).await else {
+        return Ok(());
+    };
+    let ledger = Arc::new(ledger);
+    let traces = start_traces(&config);
     let flusher = Arc::new(Flusher {
+        traces: traces.clone(),
+        queue: config.queue.clone(),
         writer,
         fallback: config.fallback_enabled,
         parent_wait: config.missing_parent_wait,
@@ -127,8 +134,14 @@ pub async fn run(
         origin: QueueOrigin::default(),
     };
     reconnect_until_shutdown(&shared, shutdown).await;
-    if let Some(cleanup) = &shared.flusher.ledger {
+    if let Some(cleanup) = &shared.flusher.ledger.cleanup {
         cleanup.finish(REDIS_CLEANUP_AT_SHUTDOWN).await;
+    }
+    if let Some(events) = &shared.flusher.ledger.events {
+        events.close().await;
+    }
+    if let Some(traces) = &traces {
+        traces.shutdown().await;
     }
     // A connection that went silent would make a graceful close wait forever.
     if tokio::time::timeout(Duration::from_secs(2), pool.close())
@@ -139,6 +152,67 @@ pub async fn run(
     }
     tracing::info!(totals = ?metrics.totals(), "recorder stopped");
     Ok(())
+}
+
+/// The tracer, when an OTLP endpoint is configured; a failure to build it is logged and the
+/// recorder records without traces.
+fn start_traces(config: &Config) -> Option<Arc<Traces>> {
+    let tracing = config.tracing.as_ref()?;
+    match Traces::start(tracing) {
+        Ok(traces) => {
+            tracing::info!(endpoint = tracing.endpoint, "exporting traces");
+            Some(Arc::new(traces))
+        }
+        Err(error) => {
+            tracing::error!(%error, "traces are not exported");
+            None
+        }
+    }
+}
+
+/// What the ledger's consumer does besides rows, as configured; `None` when shutdown came
+/// first (the document store's URL is read again until it resolves: `mongodb+srv://` asks DNS).
+async fn ledger_side(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<LedgerSide> {
+    let metadata = match &config.mongodb {
+        None => None,
+        Some(mongo) => {
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+            loop {
+                match MetadataStore::new(&mongo.url, &mongo.database).await {
+                    Ok(store) => break Some(store),
+                    Err(error) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(url = redact(&mongo.url), %error, retry_in_ms = delay.as_millis() as u64, "the document store's URL does not resolve yet");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.wait_for(|s| *s) => return None,
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let events = config.events.as_ref().map(|e| {
+        Events::new(EventsConfig {
+            url: config.rabbitmq_url.clone(),
+            queue: config.queue.clone(),
+            transactions: e.transactions.clone(),
+            overdraft: e.overdraft.clone(),
+            version: e.version.clone(),
+        })
+    });
+    Some(LedgerSide {
+        cleanup: config
+            .redis
+            .as_ref()
+            .map(|redis| backup::Cleanup::start(redis, metrics.clone())),
+        metadata,
+        events,
+    })
 }
 
 async fn connect_database(

@@ -56,12 +56,13 @@ pub struct WritePath<'a> {
 impl WritePath<'_> {
     /// Writes `transactions`, holding on to them through any failure that is not theirs;
     /// counters move only once the write is committed and durable. `suspect_since`: for a
-    /// message deferred before, the commit count when it first failed.
+    /// message deferred before, the commit count when it first failed. Returns the
+    /// transactions found stored with other content.
     pub async fn write(
         &self,
         transactions: &[&Transaction],
         mut suspect_since: Option<u64>,
-    ) -> Result<(), Failure> {
+    ) -> Result<Vec<uuid::Uuid>, Failure> {
         let deferred_before = suspect_since.is_some();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut failing_since: Option<Instant> = None;
@@ -71,8 +72,8 @@ impl WritePath<'_> {
             let started = Instant::now();
             let error = match self.writer.write(transactions).await {
                 Ok(written) => {
-                    self.written(written, started, failing_since);
-                    return Ok(());
+                    self.written(&written, started, failing_since);
+                    return Ok(written.conflicting);
                 }
                 Err(error) if error.is_data() => return Err(Failure::Refused(error)),
                 Err(error @ WriteError::Unresolved(_)) => return Err(Failure::Stopping(error)),
@@ -117,7 +118,7 @@ impl WritePath<'_> {
 
     fn written(
         &self,
-        written: crate::store::Written,
+        written: &crate::store::Written,
         started: Instant,
         failing_since: Option<Instant>,
     ) {

@@ -280,6 +280,9 @@ fn start_consumers(
         format: config.message_format,
         max_message_bytes: config.max_message_bytes,
         metrics: shared.metrics.clone(),
+        keep_trace: config.tracing.is_some() || config.events.is_some(),
+        traces: shared.flusher.traces.clone(),
+        queue: config.queue.clone(),
     };
     let mut tasks = JoinSet::new();
     let mut tags = Vec::new();

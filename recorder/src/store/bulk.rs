@@ -136,6 +136,7 @@ impl BulkWriter {
         Ok(Written {
             counts: counts(merged, &result),
             statements: 2,
+            conflicting: Vec::new(),
         })
     }
 
@@ -174,6 +175,7 @@ impl BulkWriter {
         for (merged, result) in passes.iter().zip(&results) {
             written.counts += counts(merged, result);
             written.statements += result.statements;
+            written.conflicting.extend_from_slice(&result.conflicts);
         }
         Ok(written)
     }

@@ -161,8 +161,22 @@ fn opt_numeric(value: Option<&Decimal>) -> Cell<'_> {
     value.map_or(Cell::Null, Cell::Numeric)
 }
 
+/// PostgreSQL keeps microseconds: truncated (never rounded), as the ledger's driver does.
+fn time(value: DateTime<Utc>) -> Cell<'static> {
+    Cell::Time(crate::message::timestamp::truncate_to_micros(value))
+}
+
 fn opt_time(value: Option<DateTime<Utc>>) -> Cell<'static> {
-    value.map_or(Cell::Null, Cell::Time)
+    value.map_or(Cell::Null, time)
+}
+
+/// The ledger stores a route that is blank, `"null"` or `"nil"` as NULL, any other untrimmed.
+fn route(value: Option<&str>) -> Cell<'_> {
+    match value {
+        None | Some("null" | "nil") => Cell::Null,
+        Some(r) if r.trim().is_empty() => Cell::Null,
+        Some(r) => Cell::Text(r),
+    }
 }
 
 fn opt_int(value: Option<i64>) -> Cell<'static> {
@@ -196,7 +210,7 @@ pub static TRANSACTION: [TransactionColumn; 18] = [
         Cell::Uuid(t.organization_id)
     }),
     t("body", Kind::Jsonb, |t, _| opt_json(t.body.as_ref())),
-    t("route", Kind::Text, |t, _| opt_text(t.route.as_deref())),
+    t("route", Kind::Text, |t, _| route(t.route.as_deref())),
     t("route_id", Kind::Uuid, |t, _| opt_uuid(t.route_id)),
     t("fees_skipped", Kind::Bool, |t, _| {
         Cell::Bool(t.fees_skipped)
@@ -204,7 +218,7 @@ pub static TRANSACTION: [TransactionColumn; 18] = [
     t("tracer_skipped", Kind::Bool, |t, _| {
         Cell::Bool(t.tracer_skipped)
     }),
-    t("created_at", Kind::Time, |t, _| Cell::Time(t.created_at)),
+    t("created_at", Kind::Time, |t, _| time(t.created_at)),
     t_or("updated_at", Kind::Time, Absent::Now, |_, s| {
         opt_time(s.updated_at)
     }),
@@ -261,7 +275,7 @@ pub static OPERATION: [OperationColumn; 31] = [
         Cell::Uuid(o.organization_id)
     }),
     o("ledger_id", Kind::Uuid, |o| Cell::Uuid(o.ledger_id)),
-    o("route", Kind::Text, |o| opt_text(o.route.as_deref())),
+    o("route", Kind::Text, |o| route(o.route.as_deref())),
     o("route_id", Kind::Uuid, |o| opt_uuid(o.route_id)),
     o("route_code", Kind::Text, |o| {
         opt_text(o.route_code.as_deref())
@@ -278,7 +292,7 @@ pub static OPERATION: [OperationColumn; 31] = [
     o_or("snapshot", Kind::Jsonb, Absent::EmptyObject, |o| {
         opt_json(o.snapshot.as_ref())
     }),
-    o("created_at", Kind::Time, |o| Cell::Time(o.created_at)),
+    o("created_at", Kind::Time, |o| time(o.created_at)),
     o_or("updated_at", Kind::Time, Absent::Now, |o| {
         opt_time(o.updated_at)
     }),
@@ -395,5 +409,19 @@ pub fn bind_cell<'q>(
         (Kind::Bool, _) => query.bind(None::<bool>),
         (Kind::Time, Cell::Time(t)) => query.bind(Some(t)),
         (Kind::Time, _) => query.bind(None::<DateTime<Utc>>),
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn blank_null_and_nil_routes_are_null_others_are_kept_untrimmed() {
+        for blank in ["", "  ", "null", "nil"] {
+            assert!(matches!(route(Some(blank)), Cell::Null), "{blank:?}");
+        }
+        assert!(matches!(route(Some(" refunds ")), Cell::Text(" refunds ")));
+        assert!(matches!(route(Some("NULL")), Cell::Text("NULL")));
     }
 }

@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::telemetry::traces;
+
 use super::{
     columns::{Absent, Cell, Column, OPERATION, TRANSACTION},
     deadline::Deadline,
@@ -222,9 +224,14 @@ pub async fn copy(
 ) -> Result<u64, WriteError> {
     let now = Utc::now();
     let mut copied = 0;
-    for (statement, rows) in [
-        (&*sql::COPY_TRANSACTIONS, transaction_rows(merged, now)),
+    for (name, statement, rows) in [
         (
+            "COPY transaction",
+            &*sql::COPY_TRANSACTIONS,
+            transaction_rows(merged, now),
+        ),
+        (
+            "COPY operation",
             &*sql::COPY_OPERATIONS,
             operation_rows(&merged.operations, now),
         ),
@@ -232,9 +239,12 @@ pub async fn copy(
         if rows.len() <= 21 {
             continue; // a header and a trailer: no row
         }
-        let mut copy = deadline.call("COPY", conn.copy_in_raw(statement)).await?;
-        deadline.call("COPY", copy.send(rows)).await?;
-        copied += deadline.call("COPY", copy.finish()).await?;
+        copied += traces::step(name, async {
+            let mut copy = deadline.call("COPY", conn.copy_in_raw(statement)).await?;
+            deadline.call("COPY", copy.send(rows)).await?;
+            deadline.call("COPY", copy.finish()).await
+        })
+        .await?;
     }
     Ok(copied)
 }

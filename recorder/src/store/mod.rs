@@ -30,11 +30,14 @@ pub use errors::WriteError;
 pub use one_by_one::OneByOneWriter;
 
 /// What a write did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Written {
     pub counts: WriteCounts,
     /// Statements sent (BEGIN/COMMIT not included).
     pub statements: u64,
+    /// Transactions found stored with other content: their messages changed nothing (and
+    /// leave nothing else behind: no metadata, no event).
+    pub conflicting: Vec<uuid::Uuid>,
 }
 
 /// How messages are written.
@@ -57,6 +60,7 @@ impl Writer {
                     let written = writer.write(transaction).await?;
                     total.counts += written.counts;
                     total.statements += written.statements;
+                    total.conflicting.extend(written.conflicting);
                 }
                 Ok(total)
             }

@@ -107,7 +107,15 @@ async fn write(
         operations: RowCounts::with(ops, ops_inserted, 0, conflicting * ops + ops_conflicting),
     };
     Ok((
-        Written { counts, statements },
+        Written {
+            counts,
+            statements,
+            conflicting: if conflicting > 0 {
+                vec![t.id]
+            } else {
+                Vec::new()
+            },
+        },
         evidence.unwrap_or(Evidence::None),
     ))
 }

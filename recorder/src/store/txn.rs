@@ -19,6 +19,8 @@ use std::time::Duration;
 use sqlx::{Executor, PgConnection, Postgres, Row, pool::PoolConnection};
 use tokio::time::Instant;
 
+use crate::telemetry::traces;
+
 use super::{
     db::Database,
     deadline::Deadline,
@@ -114,7 +116,8 @@ impl OpenTxn {
             .conn
             .take()
             .expect("an open transaction has its connection");
-        let mut positions = match watch_commit(db, &mut conn, id, deadline).await {
+        let commit = traces::step("COMMIT", watch_commit(db, &mut conn, id, deadline));
+        let mut positions = match commit.await {
             Ok(positions) => {
                 drop(conn); // back to the pool: the transaction is over
                 positions
@@ -129,7 +132,8 @@ impl OpenTxn {
             }
         };
         loop {
-            match durability::wait(db, &positions).await {
+            let wait = durability::wait(db, &positions);
+            match traces::step("wait until durable (synchronous standbys)", wait).await {
                 Err(WriteError::ServerChanged) => {
                     tracing::warn!(
                         xid = id.xid,

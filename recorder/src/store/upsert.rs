@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::telemetry::traces;
+
 use super::{
     columns::{Array, operation_arrays, transaction_arrays},
     deadline::Deadline,
@@ -59,7 +61,12 @@ pub async fn write_pass(
                 ops.push(*op);
             }
         }
-        let answer = upsert(conn, &merged.rows[t.clone()], &ops, deadline).await?;
+        let rows = &merged.rows[t.clone()];
+        let answer = traces::step(
+            "INSERT transaction, operation (unnest)",
+            upsert(conn, rows, &ops, deadline),
+        )
+        .await?;
         result.statements += 1;
         result.inserted += answer.inserted;
         result.inserted_transitions += answer.inserted_transitions;
@@ -174,8 +181,11 @@ async fn classify(
         .copied()
         .filter(|op| stored.contains(&op.transaction_id) || again.contains(&op.id))
         .collect();
-    let (conflicts, inserted, of_conflicts, conflicting, racing) =
-        classify_statement(conn, &rows, &ops, deadline).await?;
+    let (conflicts, inserted, of_conflicts, conflicting, racing) = traces::step(
+        "SELECT stored rows another writer changed",
+        classify_statement(conn, &rows, &ops, deadline),
+    )
+    .await?;
     result.statements += 1;
     let inserted = inserted.unwrap_or_default();
     if result.evidence.is_none() {

@@ -128,6 +128,24 @@ impl Health {
         }
     }
 
+    /// Awaits `work`, holding readiness (aside) once it has taken longer than `after`; the hold
+    /// is kept in `hold`, for the caller's retries.
+    pub async fn hold_while_slow<F: Future>(
+        self: &Arc<Self>,
+        work: F,
+        after: Duration,
+        hold: &mut Option<Hold>,
+    ) -> F::Output {
+        tokio::pin!(work);
+        if hold.is_none() {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tokio::time::sleep(after) => *hold = Some(self.hold_aside()),
+            }
+        }
+        work.await
+    }
+
     pub fn holding(&self) -> bool {
         !self.state.lock().expect("health").holds.is_empty()
     }

@@ -116,6 +116,8 @@ pub struct Metrics {
     dead_lettered: IntCounterVec,
     ledger_cleanup: IntCounterVec,
     metadata_not_stored: IntCounter,
+    metadata_documents: IntCounterVec,
+    events_published: IntCounterVec,
 }
 
 /// Label values known in advance: exported at zero from the start, so that `rate()` and
@@ -145,6 +147,11 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
     let vec = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    register(registry, vec)
+}
+
+fn counter_vec2(registry: &Registry, name: &str, help: &str, labels: [&str; 2]) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), &labels).expect("valid metric");
     register(registry, vec)
 }
 
@@ -281,7 +288,21 @@ impl Metrics {
                 &r,
                 "bulk_recorder_metadata_not_stored_total",
                 "Messages whose transaction or operations carry metadata, which the ledger keeps in \
-                 its document store and this recorder does not store",
+                 its document store, recorded without MONGODB_URL (their metadata is not stored)",
+            ),
+            metadata_documents: counter_vec2(
+                &r,
+                "bulk_recorder_metadata_documents_total",
+                "The ledger's metadata documents upserted (MONGODB_URL), by collection and result: \
+                 written, or existed (a redelivery, a duplicate, a commit: left unchanged)",
+                ["collection", "result"],
+            ),
+            events_published: counter_vec(
+                &r,
+                "bulk_recorder_events_published_total",
+                "The ledger's events published and confirmed by the broker, by kind (transaction, \
+                 overdraft)",
+                "kind",
             ),
             registry: r,
         };
@@ -296,6 +317,15 @@ impl Metrics {
         }
         for result in CLEANUP_RESULTS {
             self.ledger_cleanup.with_label_values(&[result]);
+        }
+        for collection in ["transaction", "operation"] {
+            for result in ["written", "existed"] {
+                self.metadata_documents
+                    .with_label_values(&[collection, result]);
+            }
+        }
+        for kind in ["transaction", "overdraft"] {
+            self.events_published.with_label_values(&[kind]);
         }
         for trigger in [
             FlushTrigger::Size,
@@ -348,6 +378,26 @@ impl Metrics {
 
     pub fn metadata_not_stored_count(&self) -> u64 {
         self.metadata_not_stored.get()
+    }
+
+    pub fn metadata_documents(&self, collection: &str, result: &str, n: u64) {
+        self.metadata_documents
+            .with_label_values(&[collection, result])
+            .inc_by(n);
+    }
+
+    pub fn metadata_documents_count(&self, collection: &str, result: &str) -> u64 {
+        self.metadata_documents
+            .with_label_values(&[collection, result])
+            .get()
+    }
+
+    pub fn event_published(&self, kind: &str) {
+        self.events_published.with_label_values(&[kind]).inc();
+    }
+
+    pub fn events_published_count(&self, kind: &str) -> u64 {
+        self.events_published.with_label_values(&[kind]).get()
     }
 
     /// Records committed rows.

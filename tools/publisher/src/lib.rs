@@ -11,10 +11,11 @@ mod sample;
 use lapin::{
     BasicProperties, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::FieldTable,
 };
 use uuid::Uuid;
 
-pub use sample::{pending_and_commit, sample_transaction};
+pub use sample::{pending_and_commit, sample_transaction, with_metadata};
 
 use ledger_redis::Backup;
 
@@ -39,6 +40,8 @@ pub struct PublishPlan {
     pub formats: Vec<Format>,
     /// The ledger's Redis: its backup entries are written there first, as the ledger does.
     pub ledger_redis: Option<String>,
+    /// Percentage (0..=100) of transactions that carry metadata (and on their first operation).
+    pub metadata_percent: u8,
 }
 
 impl Default for PublishPlan {
@@ -52,6 +55,7 @@ impl Default for PublishPlan {
             invalid: 0,
             formats: vec![Format::Json],
             ledger_redis: None,
+            metadata_percent: 0,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct Published {
     pub operations_per_transaction: usize,
     /// Backup entries written to the ledger's Redis.
     pub backed_up: usize,
+    /// Transactions carrying metadata.
+    pub with_metadata: usize,
 }
 
 /// Encodes a transaction as a message body.
@@ -204,6 +210,38 @@ pub async fn publish(
     Ok(published)
 }
 
+/// A durable topic exchange `name` (as the ledger's broker definitions declare its events
+/// exchanges) and a queue `name` bound to every routing key, where the events can be seen.
+pub async fn declare_events_exchange(url: &str, name: &str) -> Result<(), lapin::Error> {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
+    let connection = broker::connect(url, &format!("{name}-declare")).await?;
+    let channel = connection.create_channel().await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            name.into(),
+            lapin::ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    declare_queue(&connection, name).await?;
+    channel
+        .queue_bind(
+            name.into(),
+            name.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let _ = connection.close(200, "declared".into()).await;
+    Ok(())
+}
+
 /// A message body and its content type.
 type Body = (Vec<u8>, &'static str);
 
@@ -237,7 +275,13 @@ fn traffic(plan: &PublishPlan) -> (Vec<Body>, Published, Vec<Backup>) {
             sent[fastrand::usize(..sent.len())].clone()
         } else if fastrand::u8(0..100) < plan.pending_percent {
             published.unique_transactions += 1;
-            let (pending, commit) = pending_and_commit(plan.operations);
+            let (mut pending, mut commit) = pending_and_commit(plan.operations);
+            if fastrand::u8(0..100) < plan.metadata_percent {
+                published.with_metadata += 1;
+                // The commit carries the PENDING transaction's metadata again, as the ledger's.
+                with_metadata(&mut pending);
+                commit.metadata = pending.metadata.clone();
+            }
             // Only the ledger's own messages come with its backup entries.
             if format == Format::Midaz {
                 backups.push(Backup::of(&pending, "APPROVED"));
@@ -246,7 +290,11 @@ fn traffic(plan: &PublishPlan) -> (Vec<Body>, Published, Vec<Backup>) {
             (encode(&pending, format), content_type(format))
         } else {
             published.unique_transactions += 1;
-            let posting = sample_transaction(plan.operations);
+            let mut posting = sample_transaction(plan.operations);
+            if fastrand::u8(0..100) < plan.metadata_percent {
+                published.with_metadata += 1;
+                with_metadata(&mut posting);
+            }
             if format == Format::Midaz {
                 backups.push(Backup::of(&posting, "CREATED"));
             }

@@ -41,6 +41,13 @@ struct Cli {
     /// first, as the ledger does before publishing (the recorder acknowledges them).
     #[arg(long)]
     ledger_redis: Option<String>,
+    /// Declares a durable topic exchange of this name and a queue of the same name bound to all
+    /// its routing keys (somewhere to see the ledger's events), then publishes as asked.
+    #[arg(long)]
+    events_exchange: Option<String>,
+    /// Percentage of transactions that carry metadata (kept in the ledger's document store).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    metadata: u8,
     #[arg(
         long,
         env = "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
@@ -77,13 +84,19 @@ async fn main() -> anyhow::Result<()> {
         invalid: cli.invalid,
         formats: cli.format.into_iter().map(Format::from).collect(),
         ledger_redis: cli.ledger_redis,
+        metadata_percent: cli.metadata,
     };
+    if let Some(exchange) = &cli.events_exchange {
+        bulk_recorder_publish::declare_events_exchange(&cli.rabbitmq_url, exchange)
+            .await
+            .context("declaring the events exchange")?;
+    }
     let started = std::time::Instant::now();
     let published = publish(&cli.rabbitmq_url, &cli.queue, &plan)
         .await
         .context("publishing")?;
     println!(
-        "published={} unique_transactions={} duplicates={} commits={} invalid={} operations_per_transaction={} ledger_backups={} seconds={:.2}",
+        "published={} unique_transactions={} duplicates={} commits={} invalid={} operations_per_transaction={} ledger_backups={} with_metadata={} seconds={:.2}",
         published.messages,
         published.unique_transactions,
         published.duplicates,
@@ -91,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         published.invalid,
         published.operations_per_transaction,
         published.backed_up,
+        published.with_metadata,
         started.elapsed().as_secs_f64()
     );
     Ok(())

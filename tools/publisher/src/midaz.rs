@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer, ser::SerializeTuple};
 use uuid::Uuid;
 
-use bulk_recorder::message::{Decimal, Operation, Transaction};
+use bulk_recorder::message::{Decimal, Metadata, Operation, Transaction};
 
 /// A decimal as shopspring's `MarshalBinary`: `[exponent i32 BE][0x02|0x03][magnitude BE]`.
 struct GoDecimal<'a>(&'a Decimal);
@@ -167,6 +167,9 @@ struct GoTransaction<'a> {
     #[serde(serialize_with = "go_time")]
     deleted_at: Option<DateTime<Utc>>,
     operations: Vec<GoOperation<'a>>,
+    source: Option<&'a [String]>,
+    destination: Option<&'a [String]>,
+    metadata: Option<&'a Metadata>,
 }
 
 #[derive(Serialize)]
@@ -184,6 +187,8 @@ struct GoBalance<'a> {
     #[serde(serialize_with = "go_decimal")]
     on_hold: Option<&'a Decimal>,
     version: Option<i64>,
+    #[serde(serialize_with = "go_decimal")]
+    overdraft_used: Option<&'a Decimal>,
 }
 
 #[derive(Serialize)]
@@ -226,6 +231,7 @@ struct GoOperation<'a> {
     #[serde(serialize_with = "go_time")]
     deleted_at: Option<DateTime<Utc>>,
     snapshot: Snapshot,
+    metadata: Option<&'a Metadata>,
 }
 
 #[derive(Serialize)]
@@ -240,6 +246,7 @@ fn balance(b: Option<&bulk_recorder::message::Balance>) -> GoBalance<'_> {
         available: b.and_then(|b| b.available.as_ref()),
         on_hold: b.and_then(|b| b.on_hold.as_ref()),
         version: b.and_then(|b| b.version),
+        overdraft_used: b.and_then(|b| b.overdraft_used.as_ref()),
     }
 }
 
@@ -279,6 +286,7 @@ fn operation(o: &Operation) -> GoOperation<'_> {
             overdraft_used_before: "0",
             overdraft_used_after: "0",
         },
+        metadata: o.metadata.as_ref(),
     }
 }
 
@@ -312,6 +320,9 @@ pub fn encode(t: &Transaction, settles_pending: bool) -> Vec<u8> {
             updated_at: t.updated_at,
             deleted_at: t.deleted_at,
             operations: t.operations.iter().map(operation).collect(),
+            source: t.source.as_deref(),
+            destination: t.destination.as_deref(),
+            metadata: t.metadata.as_ref(),
         },
         version: "v2",
     };

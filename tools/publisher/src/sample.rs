@@ -39,11 +39,13 @@ fn leg(transaction: &Transaction, kind: &str, direction: &str, amount_cents: i64
             available: Some(cents(balance)),
             on_hold: Some(Decimal::from_i64(0)),
             version: Some(7),
+            overdraft_used: None,
         }),
         balance_after: Some(Balance {
             available: Some(cents(balance + delta)),
             on_hold: Some(Decimal::from_i64(0)),
             version: Some(8),
+            overdraft_used: None,
         }),
         status: Status::default(),
         account_id: account,
@@ -62,7 +64,7 @@ fn leg(transaction: &Transaction, kind: &str, direction: &str, amount_cents: i64
         created_at: transaction.created_at,
         updated_at: transaction.updated_at,
         deleted_at: None,
-        has_metadata: false,
+        metadata: None,
     }
 }
 
@@ -88,7 +90,9 @@ fn header(code: &str) -> Transaction {
         updated_at: Some(now),
         deleted_at: None,
         operations: Vec::new(),
-        has_metadata: false,
+        source: None,
+        destination: None,
+        metadata: None,
     }
 }
 
@@ -116,7 +120,33 @@ pub fn sample_transaction(operations: usize) -> Transaction {
             }
         })
         .collect();
+    with_accounts(&mut t);
     t
+}
+
+/// The accounts the ledger's API names (`source`, `destination`), from the legs.
+fn with_accounts(t: &mut Transaction) {
+    let aliases = |direction: &str| {
+        t.operations
+            .iter()
+            .filter(|o| o.direction.as_deref() == Some(direction))
+            .map(|o| o.account_alias.clone())
+            .collect::<Vec<_>>()
+    };
+    t.source = Some(aliases("debit"));
+    t.destination = Some(aliases("credit"));
+}
+
+/// Metadata as a ledger's users attach it: on the transaction (an invoice, a channel) and on
+/// its first operation.
+pub fn with_metadata(t: &mut Transaction) {
+    let invoice = format!("INV-{}", fastrand::u32(1000..99999));
+    t.metadata = serde_json::json!({"invoice": invoice, "channel": "api", "lines": 2})
+        .as_object()
+        .cloned();
+    if let Some(first) = t.operations.first_mut() {
+        first.metadata = serde_json::json!({"line": 1}).as_object().cloned();
+    }
 }
 
 /// A PENDING transaction (its source held: one ON_HOLD leg) and its commit (the same
@@ -133,6 +163,7 @@ pub fn pending_and_commit(operations: usize) -> (Transaction, Transaction) {
         }),
     ));
     pending.operations = vec![leg(&pending, "ON_HOLD", "debit", total)];
+    with_accounts(&mut pending);
     let mut commit = pending.clone();
     commit.status = status("APPROVED");
     commit.body = None;
@@ -146,5 +177,6 @@ pub fn pending_and_commit(operations: usize) -> (Transaction, Transaction) {
             }
         })
         .collect();
+    with_accounts(&mut commit);
     (pending, commit)
 }

@@ -4,9 +4,10 @@
 //! A msgpack envelope holds, in `QueueData[0].Value`, a second msgpack document: the payload,
 //! whose `Transaction` is the row and whose `Transaction.Operations` are the operation rows.
 //! Column values follow what the ledger's own consumer writes: CREATED is stored as APPROVED,
-//! the input (`body`) is kept only for PENDING transactions, blank routes are NULL, an empty
-//! balance key is `default`, directions are stored as sent, and every decimal the tables hold
-//! as NOT NULL must be present (a nil amount is refused rather than stored as 0).
+//! the input (`body`) is kept only for PENDING transactions, directions are stored as sent, and
+//! every decimal the tables hold as NOT NULL must be present (a nil amount is refused rather
+//! than stored as 0). Routes and balance keys are kept as sent (the ledger's events carry them
+//! so); the columns store a blank route as NULL and a blank balance key as `default`.
 
 mod dsl;
 mod wire;
@@ -65,7 +66,6 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
     };
     let bookkeeping = Bookkeeping {
         backup_status: backup_status(&transaction.status.code, payload.validate.as_ref()),
-        has_metadata: transaction.metadata || transaction.operations.iter().any(|o| o.metadata),
     };
     let transaction = convert(transaction).map_err(DecodeError::Invalid)?;
     transaction.validate().map_err(DecodeError::Invalid)?;
@@ -135,7 +135,7 @@ fn convert(t: wire::Transaction) -> Result<Transaction, String> {
         ledger_id: uuid("Transaction.LedgerID", &t.ledger_id)?,
         organization_id: uuid("Transaction.OrganizationID", &t.organization_id)?,
         body,
-        route: route(t.route),
+        route: Some(t.route),
         route_id: optional_uuid("Transaction.RouteID", t.route_id.as_deref())?,
         fees_skipped: t.fees_skipped,
         tracer_skipped: t.tracer_skipped,
@@ -143,7 +143,9 @@ fn convert(t: wire::Transaction) -> Result<Transaction, String> {
         updated_at: Some(t.updated_at.map_or_else(go_zero_time, |u| u.0)),
         deleted_at: t.deleted_at.map(|d| d.0),
         operations,
-        has_metadata: t.metadata,
+        source: t.source,
+        destination: t.destination,
+        metadata: t.metadata,
     })
 }
 
@@ -169,6 +171,7 @@ fn convert_operation(op: wire::Operation) -> Result<Operation, String> {
             "on_hold_balance",
         )?),
         version: op.balance.version,
+        overdraft_used: Some(op.balance.overdraft_used.unwrap_or_else(zero)),
     };
     let after = Balance {
         available: Some(required(
@@ -182,6 +185,7 @@ fn convert_operation(op: wire::Operation) -> Result<Operation, String> {
             "on_hold_balance_after",
         )?),
         version: op.balance_after.version,
+        overdraft_used: Some(op.balance_after.overdraft_used.unwrap_or_else(zero)),
     };
     let snapshot = serde_json::json!({
         "overdraftUsedBefore": op.snapshot.overdraft_used_before,
@@ -205,15 +209,11 @@ fn convert_operation(op: wire::Operation) -> Result<Operation, String> {
         },
         account_id: uuid("AccountID", &op.account_id)?,
         account_alias: op.account_alias,
-        balance_key: Some(if op.balance_key.is_empty() {
-            "default".into()
-        } else {
-            op.balance_key
-        }),
+        balance_key: Some(op.balance_key),
         balance_id: uuid("BalanceID", &op.balance_id)?,
         organization_id: uuid("OrganizationID", &op.organization_id)?,
         ledger_id: uuid("LedgerID", &op.ledger_id)?,
-        route: route(op.route),
+        route: Some(op.route),
         route_id: optional_uuid("RouteID", op.route_id.as_deref())?,
         route_code: op.route_code,
         route_description: op.route_description,
@@ -223,7 +223,7 @@ fn convert_operation(op: wire::Operation) -> Result<Operation, String> {
         created_at: op.created_at.map_or_else(go_zero_time, |c| c.0),
         updated_at: Some(op.updated_at.map_or_else(go_zero_time, |u| u.0)),
         deleted_at: op.deleted_at.map(|d| d.0),
-        has_metadata: op.metadata,
+        metadata: op.metadata,
     })
 }
 
@@ -239,30 +239,11 @@ fn optional_uuid(field: &str, text: Option<&str>) -> Result<Option<Uuid>, String
     }
 }
 
-/// The ledger stores a route that is blank, `"null"` or `"nil"` as NULL, any other untrimmed.
-fn route(route: String) -> Option<String> {
-    match route.as_str() {
-        "null" | "nil" => None,
-        r if r.trim().is_empty() => None,
-        _ => Some(route),
-    }
+fn zero() -> super::Decimal {
+    super::Decimal::from_i64(0)
 }
 
 /// Go's zero `time.Time`, what a missing timestamp key decodes to in the ledger.
 fn go_zero_time() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(-62_135_596_800, 0).expect("0001-01-01 is in range")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::route;
-
-    #[test]
-    fn blank_null_and_nil_routes_are_null_others_are_kept_untrimmed() {
-        for blank in ["", "  ", "null", "nil"] {
-            assert_eq!(route(blank.into()), None, "{blank:?}");
-        }
-        assert_eq!(route(" refunds ".into()).as_deref(), Some(" refunds "));
-        assert_eq!(route("NULL".into()).as_deref(), Some("NULL"));
-    }
 }

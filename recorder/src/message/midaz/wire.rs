@@ -2,9 +2,10 @@
 //!
 //! Go structs become msgpack maps keyed by their Go field names; missing keys mean Go's zero
 //! values (older producers leave out fields added later) and unknown keys are ignored, so
-//! every field here has a default. Only what reaches the tables (and the ledger's bookkeeping:
-//! `Validate.Pending`, whether metadata is present) is declared: everything else (balances,
-//! validation maps, the metadata itself) is skipped without being decoded.
+//! every field here has a default. Only what reaches the tables and what the ledger's consumer
+//! does besides (`Validate.Pending` for its Redis backup, the metadata for its document store,
+//! the accounts and overdraft in its events) is declared: everything else (balances, validation
+//! maps) is skipped without being decoded.
 
 use std::borrow::Cow;
 
@@ -12,7 +13,7 @@ use serde::Deserialize;
 
 use super::dsl::Dsl;
 use crate::message::{
-    Decimal,
+    Decimal, Metadata,
     fields::{self, AnyTime},
 };
 
@@ -97,8 +98,12 @@ pub struct Validate {
 #[derive(Deserialize)]
 pub struct Transaction {
     /// Kept in the ledger's document store, not in these tables.
-    #[serde(rename = "Metadata", default, deserialize_with = "fields::non_empty")]
-    pub metadata: bool,
+    #[serde(rename = "Metadata", default, deserialize_with = "fields::metadata")]
+    pub metadata: Option<Metadata>,
+    #[serde(rename = "Source", default)]
+    pub source: Option<Vec<String>>,
+    #[serde(rename = "Destination", default)]
+    pub destination: Option<Vec<String>>,
     #[serde(rename = "ID", default, deserialize_with = "fields::null_as_default")]
     pub id: String,
     #[serde(rename = "ParentTransactionID", default)]
@@ -188,8 +193,8 @@ pub struct Status {
 
 #[derive(Deserialize)]
 pub struct Operation {
-    #[serde(rename = "Metadata", default, deserialize_with = "fields::non_empty")]
-    pub metadata: bool,
+    #[serde(rename = "Metadata", default, deserialize_with = "fields::metadata")]
+    pub metadata: Option<Metadata>,
     #[serde(rename = "ID", default, deserialize_with = "fields::null_as_default")]
     pub id: String,
     #[serde(
@@ -330,6 +335,9 @@ pub struct Balance {
     pub on_hold: Option<Decimal>,
     #[serde(rename = "Version", default)]
     pub version: Option<i64>,
+    /// A Go `decimal.Decimal` value (never nil): zero when absent.
+    #[serde(rename = "OverdraftUsed", default)]
+    pub overdraft_used: Option<Decimal>,
 }
 
 /// Overdraft usage around an operation, as the strings the producer wrote.

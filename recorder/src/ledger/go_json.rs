@@ -1,0 +1,222 @@
+//! JSON as Go's `encoding/json` writes it, for the ledger's events: its consumers read what the
+//! ledger's `json.Marshal` produced, byte for byte where they care (decimals as quoted text
+//! without trailing zeros, times in RFC 3339 with the nanoseconds trimmed, map keys sorted,
+//! `<`, `>` and `&` escaped).
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use serde_json::Value;
+
+/// A JSON text being written.
+#[derive(Default)]
+pub struct GoJson {
+    pub out: String,
+}
+
+impl GoJson {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            out: String::with_capacity(n),
+        }
+    }
+
+    pub fn raw(&mut self, text: &str) {
+        self.out.push_str(text);
+    }
+
+    /// A string, escaped as Go escapes it: `"`, `\`, the short forms `\n \r \t \b \f`, other
+    /// control characters as `\u00xx`, and `<`, `>`, `&`, U+2028 and U+2029 as `\uXXXX`.
+    pub fn string(&mut self, text: &str) {
+        self.out.push('"');
+        for c in text.chars() {
+            match c {
+                '"' => self.out.push_str("\\\""),
+                '\\' => self.out.push_str("\\\\"),
+                '\n' => self.out.push_str("\\n"),
+                '\r' => self.out.push_str("\\r"),
+                '\t' => self.out.push_str("\\t"),
+                '\u{8}' => self.out.push_str("\\b"),
+                '\u{c}' => self.out.push_str("\\f"),
+                '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                    let _ = write!(self.out, "\\u{:04x}", u32::from(c));
+                }
+                c if u32::from(c) < 0x20 => {
+                    let _ = write!(self.out, "\\u{:04x}", u32::from(c));
+                }
+                c => self.out.push(c),
+            }
+        }
+        self.out.push('"');
+    }
+
+    pub fn opt_string(&mut self, text: Option<&str>) {
+        match text {
+            Some(text) => self.string(text),
+            None => self.raw("null"),
+        }
+    }
+
+    pub fn bool(&mut self, value: bool) {
+        self.raw(if value { "true" } else { "false" });
+    }
+
+    /// A `time.Time`: RFC 3339 with as many fractional digits as the nanoseconds need.
+    pub fn time(&mut self, t: DateTime<Utc>) {
+        let _ = write!(
+            self.out,
+            "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        let nanos = t.nanosecond() % 1_000_000_000;
+        if nanos != 0 {
+            let digits = format!("{nanos:09}");
+            self.out.push('.');
+            self.out.push_str(digits.trim_end_matches('0'));
+        }
+        self.out.push_str("Z\"");
+    }
+
+    pub fn opt_time(&mut self, t: Option<DateTime<Utc>>) {
+        match t {
+            Some(t) => self.time(t),
+            None => self.raw("null"),
+        }
+    }
+
+    /// Any JSON value, as Go writes the `map[string]any` it decoded: keys sorted, numbers as Go
+    /// prints a float64 (integers that came as integers stay integers).
+    pub fn value(&mut self, value: &Value) {
+        match value {
+            Value::Null => self.raw("null"),
+            Value::Bool(b) => self.bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => {
+                    let _ = write!(self.out, "{i}");
+                }
+                (_, Some(u), _) => {
+                    let _ = write!(self.out, "{u}");
+                }
+                (_, _, Some(f)) => self.float(f),
+                _ => self.raw("null"),
+            },
+            Value::String(s) => self.string(s),
+            Value::Array(items) => {
+                self.out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(',');
+                    }
+                    self.value(item);
+                }
+                self.out.push(']');
+            }
+            Value::Object(map) => self.map(map),
+        }
+    }
+
+    /// A map, its keys in byte order (as Go sorts them).
+    pub fn map(&mut self, map: &serde_json::Map<String, Value>) {
+        let mut entries: Vec<_> = map.iter().collect();
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        self.out.push('{');
+        for (i, (key, item)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.string(key);
+            self.out.push(':');
+            self.value(item);
+        }
+        self.out.push('}');
+    }
+
+    /// A float64 as `strconv.AppendFloat(f, 'f' or 'e', -1, 64)` does in `encoding/json`: the
+    /// shortest digits that read back the same, in exponent form below 1e-6 and from 1e21.
+    pub fn float(&mut self, f: f64) {
+        let abs = f.abs();
+        if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+            let text = format!("{f:e}");
+            let (mantissa, exponent) = text.split_once('e').expect("exponent form");
+            let exponent: i32 = exponent.parse().expect("an exponent");
+            let sign = if exponent < 0 { '-' } else { '+' };
+            let _ = write!(self.out, "{mantissa}e{sign}{:02}", exponent.abs());
+            // Go keeps two exponent digits only for positive exponents ("e-07" becomes "e-7").
+            if exponent < 0 && exponent > -10 {
+                let at = self.out.len() - 2;
+                self.out.remove(at);
+            }
+        } else {
+            let _ = write!(self.out, "{f}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(f: impl FnOnce(&mut GoJson)) -> String {
+        let mut json = GoJson::default();
+        f(&mut json);
+        json.out
+    }
+
+    #[test]
+    fn strings_are_escaped_as_go_escapes_them() {
+        assert_eq!(
+            written(|j| j.string("a<b>&\"c\\\n\t\u{1b}\u{2028}São/")),
+            r#""a\u003cb\u003e\u0026\"c\\\n\t\u001b\u2028São/""#
+        );
+    }
+
+    #[test]
+    fn floats_as_go_prints_a_float64() {
+        for (f, go) in [
+            (42.0, "42"),
+            (12.5, "12.5"),
+            (1e20, "100000000000000000000"),
+            (0.000001, "0.000001"),
+            (1e21, "1e+21"),
+            (1.5e-7, "1.5e-7"),
+            (1e-10, "1e-10"),
+            (1e100, "1e+100"),
+            (-0.0, "-0"),
+            (0.1, "0.1"),
+        ] {
+            assert_eq!(written(|j| j.float(f)), go, "{f}");
+        }
+    }
+
+    #[test]
+    fn times_carry_their_nanoseconds_trimmed() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(
+            written(|j| j.time(at("2026-07-20T12:05:00.250Z"))),
+            "\"2026-07-20T12:05:00.25Z\""
+        );
+        assert_eq!(
+            written(|j| j.time(at("2026-07-20T12:15:30.000000500Z"))),
+            "\"2026-07-20T12:15:30.0000005Z\""
+        );
+        assert_eq!(
+            written(|j| j.time(at("2026-07-01T06:30:00-03:00"))),
+            "\"2026-07-01T09:30:00Z\""
+        );
+    }
+
+    #[test]
+    fn maps_are_sorted_by_bytes_at_every_level() {
+        let value: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"é":true,"B":null,"a":[2.5,"x"]}}"#).unwrap();
+        assert_eq!(
+            written(|j| j.value(&value)),
+            r#"{"a":{"B":null,"a":[2.5,"x"],"é":true},"b":1}"#
+        );
+    }
+}
