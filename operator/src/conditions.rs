@@ -1,48 +1,12 @@
 //! The Ready, Progressing and Degraded conditions (and PodMonitorReady), computed from what the
 //! reconciler saw.
 
-use k8s_openapi::{
-    api::apps::v1::Deployment,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::monitoring::PodMonitorState;
+use crate::observed::{Observed, PodMonitorState};
 
 /// The condition of the PodMonitor, present while the spec asks for one.
 pub const POD_MONITOR_READY: &str = "PodMonitorReady";
-
-/// What the conditions are computed from.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Observed {
-    /// A name the operator cannot use for its objects (stored before the schema's rule).
-    pub invalid_name: Option<String>,
-    /// Spec problems the schema did not catch.
-    pub problems: Vec<String>,
-    /// Objects of the names the operator would use that this resource does not control.
-    pub conflicts: Vec<String>,
-    /// Missing Secrets or keys, as "secret/key" descriptions.
-    pub missing_secrets: Vec<String>,
-    pub desired_replicas: i32,
-    pub ready_replicas: i32,
-    pub updated_replicas: i32,
-    /// Whether the Deployment controller has seen the latest Deployment spec.
-    pub rollout_observed: bool,
-    /// The PodMonitor, when the spec asks for one.
-    pub pod_monitor: Option<PodMonitorState>,
-}
-
-impl Observed {
-    pub fn with_deployment(mut self, deployment: Option<&Deployment>) -> Self {
-        if let Some(d) = deployment {
-            let status = d.status.clone().unwrap_or_default();
-            self.ready_replicas = status.ready_replicas.unwrap_or(0);
-            self.updated_replicas = status.updated_replicas.unwrap_or(0);
-            self.rollout_observed = status.observed_generation.is_some()
-                && status.observed_generation >= d.metadata.generation;
-        }
-        self
-    }
-}
 
 fn condition(
     type_: &str,

@@ -20,6 +20,7 @@ pub mod fold;
 pub mod http;
 pub mod metrics;
 pub mod monitoring;
+pub mod observed;
 pub mod owned;
 pub mod rbac;
 pub mod reconcile;

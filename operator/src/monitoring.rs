@@ -8,25 +8,12 @@ use kube::ResourceExt;
 
 use crate::{
     apply::Outcome,
-    conditions::Observed,
     context::Context,
     desired::{self, PodMonitor},
+    observed::{Observed, PodMonitorState},
     owned::{Changes, own, retire},
     stores::{cached_meta, known_meta},
 };
-
-/// What the PodMonitorReady condition reports.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PodMonitorState {
-    /// Applied, with the labels of `spec.monitoring.podMonitorLabels` (empty: none).
-    Applied(std::collections::BTreeMap<String, String>),
-    /// The API server does not serve monitoring.coreos.com/v1 PodMonitors.
-    CrdMissing,
-    /// A PodMonitor of that name exists and is not ours (why).
-    Conflict(String),
-    /// Discovery or the apply failed (the error); retried on the next reconcile.
-    Failed(String),
-}
 
 /// Applies or deletes the PodMonitor as the spec asks; `None` when the spec does not ask for
 /// one (no condition then).

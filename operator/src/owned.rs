@@ -13,10 +13,10 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     apply::Outcome,
-    conditions::Observed,
     context::Context,
     desired,
     error::{During, Error},
+    observed::Observed,
     stores::{Stores, cached_meta, known_meta},
 };
 

@@ -24,12 +24,14 @@ use kube::{
 
 pub use crate::error::Error;
 use crate::{
-    conditions::{self, Observed},
+    conditions,
     context::Context,
     desired,
     error::During,
     fold::{Fold, fold},
-    monitoring, owned,
+    monitoring,
+    observed::Observed,
+    owned,
     owned::Changes,
     status,
 };

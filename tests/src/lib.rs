@@ -51,6 +51,18 @@ pub fn rabbitmq_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// Says why a test is skipped, past the test harness's capture so that logs show it.
+pub fn skip(why: &str) {
+    use std::io::Write;
+    let message = format!("skipped: {why}");
+    match std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
+        Ok(mut stderr) => {
+            let _ = writeln!(stderr, "{message}");
+        }
+        Err(_) => eprintln!("{message}"),
+    }
+}
+
 /// A database of this test's own, dropped (with its connections) when the value is dropped.
 pub struct TestDb {
     pub name: String,

@@ -13,8 +13,7 @@ use mongodb::bson::{Document, doc};
 use crate::{
     free_port,
     pg_cluster::{TempDir, wait_for_port},
-    run_detached,
-    tls::skip,
+    run_detached, skip,
 };
 
 pub fn mongodb_url() -> String {

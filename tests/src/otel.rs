@@ -12,7 +12,7 @@ use std::{
 use crate::{
     free_port,
     pg_cluster::{TempDir, wait_for_port},
-    tls::skip,
+    skip,
 };
 
 /// One span as the collector printed it.

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{free_port, tls::skip};
+use crate::{free_port, skip};
 
 /// A directory of this test's own, removed when dropped.
 pub struct TempDir(pub PathBuf);

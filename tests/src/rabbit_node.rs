@@ -10,7 +10,7 @@ use std::{
 use crate::{
     free_port,
     pg_cluster::{TempDir, is_root, on_path, wait_for_port},
-    tls::skip,
+    skip,
 };
 
 pub struct RabbitNode {

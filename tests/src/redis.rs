@@ -15,7 +15,7 @@ use redis::AsyncCommands;
 use crate::{
     free_port,
     pg_cluster::{TempDir, on_path, wait_for_port},
-    tls::skip,
+    skip,
 };
 
 pub fn redis_url() -> String {

@@ -19,20 +19,8 @@ pub use crate::pg_cluster::TempDir;
 use crate::{
     free_port,
     pg_cluster::{PgCluster, is_root, on_path, run, wait_for_port},
-    rabbitmq_url,
+    rabbitmq_url, skip,
 };
-
-/// Says why a test is skipped, past the test harness's capture so that logs show it.
-pub fn skip(why: &str) {
-    use std::io::Write;
-    let message = format!("skipped: {why}");
-    match std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
-        Ok(mut stderr) => {
-            let _ = writeln!(stderr, "{message}");
-        }
-        Err(_) => eprintln!("{message}"),
-    }
-}
 
 /// A CA, a server certificate it signed for the address 127.0.0.1 only (no host name), and a
 /// second CA that signed nothing here (the "wrong CA").

@@ -186,7 +186,10 @@ fn ledger_fixtures() -> Vec<(Transaction, bulk_recorder_e2e::ledger::Fixture)> {
 /// write every column as the ledger's own consumer does.
 #[tokio::test]
 async fn copy_and_upsert_write_the_same_columns_as_the_ledger() {
-    for padding in [0, bulk_recorder::store::bulk::COPY_MIN_TRANSACTIONS] {
+    for padding in [
+        0,
+        bulk_recorder::store::statements::bulk::COPY_MIN_TRANSACTIONS,
+    ] {
         let (db, writer) = writer(1000).await;
         let fixtures = ledger_fixtures();
         let mut bulk: Vec<Transaction> = fixtures.iter().map(|(t, _)| t.clone()).collect();

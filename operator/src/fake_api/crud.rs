@@ -9,7 +9,7 @@ use super::{
     authz::{self, Attributes},
     kinds::kind_of,
     patch::candidate,
-    routing::{Answer, Incoming, Query, Target, forbidden, status},
+    request::{Answer, Incoming, Query, Target, forbidden, status},
     storage::{keep_identity, persist, remove, rendered},
     writes::{self, Refusal, Stored},
 };

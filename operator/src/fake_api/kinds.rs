@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::routing::status;
+use super::request::status;
 
 /// Kinds the server knows: (kind, group, version, resource, namespaced).
 pub(super) const KINDS: &[(&str, &str, &str, &str, bool)] = &[

@@ -18,6 +18,7 @@ mod crud;
 pub mod fields;
 mod kinds;
 mod patch;
+mod request;
 mod routing;
 mod scale;
 mod storage;

@@ -13,7 +13,7 @@ use super::{
     crud::refused,
     kinds::SCALABLE,
     patch::{patched, replaced},
-    routing::{Answer, Incoming, Target, status},
+    request::{Answer, Incoming, Target, status},
     storage::{keep_identity, persist},
     writes::{self, Stored},
 };

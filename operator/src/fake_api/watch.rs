@@ -9,7 +9,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody, combinators::UnsyncBoxBody};
 use serde_json::json;
 
-use super::{Change, Shared, routing::Query};
+use super::{Change, Shared, request::Query};
 
 pub(super) type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
 

@@ -5,11 +5,13 @@
 
 pub mod connection_url;
 pub mod redis_url;
+pub mod tracing;
 pub mod variables;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 pub use crate::config::connection_url::redact;
+pub use crate::config::tracing::{OtlpProtocol, TracingConfig};
 use crate::{
     broker::dead_letter,
     config::{
@@ -107,25 +109,6 @@ pub struct Config {
     pub tracing: Option<TracingConfig>,
 }
 
-/// Where and how spans are exported (the standard `OTEL_*` variables).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TracingConfig {
-    /// The traces endpoint, as the exporter calls it.
-    pub endpoint: String,
-    pub protocol: OtlpProtocol,
-    pub service_name: String,
-    pub sampler: String,
-    pub sampler_arg: Option<String>,
-    /// Links a bulk's span may carry: one per message.
-    pub max_links: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtlpProtocol {
-    Grpc,
-    HttpProtobuf,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MongoConfig {
     pub url: String,
@@ -216,7 +199,7 @@ impl Config {
             redis: redis(&env)?,
             mongodb: mongodb(&env)?,
             events: events(&env),
-            tracing: tracing(&env, bulk_size)?,
+            tracing: tracing::from_env(&env, bulk_size)?,
         })
     }
 }
@@ -397,55 +380,8 @@ fn events(env: &Env) -> Option<EventsSettings> {
     })
 }
 
-/// Traces, from the standard OpenTelemetry variables; `None` without an endpoint, or with
-/// `OTEL_SDK_DISABLED=true`.
-fn tracing(env: &Env, bulk_size: usize) -> Result<Option<TracingConfig>, ConfigError> {
-    let protocol = match env.choice("OTEL_EXPORTER_OTLP_PROTOCOL")?.as_str() {
-        "http/protobuf" => OtlpProtocol::HttpProtobuf,
-        _ => OtlpProtocol::Grpc,
-    };
-    let sampler = env.choice("OTEL_TRACES_SAMPLER")?;
-    let sampler_arg = env.get("OTEL_TRACES_SAMPLER_ARG").map(str::to_string);
-    crate::telemetry::traces::sampler(&sampler, sampler_arg.as_deref()).map_err(|problem| {
-        ConfigError::Invalid {
-            var: "OTEL_TRACES_SAMPLER_ARG",
-            value: sampler_arg.clone().unwrap_or_default(),
-            expected: problem,
-        }
-    })?;
-    if env.bool("OTEL_SDK_DISABLED")? {
-        return Ok(None);
-    }
-    let endpoint = match (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-        env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
-    ) {
-        (Some(traces), _) => traces.to_string(),
-        (None, Some(base)) if protocol == OtlpProtocol::HttpProtobuf => {
-            format!("{}/v1/traces", base.trim_end_matches('/'))
-        }
-        (None, Some(base)) => base.to_string(),
-        (None, None) => return Ok(None),
-    };
-    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-        return Err(ConfigError::Invalid {
-            var: "OTEL_EXPORTER_OTLP_ENDPOINT",
-            value: endpoint,
-            expected: "an http:// or https:// URL, e.g. http://otel-collector:4317".into(),
-        });
-    }
-    Ok(Some(TracingConfig {
-        endpoint,
-        protocol,
-        service_name: env.text("OTEL_SERVICE_NAME", "bulk-recorder"),
-        sampler,
-        sampler_arg,
-        max_links: bulk_size.max(128).min(u32::MAX as usize) as u32,
-    }))
-}
-
 /// Typed access to the variables, producing the errors above.
-struct Env<'a>(&'a HashMap<String, String>);
+pub(crate) struct Env<'a>(&'a HashMap<String, String>);
 
 impl Env<'_> {
     /// A set, non-blank value.

@@ -29,7 +29,7 @@ use crate::{
     ledger::{LedgerSide, Reporting},
     message::Transaction,
     pipeline::collector::Bulk,
-    store::{Writer, merge::generations},
+    store::{Writer, statements::merge::generations},
     telemetry::{
         health::Health,
         metrics::Metrics,

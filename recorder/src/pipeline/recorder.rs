@@ -17,7 +17,7 @@ use crate::{
     },
     pipeline::flush::Flusher,
     pipeline::session::{self, Shared},
-    store::{BulkWriter, Database, OneByOneWriter, Writer, deadline::Deadline},
+    store::{BulkWriter, Database, OneByOneWriter, Writer, commit::deadline::Deadline},
     store::{db, privileges::Grants},
     telemetry::metrics::Metrics,
     telemetry::{health::Health, traces::Traces},
@@ -295,7 +295,7 @@ async fn probe(pool: &PgPool) -> bool {
         .call("probe", sqlx::query("SELECT 1").execute(&mut *conn))
         .await;
     if answered.is_err() {
-        crate::store::txn::discard(conn);
+        crate::store::commit::txn::discard(conn);
         return false;
     }
     true

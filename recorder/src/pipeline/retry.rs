@@ -5,7 +5,7 @@
 //! prefetch window is full, so memory stays bounded. Readiness reports the held bulk.
 //!
 //! A bulk that keeps failing with the same SQLSTATE that may be the rows' fault (a statement
-//! timeout, a trigger's exception; see [`crate::store::errors`]) is given up as a whole after
+//! timeout, a trigger's exception; see [`crate::store::commit::errors`]) is given up as a whole after
 //! [`SAME_FAILURE_LIMIT`] tries, so that it is split instead of holding the queue forever. A
 //! single message is given up that way (and dead-lettered with the error) only on evidence
 //! from the write path that the database takes other writes: another write committed after

@@ -1,33 +1,22 @@
-//! Writing transactions into PostgreSQL: in bulk ([`bulk`]) or one row per statement
-//! ([`one_by_one`], the baseline), with the same rules, the same columns ([`columns`]) and the
-//! same commit protocol ([`txn`]: nothing is reported written before it is durable as the
-//! server is configured).
+//! Writing transactions into PostgreSQL: the connection and its session settings ([`db`]), what
+//! the role needs ([`privileges`]), the statements of a write ([`statements`]: in bulk, or one
+//! row per statement, the baseline, with the same rules and the same columns) and the commit
+//! protocol they all end with ([`commit`]: nothing is reported written before it is durable as
+//! the server is configured).
 //!
-//! Layering, leaves first: `errors`, `deadline`, `columns` -> `sql`, `plan`, `merge` ->
-//! `db`, `durability`, `resolve`, `privileges` -> `txn` -> `copy`, `upsert` -> `bulk`, `one_by_one`.
+//! Layering, leaves first: `commit::{errors, deadline}` -> `db` -> `commit::{durability,
+//! resolve}`, `privileges` -> `commit::txn` -> `statements`.
 
-pub mod bulk;
-pub mod columns;
-mod copy;
+pub mod commit;
 pub mod db;
-pub mod deadline;
-pub mod durability;
-pub mod errors;
-pub mod merge;
-pub mod one_by_one;
-mod plan;
 pub mod privileges;
-pub mod resolve;
-mod sql;
-pub mod txn;
-mod upsert;
+pub mod statements;
 
 use crate::{message::Transaction, telemetry::counts::WriteCounts};
 
-pub use bulk::BulkWriter;
+pub use commit::errors::WriteError;
 pub use db::Database;
-pub use errors::WriteError;
-pub use one_by_one::OneByOneWriter;
+pub use statements::{bulk::BulkWriter, one_by_one::OneByOneWriter};
 
 /// What a write did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

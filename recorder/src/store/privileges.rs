@@ -9,7 +9,7 @@
 //! no DDL right is needed.
 //!
 //! Optional: `pg_monitor` (or `pg_read_all_stats`), to read the synchronous standbys' positions.
-//! Without it every commit that returned is trusted (see [`super::durability`]); a least-
+//! Without it every commit that returned is trusted (see [`super::commit::durability`]); a least-
 //! privilege role (CloudNativePG's `app`, say) works, and the recorder says what it gives up.
 
 use sqlx::{PgPool, Row};

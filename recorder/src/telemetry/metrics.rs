@@ -9,6 +9,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use super::metric_table::{Kind, def};
 use crate::telemetry::counts::{RowCounts, WriteCounts};
 
 /// What ended a collection window.
@@ -40,31 +41,14 @@ struct TableCounters {
 
 impl TableCounters {
     fn new(registry: &Registry, table: &str, transitions: bool) -> Self {
-        let counter = |what: &str, help: &str| {
-            counter(
-                registry,
-                &format!("bulk_recorder_{table}_{what}_total"),
-                &help.replace("{}", table),
-            )
-        };
+        let counter =
+            |what: &str| counter(registry, &format!("bulk_recorder_{table}_{what}_total"));
         Self {
-            attempted: counter("attempted", "{} rows the recorder tried to insert"),
-            inserted: counter("inserted", "{} rows actually inserted (committed)"),
-            ignored: counter(
-                "ignored",
-                "{} rows skipped because they were already stored as sent (redeliveries)",
-            ),
-            updated: transitions.then(|| {
-                counter(
-                    "updated",
-                    "{} moved from PENDING to a final status (APPROVED, CANCELED)",
-                )
-            }),
-            conflicting: counter(
-                "conflicting",
-                "{} not written because their transaction id was already stored with other \
-                 content (the stored rows are kept)",
-            ),
+            attempted: counter("attempted"),
+            inserted: counter("inserted"),
+            ignored: counter("ignored"),
+            updated: transitions.then(|| counter("updated")),
+            conflicting: counter("conflicting"),
         }
     }
 
@@ -141,30 +125,45 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registr
     metric
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    register(registry, IntCounter::new(name, help).expect("valid metric"))
+fn counter(registry: &Registry, name: &str) -> IntCounter {
+    let def = def(name);
+    register(
+        registry,
+        IntCounter::new(def.name, def.help).expect("valid metric"),
+    )
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
-    let vec = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+fn counters(registry: &Registry, name: &str) -> IntCounterVec {
+    let def = def(name);
+    let Kind::Counters(labels) = def.kind else {
+        panic!("{name} has no labels")
+    };
+    let vec = IntCounterVec::new(Opts::new(def.name, def.help), labels).expect("valid metric");
     register(registry, vec)
 }
 
-fn counter_vec2(registry: &Registry, name: &str, help: &str, labels: [&str; 2]) -> IntCounterVec {
-    let vec = IntCounterVec::new(Opts::new(name, help), &labels).expect("valid metric");
-    register(registry, vec)
+fn gauge(registry: &Registry, name: &str) -> IntGauge {
+    let def = def(name);
+    register(
+        registry,
+        IntGauge::new(def.name, def.help).expect("valid metric"),
+    )
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    register(registry, IntGauge::new(name, help).expect("valid metric"))
+fn float_gauge(registry: &Registry, name: &str) -> Gauge {
+    let def = def(name);
+    register(
+        registry,
+        Gauge::new(def.name, def.help).expect("valid metric"),
+    )
 }
 
-fn float_gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
-    register(registry, Gauge::new(name, help).expect("valid metric"))
-}
-
-fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let opts = HistogramOpts::new(name, help).buckets(buckets);
+fn histogram(registry: &Registry, name: &str) -> Histogram {
+    let def = def(name);
+    let Kind::Histogram(buckets) = def.kind else {
+        panic!("{name} is no histogram")
+    };
+    let opts = HistogramOpts::new(def.name, def.help).buckets(buckets.to_vec());
     register(registry, Histogram::with_opts(opts).expect("valid metric"))
 }
 
@@ -175,135 +174,33 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The registry, built from the table of metrics ([`super::metric_table`]).
     pub fn new() -> Self {
         let r = Registry::new();
         let metrics = Self {
             transactions: TableCounters::new(&r, "transactions", true),
             operations: TableCounters::new(&r, "operations", false),
-            bulk_duration: histogram(
-                &r,
-                "bulk_recorder_bulk_duration_seconds",
-                "Time to write one bulk and have its commit durable",
-                vec![
-                    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
-                    0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                ],
-            ),
-            bulk_size: histogram(
-                &r,
-                "bulk_recorder_bulk_size",
-                "Messages per flushed bulk",
-                vec![
-                    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
-                ],
-            ),
-            flushes: counter_vec(
-                &r,
-                "bulk_recorder_flushes_total",
-                "Bulks flushed, by what triggered the flush",
-                "trigger",
-            ),
-            fallbacks: counter(
-                &r,
-                "bulk_recorder_fallbacks_total",
-                "Bulks refused (on data, or by the same error again and again) and written in parts",
-            ),
-            rejected: counter_vec(
-                &r,
-                "bulk_recorder_messages_rejected_total",
-                "Messages rejected without requeue (dead-lettered), by reason",
-                "reason",
-            ),
-            skipped: counter_vec(
-                &r,
-                "bulk_recorder_messages_skipped_total",
-                "Messages acknowledged without writing anything (an empty ledger envelope), by reason",
-                "reason",
-            ),
-            decoded: counter_vec(
-                &r,
-                "bulk_recorder_messages_decoded_total",
-                "Messages decoded into a transaction, by format (midaz_legacy: a ledger message \
-                 without Version, whose balance updates this recorder does not apply)",
-                "format",
-            ),
-            statements: counter(
-                &r,
-                "bulk_recorder_db_statements_total",
-                "Statements sent to PostgreSQL to write bulks (BEGIN/COMMIT not counted)",
-            ),
-            retries: counter(
-                &r,
-                "bulk_recorder_write_retries_total",
-                "Writes retried after a transient database failure",
-            ),
-            parked: gauge(
-                &r,
-                "bulk_recorder_parked_messages",
-                "Messages waiting for a parent transaction that is not stored yet (unacknowledged)",
-            ),
-            dead_letters_pending: gauge(
-                &r,
-                "bulk_recorder_dead_letters_pending",
-                "Rejected messages whose copy to BULK_RECORDER_DEAD_LETTER_EXCHANGE the broker has \
-                 not confirmed yet (unacknowledged meanwhile)",
-            ),
-            queue_messages: gauge(
-                &r,
-                "bulk_recorder_queue_messages",
-                "Messages ready in the queue, as last read by this recorder (a passive declare every 5 s)",
-            ),
-            queue_consumers: gauge(
-                &r,
-                "bulk_recorder_queue_consumers",
-                "Consumers of the queue, as last read by this recorder",
-            ),
+            bulk_duration: histogram(&r, "bulk_recorder_bulk_duration_seconds"),
+            bulk_size: histogram(&r, "bulk_recorder_bulk_size"),
+            flushes: counters(&r, "bulk_recorder_flushes_total"),
+            fallbacks: counter(&r, "bulk_recorder_fallbacks_total"),
+            rejected: counters(&r, "bulk_recorder_messages_rejected_total"),
+            skipped: counters(&r, "bulk_recorder_messages_skipped_total"),
+            decoded: counters(&r, "bulk_recorder_messages_decoded_total"),
+            statements: counter(&r, "bulk_recorder_db_statements_total"),
+            retries: counter(&r, "bulk_recorder_write_retries_total"),
+            parked: gauge(&r, "bulk_recorder_parked_messages"),
+            dead_letters_pending: gauge(&r, "bulk_recorder_dead_letters_pending"),
+            queue_messages: gauge(&r, "bulk_recorder_queue_messages"),
+            queue_consumers: gauge(&r, "bulk_recorder_queue_consumers"),
             queue_read: AtomicBool::new(false),
-            holding_seconds: float_gauge(
-                &r,
-                "bulk_recorder_holding_seconds",
-                "How long the longest-held bulk has been held unacknowledged (a failing write, or \
-                 a commit not yet on the synchronous standbys); 0 when none is",
-            ),
-            ready: gauge(
-                &r,
-                "bulk_recorder_ready",
-                "1 while the recorder is ready (broker and database connected, no bulk held), else 0",
-            ),
-            dead_lettered: counter_vec(
-                &r,
-                "bulk_recorder_dead_lettered_total",
-                "Rejected messages published to BULK_RECORDER_DEAD_LETTER_EXCHANGE with their reason, by reason",
-                "reason",
-            ),
-            ledger_cleanup: counter_vec(
-                &r,
-                "bulk_recorder_ledger_cleanup_total",
-                "The ledger's Redis backup entries after their messages were persisted, by result: \
-                 removed, kept (its status moved on), absent, failed (retried in the background), \
-                 dropped (given up: the ledger republishes it, the recorder ignores the duplicate)",
-                "result",
-            ),
-            metadata_not_stored: counter(
-                &r,
-                "bulk_recorder_metadata_not_stored_total",
-                "Messages whose transaction or operations carry metadata, which the ledger keeps in \
-                 its document store, recorded without MONGODB_URL (their metadata is not stored)",
-            ),
-            metadata_documents: counter_vec2(
-                &r,
-                "bulk_recorder_metadata_documents_total",
-                "The ledger's metadata documents upserted (MONGODB_URL), by collection and result: \
-                 written, or existed (a redelivery, a duplicate, a commit: left unchanged)",
-                ["collection", "result"],
-            ),
-            events_published: counter_vec(
-                &r,
-                "bulk_recorder_events_published_total",
-                "The ledger's events published and confirmed by the broker, by kind (transaction, \
-                 overdraft)",
-                "kind",
-            ),
+            holding_seconds: float_gauge(&r, "bulk_recorder_holding_seconds"),
+            ready: gauge(&r, "bulk_recorder_ready"),
+            dead_lettered: counters(&r, "bulk_recorder_dead_lettered_total"),
+            ledger_cleanup: counters(&r, "bulk_recorder_ledger_cleanup_total"),
+            metadata_not_stored: counter(&r, "bulk_recorder_metadata_not_stored_total"),
+            metadata_documents: counters(&r, "bulk_recorder_metadata_documents_total"),
+            events_published: counters(&r, "bulk_recorder_events_published_total"),
             registry: r,
         };
         metrics.export_known_labels();

@@ -6,6 +6,7 @@
 pub mod counts;
 pub mod health;
 pub mod http;
+pub mod metric_table;
 pub mod metrics;
 mod otlp;
 pub mod status_report;

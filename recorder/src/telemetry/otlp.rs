@@ -9,8 +9,17 @@ use std::time::Duration;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response, hyper::HyperClient};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig};
 
-use super::traces::TracingError;
 use crate::config::{OtlpProtocol, TracingConfig};
+
+#[derive(Debug, thiserror::Error)]
+#[error("OTLP exporter: {0}")]
+pub struct TracingError(String);
+
+impl TracingError {
+    pub fn new(why: String) -> Self {
+        Self(why)
+    }
+}
 
 /// The longest one export may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);

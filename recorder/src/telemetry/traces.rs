@@ -24,7 +24,7 @@ use opentelemetry::{
 use opentelemetry_sdk::{
     Resource,
     propagation::TraceContextPropagator,
-    trace::{Sampler, SdkTracer, SdkTracerProvider, Span},
+    trace::{SdkTracer, SdkTracerProvider, Span},
 };
 
 use crate::{broker::context::MessageContext, config::TracingConfig};
@@ -39,15 +39,7 @@ pub struct Traces {
 #[derive(Clone)]
 struct RecorderTracer(SdkTracer);
 
-#[derive(Debug, thiserror::Error)]
-#[error("OTLP exporter: {0}")]
-pub struct TracingError(String);
-
-impl TracingError {
-    pub fn new(why: String) -> Self {
-        Self(why)
-    }
-}
+pub use super::otlp::TracingError;
 
 impl Traces {
     /// Builds the exporter and the batch span processor (its own thread).
@@ -58,9 +50,7 @@ impl Traces {
             .build();
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_sampler(
-                sampler(&config.sampler, config.sampler_arg.as_deref()).map_err(TracingError)?,
-            )
+            .with_sampler(config.sampler().map_err(TracingError::new)?)
             .with_resource(resource)
             // A bulk links every message it writes.
             .with_max_links_per_span(config.max_links)
@@ -266,37 +256,6 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// `OTEL_TRACES_SAMPLER` (and `_ARG`) as the specification names them.
-pub fn sampler(name: &str, arg: Option<&str>) -> Result<Sampler, String> {
-    let ratio = || -> Result<f64, String> {
-        match arg {
-            None => Ok(1.0),
-            Some(arg) => arg
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|r| (0.0..=1.0).contains(r))
-                .ok_or_else(|| format!("OTEL_TRACES_SAMPLER_ARG={arg:?} is not a ratio in 0..1")),
-        }
-    };
-    Ok(match name.trim() {
-        "always_on" => Sampler::AlwaysOn,
-        "always_off" => Sampler::AlwaysOff,
-        "traceidratio" => Sampler::TraceIdRatioBased(ratio()?),
-        "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-        "parentbased_traceidratio" => {
-            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio()?)))
-        }
-        other => {
-            return Err(format!(
-                "OTEL_TRACES_SAMPLER={other:?} is not one of always_on, always_off, traceidratio, \
-                 parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
-            ));
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,12 +284,5 @@ mod tests {
         let mut child = child("COPY");
         child.attribute("rows", 3);
         assert!(child.0.is_none());
-    }
-
-    #[test]
-    fn the_samplers_the_specification_names() {
-        assert!(sampler("parentbased_traceidratio", Some("0.25")).is_ok());
-        assert!(sampler("traceidratio", Some("2")).is_err());
-        assert!(sampler("jaeger_remote", None).is_err());
     }
 }

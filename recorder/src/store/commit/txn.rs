@@ -22,12 +22,12 @@ use tokio::time::Instant;
 use crate::telemetry::traces;
 
 use super::{
-    db::Database,
     deadline::Deadline,
     durability::{self, Positions},
     errors::WriteError,
     resolve::{self, Evidence, Fate, TxnId},
 };
+use crate::store::db::Database;
 
 const BEGIN: &str = "BEGIN; SELECT txid_current(), pg_backend_pid(), pg_postmaster_start_time()";
 

@@ -7,15 +7,13 @@
 use sqlx::{PgConnection, Row};
 
 use super::{
-    Written,
     columns::{OPERATION, TRANSACTION, bind_cell},
-    db::Database,
-    deadline::Deadline,
-    errors::WriteError,
-    resolve::Evidence,
     sql,
-    txn::OpenTxn,
 };
+use crate::store::commit::{
+    deadline::Deadline, errors::WriteError, resolve::Evidence, txn::OpenTxn,
+};
+use crate::store::{Written, db::Database};
 use crate::{
     message::{Operation, Transaction},
     telemetry::counts::{RowCounts, WriteCounts},

@@ -18,12 +18,11 @@ use crate::telemetry::traces;
 
 use super::{
     columns::{Absent, Cell, Column, OPERATION, TRANSACTION},
-    deadline::Deadline,
-    errors::WriteError,
     merge::Merged,
     sql,
 };
 use crate::message::{Decimal, Operation};
+use crate::store::commit::{deadline::Deadline, errors::WriteError};
 
 /// Rows in `COPY`'s binary format: a header, then per row the field count and each field as
 /// a length (-1 for NULL) and the value in the type's own binary form. Nothing is parsed as

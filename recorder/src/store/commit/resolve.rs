@@ -20,8 +20,9 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{db::Database, deadline::Deadline, errors::WriteError};
+use super::{deadline::Deadline, errors::WriteError};
 use crate::backoff::Backoff;
+use crate::store::db::Database;
 
 /// Who wrote: the transaction, its session and the server process that ran them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,16 +23,15 @@ use std::{
 };
 
 use super::{
-    Written, copy,
-    db::Database,
-    deadline::Deadline,
-    errors::WriteError,
+    copy,
     merge::Merged,
     plan::plan,
-    resolve::Evidence,
-    txn::OpenTxn,
     upsert::{PassResult, write_pass},
 };
+use crate::store::commit::{
+    deadline::Deadline, errors::WriteError, resolve::Evidence, txn::OpenTxn,
+};
+use crate::store::{Written, db::Database};
 use crate::{
     message::Transaction,
     telemetry::counts::{RowCounts, WriteCounts},

@@ -11,14 +11,12 @@ use crate::telemetry::traces;
 
 use super::{
     columns::{Array, operation_arrays, transaction_arrays},
-    deadline::Deadline,
-    errors::WriteError,
     merge::{Merged, Row},
     plan::Chunk,
-    resolve::Evidence,
     sql,
 };
 use crate::message::Operation;
+use crate::store::commit::{deadline::Deadline, errors::WriteError, resolve::Evidence};
 
 /// What one pass wrote and found.
 #[derive(Debug, Default)]

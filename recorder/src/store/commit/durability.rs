@@ -19,7 +19,7 @@
 //! is durable when it returns. A role without `pg_monitor` (or `pg_read_all_stats`) sees each
 //! `pg_stat_replication` row with its `pid` only: the recorder then trusts a COMMIT that
 //! returned (none of its own statement timeouts can cancel it), says so at start-up with the
-//! grant that lifts it ([`super::privileges`]), and still waits while no standby is connected.
+//! grant that lifts it ([`crate::store::privileges`]), and still waits while no standby is connected.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -30,8 +30,9 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use tokio::time::Instant;
 
-use super::{db::Database, errors::WriteError};
+use super::errors::WriteError;
 use crate::backoff::Backoff;
+use crate::store::db::Database;
 
 /// The positions, read right after COMMIT (outside any transaction, so it waits for nothing).
 /// The standbys are read only when synchronous ones are configured (`pg_stat_replication`
