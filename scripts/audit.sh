@@ -8,7 +8,7 @@
 # ~/.cargo/bin, so later runs reuse it (a first install takes ~3 minutes on 2 cores).
 #
 # Every finding fails the check (vulnerabilities and warnings: unmaintained, unsound, yanked)
-# unless it is ignored below with its reason, which the README repeats.
+# unless it is ignored below with its reason, which docs/reliability.md repeats.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -96,7 +96,7 @@ pub const NAME_RULE: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-
     )
 )]
 #[x_kube(validation = Rule::new("!has(self.size) || self.size <= self.workers * self.prefetch").message(
-    "spec.size must not exceed spec.workers * spec.prefetch (RabbitMQ never hands out more unacknowledged messages than that): lower size, raise workers or prefetch, or remove size to use workers * prefetch"
+    "spec.size must not exceed spec.workers * spec.prefetch (the ledger's contract: a bulk holds at most workers * prefetch messages): lower size, raise workers or prefetch, or remove size to use workers * prefetch"
 ))]
 #[x_kube(validation = Rule::new("!has(self.lockTimeoutMs) || self.lockTimeoutMs <= self.statementTimeoutMs").message(
     "spec.lockTimeoutMs must not exceed spec.statementTimeoutMs (a statement never waits longer than it may run): lower lockTimeoutMs or raise statementTimeoutMs"
@@ -121,13 +121,15 @@ pub struct BulkRecorderSpec {
     #[schemars(range(min = 1, max = 256))]
     pub workers: i32,
 
-    /// basic.qos prefetch per channel (RABBITMQ_NUMBERS_OF_PREFETCH).
+    /// Prefetch per worker (RABBITMQ_NUMBERS_OF_PREFETCH): a bulk holds at most
+    /// workers * prefetch messages; each channel's basic.qos is prefetch * (bulksInFlight + 1)
+    /// so that the next bulk fills while the others are written.
     #[serde(default = "default_prefetch")]
     #[schemars(range(min = 1, max = 65535))]
     pub prefetch: i32,
 
     /// Messages per bulk (BULK_RECORDER_SIZE). Unset: workers * prefetch. At most
-    /// workers * prefetch; below it, the next bulk is received while one is being written.
+    /// workers * prefetch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub size: Option<i32>,
@@ -154,8 +156,8 @@ pub struct BulkRecorderSpec {
     pub bulk_enabled: bool,
 
     /// Bulks written at once, each on a database connection of its own, while the next one is
-    /// collected (BULK_RECORDER_BULKS_IN_FLIGHT). More helps only when workers * prefetch
-    /// leaves room for the next bulk to fill, and the database has cores to spare.
+    /// collected (BULK_RECORDER_BULKS_IN_FLIGHT); each channel's prefetch grows with it. More
+    /// helps only when the database has cores to spare.
     #[serde(default = "default_bulks_in_flight")]
     #[schemars(range(min = 1, max = 16))]
     pub bulks_in_flight: i32,

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 #[command(
     version,
     about = "Persists ledger transactions from RabbitMQ into PostgreSQL in bulk.\n\
-Without a subcommand it runs the recorder, configured by environment variables (see the README)."
+Without a subcommand it runs the recorder, configured by environment variables (see docs/configuration.md)."
 )]
 struct Cli {
     #[command(subcommand)]

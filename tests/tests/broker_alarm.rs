@@ -134,3 +134,68 @@ async fn under_a_memory_alarm_good_messages_are_acknowledged_while_a_dead_letter
     recorder.stop().await;
     let _ = connection.close(200, "ok".into()).await;
 }
+
+/// The ledger's events under a memory alarm: the broker confirms nothing, so no message is
+/// acknowledged (its rows are stored, its event is not), and a shutdown meanwhile is not held
+/// by the confirms it waits for: the recorder stops in time and the messages go back to the
+/// queue, for the event to be published when they come again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_memory_alarm_unconfirmed_events_hold_the_acks_and_do_not_hold_shutdown() {
+    let Some(node) = RabbitNode::start() else {
+        return;
+    };
+    let connection = topology(&node).await;
+    let messages: Vec<_> = (0..5).map(|_| sample_transaction(2)).collect();
+    bulk_recorder_publish::publish_bodies(
+        &connection,
+        "work",
+        messages
+            .iter()
+            .map(|t| (encode(t, Format::Json), content_type(Format::Json))),
+    )
+    .await
+    .unwrap();
+    node.memory_alarm(true);
+
+    let db = TestDb::create().await;
+    let vars: HashMap<String, String> = [
+        ("RABBITMQ_URL", node.url()),
+        (
+            "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
+            "work".into(),
+        ),
+        ("DATABASE_URL", db.url.clone()),
+        ("METRICS_ADDR", "127.0.0.1:0".into()),
+        ("RABBITMQ_NUMBERS_OF_WORKERS", "1".into()),
+        // The node's default exchange for topics: it exists, so only the alarm stops events.
+        ("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE", "amq.topic".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let recorder = RunningRecorder::start(Config::from_vars(&vars).unwrap());
+    wait_until(DRAIN, "the rows committed", || async {
+        recorder.committed_transactions() == 5
+    })
+    .await;
+    assert_eq!(stored_transaction_ids(&db).await.len(), 5);
+    wait_until(DRAIN, "readiness off while events wait", || async {
+        !recorder.health.ready()
+    })
+    .await;
+    assert_eq!(ready(&connection, "work").await, 0, "all delivered");
+
+    let stopping = std::time::Instant::now();
+    recorder.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(20),
+        "stopped in {:?}",
+        stopping.elapsed()
+    );
+    wait_until(DRAIN, "the messages back in the queue", || async {
+        ready(&connection, "work").await == 5
+    })
+    .await;
+    node.memory_alarm(false);
+    let _ = connection.close(200, "ok".into()).await;
+}

@@ -153,11 +153,15 @@ async fn a_database_outage_loses_nothing_and_readiness_follows_it() {
         ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
         ("RABBITMQ_NUMBERS_OF_PREFETCH", "20"),
     ];
-    let (transactions, recorder) = recorder_mid_drain(&db, &queue, 1500, 2, &overrides, 60).await;
+    let (mut transactions, recorder) = recorder_mid_drain(&db, &queue, 60, 2, &overrides, 60).await;
 
-    // The database goes away: new connections are refused and existing ones are killed.
+    // The database goes away: new connections are refused and existing ones are killed. The
+    // rest of the messages come meanwhile, so that bulks meet the outage whatever the speed.
     db.allow_connections(false).await;
     db.terminate_backends().await;
+    let rest: Vec<_> = (0..1440).map(|_| sample_transaction(2)).collect();
+    queue.publish_transactions(&rest, Format::Json).await;
+    transactions.extend(rest);
     wait_until(DRAIN, "not ready", || async { !recorder.health.ready() }).await;
     let during = recorder.committed_transactions();
     tokio::time::sleep(Duration::from_millis(1500)).await;

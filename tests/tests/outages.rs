@@ -37,8 +37,9 @@ async fn a_long_database_outage_holds_the_bulk_and_spends_no_delivery() {
     assert_eq!(TestQueue::ready(&dead).await, 0, "nothing dead-lettered");
     assert_eq!(recorder.committed_transactions(), during, "nothing commits");
     let (_, unacked) = broker_counts_async(&queue.name).await;
+    // The channels' window: workers x prefetch x (bulks in flight + 1) = 2 x 25 x 3.
     assert!(
-        unacked <= 50,
+        unacked <= 150,
         "no more deliveries than the prefetch window: {unacked} unacknowledged"
     );
 
@@ -200,7 +201,7 @@ async fn a_connection_silent_during_copy_is_given_up_within_the_write_bound() {
         .map(|_| {
             let mut t = sample_transaction(5);
             for op in &mut t.operations {
-                op.description = uuid::Uuid::new_v4().simple().to_string().repeat(32);
+                op.description = uuid::Uuid::new_v4().simple().to_string().repeat(32).into();
             }
             t
         })

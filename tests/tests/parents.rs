@@ -169,8 +169,8 @@ async fn a_child_whose_parent_never_comes_is_dead_lettered_as_missing_parent() {
     );
 }
 
-/// With every unacknowledged delivery in use (one channel, prefetch 2, bulks of 2, one bulk in
-/// flight), a child whose parent comes later in the same queue waits aside: the messages behind
+/// With every unacknowledged delivery in use (one channel, prefetch 1 and one bulk in flight: a
+/// window of two deliveries, bulks of one), a child whose parent comes later in the same queue waits aside: the messages behind
 /// it are stored and acknowledged (never with an acknowledgement that reaches the child's), its
 /// parent can be delivered, and the child is stored right after it, long before its wait (here
 /// the longest allowed) is over.
@@ -185,8 +185,8 @@ async fn a_child_waiting_for_its_parent_stops_nothing_behind_it() {
         .await;
     let overrides = [
         ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
-        ("RABBITMQ_NUMBERS_OF_PREFETCH", "2"),
-        ("BULK_RECORDER_SIZE", "2"),
+        ("RABBITMQ_NUMBERS_OF_PREFETCH", "1"),
+        ("BULK_RECORDER_SIZE", "1"),
         ("BULK_RECORDER_BULKS_IN_FLIGHT", "1"),
         ("BULK_RECORDER_MISSING_PARENT_WAIT_MS", "600000"),
     ];

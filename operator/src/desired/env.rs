@@ -1,4 +1,4 @@
-//! The recorder container's environment: the README's configuration table, filled from the spec.
+//! The recorder container's environment: docs/configuration.md's variables, filled from the spec.
 
 use bulk_recorder_crds::{BulkRecorder, SecretKeyRef};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, SecretKeySelector};
@@ -43,7 +43,7 @@ fn env_from_field(name: &str, path: &str) -> EnvVar {
     }
 }
 
-/// The recorder's environment (the README's table), the derived size included.
+/// The recorder's environment (docs/configuration.md's variables), the derived size included.
 pub fn recorder_env(br: &BulkRecorder) -> Vec<EnvVar> {
     let spec = &br.spec;
     let mut vars = vec![
@@ -88,6 +88,23 @@ pub fn recorder_env(br: &BulkRecorder) -> Vec<EnvVar> {
     if let Some(redis) = &spec.redis {
         vars.push(env_from_secret("REDIS_URL", &redis.url_secret_ref));
     }
+    if let Some(dead_letter) = &spec.rabbitmq.dead_letter {
+        vars.push(env(
+            "BULK_RECORDER_DEAD_LETTER_EXCHANGE",
+            &dead_letter.exchange,
+        ));
+        if let Some(key) = &dead_letter.routing_key {
+            vars.push(env("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY", key));
+        }
+    }
+    vars.extend(drop_in_env(br));
+    vars
+}
+
+/// What the ledger's own consumer does besides rows: its document store, its events, traces.
+fn drop_in_env(br: &BulkRecorder) -> Vec<EnvVar> {
+    let spec = &br.spec;
+    let mut vars = Vec::new();
     if let Some(mongodb) = &spec.mongodb {
         vars.push(env_from_secret("MONGODB_URL", &mongodb.url_secret_ref));
         vars.push(env("MONGODB_DATABASE", &mongodb.database));
@@ -117,15 +134,6 @@ pub fn recorder_env(br: &BulkRecorder) -> Vec<EnvVar> {
             ("OTEL_TRACES_SAMPLER_ARG", &tracing.sampler_arg),
         ] {
             vars.extend(value.as_ref().map(|value| env(name, value)));
-        }
-    }
-    if let Some(dead_letter) = &spec.rabbitmq.dead_letter {
-        vars.push(env(
-            "BULK_RECORDER_DEAD_LETTER_EXCHANGE",
-            &dead_letter.exchange,
-        ));
-        if let Some(key) = &dead_letter.routing_key {
-            vars.push(env("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY", key));
         }
     }
     vars

@@ -1,136 +1,59 @@
-//! PostgreSQL `COPY` of transactions: the database's own limit, and how tables are preloaded.
+//! PostgreSQL `COPY` of transactions in the recorder's own binary rows: the database's limit,
+//! and how tables are preloaded.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bulk_recorder::message::Transaction;
+use bulk_recorder::{
+    message::Transaction,
+    store::{
+        commit::deadline::Deadline,
+        statements::{copy::CopyRows, merge::Merged},
+    },
+};
+use chrono::Utc;
 use sqlx::{Connection as _, PgConnection};
 
-fn csv_field(out: &mut String, value: Option<&dyn std::fmt::Display>) {
-    if let Some(v) = value {
-        out.push('"');
-        out.push_str(&v.to_string().replace('"', "\"\""));
-        out.push('"');
+/// Rows per `COPY`, as the best setting's bulks.
+pub const BATCH: usize = 1000;
+
+/// The rows of `transactions` in slices of `BATCH`, encoded as the recorder encodes a bulk.
+pub fn encode(transactions: &[Transaction]) -> Vec<CopyRows> {
+    transactions
+        .chunks(BATCH)
+        .map(|slice| {
+            let refs: Vec<&Transaction> = slice.iter().collect();
+            CopyRows::encode(&Merged::new(&refs), Utc::now())
+        })
+        .collect()
+}
+
+/// Sends encoded slices on `conn`, each in a database transaction of its own.
+async fn send_all(conn: &mut PgConnection, slices: Vec<CopyRows>) {
+    for rows in slices {
+        let mut tx = conn.begin().await.unwrap();
+        rows.send(&mut tx, &Deadline::after(Duration::from_secs(600)))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
     }
 }
 
-/// One CSV line; `None` is an empty (NULL) field.
-fn csv_line(out: &mut String, fields: &[Option<&dyn std::fmt::Display>]) {
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        csv_field(out, *field);
-    }
-    out.push('\n');
-}
-
-const COPY_TRANSACTIONS: &str = "COPY transaction (id, description, status, \
-    status_description, amount, asset_code, chart_of_accounts_group_name, ledger_id, \
-    organization_id, route, created_at, updated_at) FROM STDIN WITH (FORMAT csv)";
-
-const COPY_OPERATIONS: &str = "COPY operation (id, transaction_id, description, type, \
-    asset_code, amount, available_balance, on_hold_balance, available_balance_after, \
-    on_hold_balance_after, balance_version_before, balance_version_after, status, account_id, \
-    account_alias, balance_id, balance_key, chart_of_accounts, organization_id, ledger_id, \
-    route, direction, balance_affected, snapshot, created_at, updated_at) \
-    FROM STDIN WITH (FORMAT csv)";
-
-/// The rows of `transactions` as CSV for the two statements above.
-fn csv_rows(transactions: &[Transaction]) -> (String, String) {
-    let (mut t_csv, mut o_csv) = (String::new(), String::new());
-    let snapshot = r#"{"overdraftUsedBefore":"0","overdraftUsedAfter":"0"}"#;
-    for t in transactions {
-        let fields: [Option<&dyn std::fmt::Display>; 12] = [
-            Some(&t.id),
-            Some(&t.description),
-            Some(&t.status.code),
-            t.status.description.as_ref().map(|d| d as _),
-            t.amount.as_ref().map(|a| a as _),
-            Some(&t.asset_code),
-            Some(&t.chart_of_accounts_group_name),
-            Some(&t.ledger_id),
-            Some(&t.organization_id),
-            t.route.as_ref().map(|r| r as _),
-            Some(&t.created_at),
-            t.updated_at.as_ref().map(|u| u as _),
-        ];
-        csv_line(&mut t_csv, &fields);
-        for o in &t.operations {
-            let before = o.balance.as_ref().expect("sample balances");
-            let after = o.balance_after.as_ref().expect("sample balances");
-            let (v0, v1) = (before.version.unwrap_or(0), after.version.unwrap_or(0));
-            let affected = o.balance_affected.unwrap_or(true);
-            let fields: [Option<&dyn std::fmt::Display>; 26] = [
-                Some(&o.id),
-                Some(&o.transaction_id),
-                Some(&o.description),
-                Some(&o.kind),
-                Some(&o.asset_code),
-                o.amount
-                    .as_ref()
-                    .and_then(|a| a.value.as_ref())
-                    .map(|v| v as _),
-                before.available.as_ref().map(|v| v as _),
-                before.on_hold.as_ref().map(|v| v as _),
-                after.available.as_ref().map(|v| v as _),
-                after.on_hold.as_ref().map(|v| v as _),
-                Some(&v0),
-                Some(&v1),
-                Some(&o.status.code),
-                Some(&o.account_id),
-                Some(&o.account_alias),
-                Some(&o.balance_id),
-                o.balance_key.as_ref().map(|k| k as _),
-                Some(&o.chart_of_accounts),
-                Some(&o.organization_id),
-                Some(&o.ledger_id),
-                o.route.as_ref().map(|r| r as _),
-                o.direction.as_ref().map(|d| d as _),
-                Some(&affected),
-                Some(&snapshot),
-                Some(&o.created_at),
-                o.updated_at.as_ref().map(|u| u as _),
-            ];
-            csv_line(&mut o_csv, &fields);
-        }
-    }
-    (t_csv, o_csv)
-}
-
-/// COPY of `transactions` and their operations on `conn`, as one database transaction.
-async fn copy_on(conn: &mut PgConnection, transactions: &[Transaction]) {
-    let (t_csv, o_csv) = csv_rows(transactions);
-    let mut tx = conn.begin().await.unwrap();
-    for (statement, rows) in [(COPY_TRANSACTIONS, t_csv), (COPY_OPERATIONS, o_csv)] {
-        let mut copy = tx.copy_in_raw(statement).await.unwrap();
-        copy.send(rows.as_bytes()).await.unwrap();
-        copy.finish().await.unwrap();
-    }
-    tx.commit().await.unwrap();
-}
-
-/// COPY of `transactions`, split over `connections` connections writing at once, each in
-/// slices of `batch` transactions; returns the seconds taken.
-pub async fn timed_copy(
-    url: &str,
-    transactions: &[Transaction],
-    connections: usize,
-    batch: usize,
-) -> f64 {
-    let per = transactions.len().div_ceil(connections).max(1);
+/// `COPY` of encoded slices over `connections` connections at once (slices dealt round-robin);
+/// returns the seconds from the first row sent to the last commit.
+pub async fn timed_copy(url: &str, slices: Vec<CopyRows>, connections: usize) -> f64 {
     let mut conns = Vec::new();
+    let mut parts: Vec<Vec<CopyRows>> = (0..connections).map(|_| Vec::new()).collect();
     for _ in 0..connections {
         conns.push(PgConnection::connect(url).await.unwrap());
     }
+    for (i, slice) in slices.into_iter().enumerate() {
+        parts[i % connections].push(slice);
+    }
     let started = Instant::now();
-    let writers = transactions
-        .chunks(per)
+    let writers = parts
+        .into_iter()
         .zip(conns.iter_mut())
-        .map(|(part, conn)| async move {
-            for slice in part.chunks(batch) {
-                copy_on(conn, slice).await;
-            }
-        });
+        .map(|(part, conn)| send_all(conn, part));
     futures::future::join_all(writers).await;
     let seconds = started.elapsed().as_secs_f64();
     for conn in conns {
@@ -150,7 +73,7 @@ pub async fn preload(url: &str, count: usize, operations: usize) {
         let slice: Vec<Transaction> = (0..n)
             .map(|_| bulk_recorder_publish::sample_transaction(operations))
             .collect();
-        copy_on(&mut conn, &slice).await;
+        send_all(&mut conn, encode(&slice)).await;
         done += n;
     }
     // Statistics as a ledger's tables of this size would have. Not for empty tables: analysed
@@ -168,8 +91,6 @@ pub async fn preload(url: &str, count: usize, operations: usize) {
 /// COPY of `transactions` as tables already holding other rows get them (before timing).
 pub async fn copy_rows(url: &str, transactions: &[Transaction]) {
     let mut conn = PgConnection::connect(url).await.unwrap();
-    for slice in transactions.chunks(20_000) {
-        copy_on(&mut conn, slice).await;
-    }
+    send_all(&mut conn, encode(transactions)).await;
     conn.close().await.unwrap();
 }

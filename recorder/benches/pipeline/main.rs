@@ -1,21 +1,29 @@
 //! The benchmark: bulk vs one-by-one vs this machine's limit, measured side by side in one run
-//! on the same data. Run it with `./scripts/bench.sh` (see the README's Performance section).
+//! on the same data. Run it with `./scripts/bench.sh` (see docs/performance.md).
 //!
 //! Every run drains pre-published messages with the release `bulk-recorder` binary into a
 //! fresh database; a rate is the messages drained over the wall time from the recorders'
 //! start to the last commit, and every row is checked in PostgreSQL afterwards. The limit is
-//! the slower of RabbitMQ consume-and-ack alone and PostgreSQL `COPY` of the same rows alone
-//! (the better of one and two connections).
+//! RabbitMQ consume-and-ack and PostgreSQL `COPY` of the same rows (encoded beforehand) at the
+//! same time, the recorder's own work replaced by nothing; each alone is a row too.
 //!
-//! - default: the decode cost per format, bulk settings, the ledger's own format, one-by-one,
-//!   the limits, and 1, 2 and 3 recorders on one queue (scale-out);
+//! - default: the recorder's own cost per step (decode, encode), the bulk settings, the
+//!   recorder's CPU per message for every format at the defaults and the best setting, the
+//!   ledger's document store and events on, tracing on, one-by-one, the limits, and 1, 2 and 3
+//!   recorders on one queue (scale-out);
 //! - `--growth`: the same drains into tables preloaded to 0, 500,000 and 2,000,000
 //!   transactions;
 //! - `--writer`: the bulk write alone (no broker, no decoding), at each setting's size and
-//!   bulks in flight.
+//!   bulks in flight;
+//! - `--memory`: peak resident memory over 1,000,000 transactions (`--count` sets it) at the
+//!   defaults and the best setting.
 
+#[path = "../codec/costs.rs"]
+mod codec;
+mod collector;
 mod copy;
-mod decode;
+mod limits;
+mod memory;
 mod run;
 mod services;
 mod writer;
@@ -23,12 +31,7 @@ mod writer;
 use std::{fmt::Write as _, time::Instant};
 
 use bulk_recorder::message::{Format, Transaction};
-use bulk_recorder_publish::{content_type, encode, sample_transaction};
-use futures::StreamExt;
-use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
-    types::FieldTable,
-};
+use bulk_recorder_publish::{content_type, encode, sample_transaction, with_metadata};
 
 use run::{Row, Run};
 use services::{drop_database, fresh_database, fresh_queue, table_mib};
@@ -47,7 +50,7 @@ struct Setting(u16, u16, usize, usize, usize);
 
 const DEFAULTS: Setting = Setting(5, 10, 0, 1000, 2);
 
-/// The fastest setting found on the development machine (see the README): enough unacked
+/// The fastest setting found on the development machine (see docs/performance.md): enough unacked
 /// messages that the next bulk fills while three are in the database.
 const BEST: Setting = Setting(4, 1000, 1000, 2000, 3);
 
@@ -99,6 +102,7 @@ struct Args {
     baseline_count: usize,
     growth: bool,
     writer: bool,
+    memory: bool,
     settings: Vec<Setting>,
 }
 
@@ -108,10 +112,11 @@ fn args() -> Args {
         baseline_count: 0,
         growth: false,
         writer: false,
+        memory: false,
         settings: vec![
             DEFAULTS,
             Setting(4, 250, 400, 2000, 2),
-            // Bulks of 1000 and a prefetch of 1000: the memory bound of the README.
+            // Bulks of 1000 and a prefetch of 1000: the memory bound of docs/performance.md.
             Setting(2, 1000, 1000, 2000, 2),
             BEST,
         ],
@@ -124,6 +129,7 @@ fn args() -> Args {
             "--baseline-count" => args.baseline_count = value().parse().expect("a number"),
             "--growth" => args.growth = true,
             "--writer" => args.writer = true,
+            "--memory" => args.memory = true,
             "--settings" => {
                 args.settings = value().split(',').map(Setting::parse).collect();
                 assert!(!args.settings.is_empty());
@@ -131,9 +137,12 @@ fn args() -> Args {
             "--bench" => {}
             other => panic!(
                 "unknown argument {other}: use [--count N] [--baseline-count N] [--growth] \
-                 [--writer] [--settings w:p:s:m:f,...]"
+                 [--writer] [--memory] [--settings w:p:s:m:f,...]"
             ),
         }
+    }
+    if args.memory && !std::env::args().any(|a| a == "--count") {
+        args.count = 1_000_000;
     }
     if args.baseline_count == 0 {
         args.baseline_count = (args.count / 10).clamp(1, 5000);
@@ -185,68 +194,7 @@ async fn drain(
     (row, mib)
 }
 
-/// RabbitMQ alone: consume and acknowledge (prefetch 1000, `multiple` acks), no decoding.
-async fn broker_limit(messages: &[(Vec<u8>, &'static str)]) -> Row {
-    let name = "bench_broker_limit";
-    fresh_queue(name, messages).await;
-    let connection = services::amqp().await;
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .basic_qos(1000, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let mut consumer = channel
-        .basic_consume(
-            name.into(),
-            "limit".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut received = 0;
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.unwrap();
-        received += 1;
-        if received % 250 == 0 || received == messages.len() {
-            channel
-                .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
-                .await
-                .unwrap();
-        }
-        if received == messages.len() {
-            break;
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let _ = connection.close(200, "ok".into()).await;
-    services::delete_queue(name).await;
-    Row::limit(
-        "RabbitMQ consume+ack only, prefetch 1000",
-        received,
-        seconds,
-    )
-}
-
-/// PostgreSQL alone: COPY of the same rows into the same empty tables (keys and indexes
-/// included), over `connections` connections at once.
-async fn copy_limit(transactions: &[Transaction], connections: usize) -> Row {
-    let name = "bench_copy_limit";
-    let url = fresh_database(name, None).await;
-    let seconds = copy::timed_copy(&url, transactions, connections, 5000).await;
-    drop_database(name).await;
-    Row::limit(
-        &format!(
-            "PostgreSQL COPY only, {connections} connection{}, same rows and indexes",
-            if connections > 1 { "s" } else { "" }
-        ),
-        transactions.len(),
-        seconds,
-    )
-}
-
-fn opt(value: Option<f64>, precision: usize) -> String {
+pub fn opt(value: Option<f64>, precision: usize) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{v:.precision$}"))
 }
 
@@ -277,68 +225,115 @@ fn runs_table(rows: &[Row]) -> String {
     table
 }
 
-#[tokio::main]
-async fn main() {
-    let args = args();
-    if args.growth {
-        return growth(&args).await;
-    }
-    if args.writer {
-        return writer::alone(args.count, &args.settings).await;
-    }
-    let started = Instant::now();
-
-    let mut table = String::from("| format | body bytes | decode us/message |\n|---|---:|---:|\n");
-    for cost in decode::costs() {
-        writeln!(
-            table,
-            "| {} | {} | {:.1} |",
-            cost.format, cost.bytes, cost.micros
-        )
-        .unwrap();
-    }
-    println!("{table}");
-
-    eprintln!("generating {} transactions x {OPS} operations", args.count);
-    let transactions: Vec<Transaction> = (0..args.count).map(|_| sample_transaction(OPS)).collect();
-    let json = bodies(&transactions, Format::Json);
-    let mut rows = Vec::new();
-    for &setting in &args.settings {
-        let (row, _) = drain(
-            "bulk",
-            setting.describe(),
-            &json,
-            None,
-            0,
-            &[],
-            setting.env(),
-            1,
-        )
-        .await;
-        rows.push(row);
-    }
-    let best_index = (0..rows.len())
-        .max_by(|&a, &b| rows[a].rate().total_cmp(&rows[b].rate()))
-        .expect("a bulk setting");
-    let best = args.settings[best_index];
-
-    let midaz = bodies(&transactions, Format::Midaz);
+/// A bulk run of one recorder into empty tables.
+async fn bulk(mode: &str, setting: Setting, note: &str, messages: &Messages, extra: Env) -> Row {
+    let mut env = setting.env();
+    env.extend(extra);
     let (row, _) = drain(
-        "bulk midaz",
-        format!("{}, the ledger's own message format", best.describe()),
-        &midaz,
+        mode,
+        format!("{}{note}", setting.describe()),
+        messages,
         None,
         0,
         &[],
-        best.env(),
+        env,
         1,
     )
     .await;
-    rows.push(row);
+    row
+}
 
-    // The baseline drains the first messages into tables that already hold the rest of the
-    // same transactions: the same table size as the bulk runs, in far less time.
-    let k = args.baseline_count.min(json.len());
+/// The bulk settings on JSON; returns their rows and the fastest setting.
+async fn settings_runs(settings: &[Setting], json: &Messages) -> (Vec<Row>, Setting) {
+    let mut rows = Vec::new();
+    for &setting in settings {
+        rows.push(bulk("bulk", setting, "", json, vec![]).await);
+    }
+    let best = (0..rows.len())
+        .max_by(|&a, &b| rows[a].rate().total_cmp(&rows[b].rate()))
+        .expect("a bulk setting");
+    (rows, settings[best])
+}
+
+/// The recorder's CPU per message, each format at the defaults and the best setting (JSON at
+/// both comes from the settings' runs).
+async fn format_runs(transactions: &[Transaction], best: Setting) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (mode, format) in [
+        ("bulk msgpack", Format::Msgpack),
+        ("bulk midaz", Format::Midaz),
+    ] {
+        let messages = bodies(transactions, format);
+        for setting in [DEFAULTS, best] {
+            rows.push(bulk(mode, setting, "", &messages, vec![]).await);
+        }
+    }
+    rows
+}
+
+/// What the ledger's side costs: the same transactions, all with metadata, without and with
+/// the document store and both kinds of events; and tracing on against the best JSON run.
+async fn feature_runs(transactions: &[Transaction], best: Setting, json: &Messages) -> Vec<Row> {
+    let with: Vec<Transaction> = transactions
+        .iter()
+        .cloned()
+        .map(|mut t| {
+            with_metadata(&mut t);
+            t
+        })
+        .collect();
+    let messages = bodies(&with, Format::Json);
+    let mongodb =
+        std::env::var("BENCH_MONGODB_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+    let ledger_side = vec![
+        ("MONGODB_URL", mongodb),
+        ("MONGODB_DATABASE", "bench_metadata".into()),
+        ("RABBITMQ_TRANSACTION_EVENTS_ENABLED", "true".into()),
+        ("RABBITMQ_OVERDRAFT_EVENTS_ENABLED", "true".into()),
+    ];
+    let mut rows = vec![
+        bulk(
+            "metadata off",
+            best,
+            ", metadata on every message, no document store, no events",
+            &messages,
+            vec![],
+        )
+        .await,
+        bulk(
+            "metadata + events",
+            best,
+            ", metadata stored (MONGODB_URL), transaction and overdraft events",
+            &messages,
+            ledger_side,
+        )
+        .await,
+    ];
+    services::drop_mongodb_database("bench_metadata").await;
+    match collector::Collector::start() {
+        Some(collector) => {
+            let endpoint = format!("http://127.0.0.1:{}", collector.grpc_port);
+            let tracing = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)];
+            rows.push(
+                bulk(
+                    "tracing",
+                    best,
+                    ", every bulk traced (OTLP gRPC to rotel)",
+                    json,
+                    tracing,
+                )
+                .await,
+            );
+        }
+        None => eprintln!("BENCH_ROTEL_AGENT is not set: no run with tracing on"),
+    }
+    rows
+}
+
+/// One-by-one: the first messages into tables that already hold the rest of the same
+/// transactions (the same table size as the bulk runs, in far less time).
+async fn baseline(transactions: &[Transaction], json: &Messages, count: usize) -> Row {
+    let k = count.min(json.len());
     let (row, _) = drain(
         "one-by-one",
         format!(
@@ -353,17 +348,21 @@ async fn main() {
         1,
     )
     .await;
-    rows.push(row);
+    row
+}
 
+/// The limits: each side alone, and both at the same time (the one `bulk_vs_limit` uses).
+async fn limit_runs(transactions: &[Transaction], json: &Messages) -> Vec<Row> {
     eprintln!("measuring the limits");
-    let broker = broker_limit(&json).await;
-    let copy_one = copy_limit(&transactions, 1).await;
-    let copy_two = copy_limit(&transactions, 2).await;
-    let database = copy_one.rate().max(copy_two.rate());
-    let limit = broker.rate().min(database);
-    rows.extend([broker, copy_one, copy_two]);
-    println!("{}", runs_table(&rows));
+    vec![
+        limits::broker(json).await,
+        limits::database(transactions, 1).await,
+        limits::database(transactions, 2).await,
+        limits::together(json, transactions).await,
+    ]
+}
 
+async fn scale_out(best: Setting, json: &Messages) -> String {
     let mut scale = String::from(
         "| recorders | settings (each) | transactions | total txn/s | vs 1 recorder |\n|---:|---|---:|---:|---:|\n",
     );
@@ -372,7 +371,7 @@ async fn main() {
         let (row, _) = drain(
             "scale-out",
             best.describe(),
-            &json,
+            json,
             None,
             0,
             &[],
@@ -391,26 +390,118 @@ async fn main() {
         )
         .unwrap();
     }
-    println!("{scale}");
+    scale
+}
 
-    let best_row = &rows[best_index];
-    let midaz_row = rows.iter().find(|r| r.mode == "bulk midaz").unwrap();
+fn find<'a>(rows: &'a [Row], mode: &str, setting: Setting) -> &'a Row {
+    let described = setting.describe();
+    rows.iter()
+        .find(|r| r.mode == mode && r.settings.starts_with(&described))
+        .unwrap_or_else(|| panic!("a {mode} run at {described}"))
+}
+
+/// The recorder's CPU per message by format, at the defaults and the best setting.
+fn cpu_line(rows: &[Row], best: Setting) -> String {
+    let mut line = String::from("recorder_cpu_us_per_msg");
+    for (name, setting) in [("defaults", DEFAULTS), ("best", best)] {
+        for (format, mode) in [
+            ("json", "bulk"),
+            ("msgpack", "bulk msgpack"),
+            ("midaz", "bulk midaz"),
+        ] {
+            let cpu = find(rows, mode, setting).cpu_us_per_message();
+            write!(line, " {name}_{format}={}", opt(cpu, 1)).unwrap();
+        }
+    }
+    line
+}
+
+/// Rate and CPU of a run with something on against the same run without it.
+fn feature_line(rows: &[Row], best: Setting) -> String {
+    let ratio = |on: &Row, off: &Row| {
+        let cpu = on
+            .cpu_us_per_message()
+            .zip(off.cpu_us_per_message())
+            .map(|(a, b)| a / b);
+        format!("{:.2} (cpu {})", on.rate() / off.rate(), opt(cpu, 2))
+    };
+    let mut line = format!(
+        "with_ledger_side_vs_without={}",
+        ratio(
+            rows.iter().find(|r| r.mode == "metadata + events").unwrap(),
+            rows.iter().find(|r| r.mode == "metadata off").unwrap()
+        )
+    );
+    if let Some(traced) = rows.iter().find(|r| r.mode == "tracing") {
+        write!(
+            line,
+            " with_tracing_vs_without={}",
+            ratio(traced, find(rows, "bulk", best))
+        )
+        .unwrap();
+    }
+    line
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    if args.growth {
+        return growth(&args).await;
+    }
+    if args.writer {
+        return writer::alone(args.count, &args.settings).await;
+    }
+    if args.memory {
+        return memory::peaks(args.count).await;
+    }
+    let started = Instant::now();
+    println!("{}", codec::table());
+
+    eprintln!("generating {} transactions x {OPS} operations", args.count);
+    let transactions: Vec<Transaction> = (0..args.count).map(|_| sample_transaction(OPS)).collect();
+    let json = bodies(&transactions, Format::Json);
+    let (mut rows, best) = settings_runs(&args.settings, &json).await;
+    if !args.settings.contains(&DEFAULTS) {
+        rows.push(bulk("bulk", DEFAULTS, "", &json, vec![]).await);
+    }
+    rows.extend(format_runs(&transactions, best).await);
+    rows.extend(feature_runs(&transactions, best, &json).await);
+    rows.push(baseline(&transactions, &json, args.baseline_count).await);
+    rows.extend(limit_runs(&transactions, &json).await);
+    println!("{}", runs_table(&rows));
+    println!("{}", scale_out(best, &json).await);
+
+    let best_row = find(&rows, "bulk", best);
+    let midaz_row = find(&rows, "bulk midaz", best);
     let baseline = rows.iter().find(|r| r.mode == "one-by-one").unwrap();
+    let limit_rate = |prefix: &str| {
+        rows.iter()
+            .filter(|r| r.mode == "limit" && r.settings.starts_with(prefix))
+            .map(Row::rate)
+            .fold(0.0, f64::max)
+    };
+    let together = limit_rate("RabbitMQ consume+ack and");
+    let separate = limit_rate("RabbitMQ consume+ack only").min(limit_rate("PostgreSQL COPY only"));
     let statements = best_row.statements_per_bulk.unwrap_or(0.0);
     println!(
-        "best bulk: {} at {:.0} txn/s (ledger format {:.0}, {:.2} of it); limit {:.0} txn/s; \
-         benchmark took {:.0} s",
+        "best bulk: {} at {:.0} txn/s (ledger format {:.0}, {:.2} of it); limit {:.0} txn/s \
+         (broker and database at the same time; {:.0} each alone); benchmark took {:.0} s",
         best_row.settings,
         best_row.rate(),
         midaz_row.rate(),
         midaz_row.rate() / best_row.rate(),
-        limit,
+        together,
+        separate,
         started.elapsed().as_secs_f64()
     );
+    println!("{}", cpu_line(&rows, best));
+    println!("{}", feature_line(&rows, best));
     println!(
-        "bulk_vs_one_by_one={:.1}x bulk_vs_limit={:.2} statements_per_bulk={}",
+        "bulk_vs_one_by_one={:.1}x bulk_vs_limit={:.2} bulk_vs_separate_limits={:.2} statements_per_bulk={}",
         best_row.rate() / baseline.rate(),
-        best_row.rate() / limit,
+        best_row.rate() / together,
+        best_row.rate() / separate,
         if statements.fract() == 0.0 {
             format!("{statements:.0}")
         } else {

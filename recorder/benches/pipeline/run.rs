@@ -45,6 +45,11 @@ impl Row {
     pub fn rate(&self) -> f64 {
         self.transactions as f64 / self.seconds
     }
+
+    /// The recorders' CPU time per message, in microseconds.
+    pub fn cpu_us_per_message(&self) -> Option<f64> {
+        self.cpu_seconds.map(|s| s * 1e6 / self.transactions as f64)
+    }
 }
 
 /// A run to make: `processes` recorders with `env`, draining queue `queue` into `url`.
@@ -153,7 +158,7 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")

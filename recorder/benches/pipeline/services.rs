@@ -89,3 +89,17 @@ pub async fn delete_queue(name: &str) {
         .await;
     let _ = connection.close(200, "ok".into()).await;
 }
+
+/// Drops a database of the document store (the metadata run's).
+pub async fn drop_mongodb_database(name: &str) {
+    let url =
+        std::env::var("BENCH_MONGODB_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+    let client = mongodb::Client::with_uri_str(&url)
+        .await
+        .expect("the document store");
+    client
+        .database(name)
+        .drop()
+        .await
+        .expect("the metadata database dropped");
+}

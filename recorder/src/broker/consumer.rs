@@ -20,7 +20,7 @@ use crate::{
         Raw, Tag,
         settle::{Rejected, SettleError, Settler},
     },
-    message::{Decoded, Format, decode},
+    message::{DecodeError, Decoded, Format, decode},
     pipeline::collector::Pending,
     telemetry::{metrics::Metrics, traces::Traces},
 };
@@ -85,6 +85,49 @@ pub async fn consume(
     }
 }
 
+/// A delivery that cannot be written.
+struct Refused<'a> {
+    tag: Tag,
+    message_id: Option<&'a str>,
+    context: &'a super::context::MessageContext,
+    raw: Option<Raw>,
+}
+
+impl Refused<'_> {
+    /// Said in the log and the trace, then dead-lettered (or rejected) with its reason.
+    async fn reject(
+        self,
+        error: DecodeError,
+        settler: &Settler,
+        decoding: &Decoding,
+    ) -> Result<(), SettleError> {
+        tracing::warn!(
+            delivery_tag = self.tag.delivery,
+            channel = self.tag.channel,
+            message_id = self.message_id.unwrap_or(""),
+            request_id = self.context.request_id(),
+            reason = error.reason(),
+            %error,
+            "message rejected without requeue"
+        );
+        if let Some(traces) = &decoding.traces {
+            traces.rejected(
+                self.context,
+                &decoding.queue,
+                error.reason(),
+                &error.to_string(),
+            );
+        }
+        let rejected = Rejected {
+            tag: self.tag,
+            reason: error.reason(),
+            error: error.to_string(),
+            raw: self.raw,
+        };
+        settler.reject(rejected).await
+    }
+}
+
 /// A delivery for the collector, or `None` when it was settled here: acknowledged (nothing to
 /// write) or dead-lettered (it cannot be written).
 async fn decode_one(
@@ -119,7 +162,7 @@ async fn decode_one(
             return Ok(Some(Pending {
                 tag,
                 message_id,
-                transaction: *transaction,
+                transaction,
                 bookkeeping,
                 context,
                 raw,
@@ -140,30 +183,13 @@ async fn decode_one(
             settler.ack_one(tag).await
         }
         Err(error) => {
-            tracing::warn!(
-                delivery_tag = tag.delivery,
-                channel = index,
-                message_id = message_id.as_deref().unwrap_or(""),
-                request_id = context.request_id(),
-                reason = error.reason(),
-                %error,
-                "message rejected without requeue"
-            );
-            if let Some(traces) = &decoding.traces {
-                traces.rejected(
-                    &context,
-                    &decoding.queue,
-                    error.reason(),
-                    &error.to_string(),
-                );
-            }
-            let rejected = Rejected {
+            let refused = Refused {
                 tag,
-                reason: error.reason(),
-                error: error.to_string(),
+                message_id: message_id.as_deref(),
+                context: &context,
                 raw,
             };
-            settler.reject(rejected).await
+            refused.reject(error, settler, decoding).await
         }
     };
     settled.map_err(|e| ConsumeError::Settle(index, e))?;

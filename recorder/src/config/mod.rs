@@ -60,7 +60,7 @@ pub struct ReportTarget {
     pub pod: String,
 }
 
-/// Everything the recorder needs to run; see the README's configuration table.
+/// Everything the recorder needs to run; see docs/configuration.md.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub rabbitmq_url: String,
@@ -219,9 +219,9 @@ fn bulk_size(
             var: "BULK_RECORDER_SIZE",
             value: size.to_string(),
             expected: format!(
-                "0 (= workers x prefetch) or 1..={unacked_limit}: the broker never hands out more \
-                 than RABBITMQ_NUMBERS_OF_WORKERS x RABBITMQ_NUMBERS_OF_PREFETCH unacked messages, \
-                 so a larger bulk would only ever flush on the timeout"
+                "0 (= workers x prefetch) or 1..={unacked_limit}: a bulk holds at most \
+                 RABBITMQ_NUMBERS_OF_WORKERS x RABBITMQ_NUMBERS_OF_PREFETCH messages, the \
+                 ledger's contract; raise either to make bulks larger"
             ),
         });
     }

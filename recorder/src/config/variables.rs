@@ -1,7 +1,7 @@
 //! Every environment variable of the recorder, once: name, default, what is accepted, meaning.
 //!
 //! [`super::Config::from_vars`] reads defaults and ranges from here, and a test renders this
-//! table and finds it, row for row, in the README's configuration table, so that the code and
+//! table and finds it, row for row, in `docs/configuration.md`, so that the code and
 //! the documentation cannot disagree.
 
 /// What a variable is when it is not set.
@@ -64,7 +64,7 @@ impl Accepted {
 }
 
 impl Variable {
-    /// This variable's row of the README's configuration table.
+    /// This variable's row of the documentation's table of variables.
     pub fn row(&self) -> String {
         format!(
             "| `{}` | {} | {} | {} |",
@@ -121,7 +121,7 @@ pub static VARIABLES: &[Variable] = &[
         "RABBITMQ_NUMBERS_OF_PREFETCH",
         Default::Int(10),
         Accepted::Range(1, 65535),
-        "`basic.qos` per channel",
+        "prefetch per worker: a bulk holds at most workers x this many messages; in bulk mode each channel's `basic.qos` is this x (bulks in flight + 1), so that the next bulk fills while the others are written",
     ),
     var(
         "RABBITMQ_TRANSACTION_ASYNC",
@@ -159,7 +159,7 @@ pub static VARIABLES: &[Variable] = &[
         "BULK_RECORDER_FALLBACK_ENABLED",
         Default::Bool(true),
         Accepted::Bool,
-        "a bulk refused on data is written again one message at a time; false: it is halved until the refused message stands alone (see [What happens to a message](#what-happens-to-a-message))",
+        "a bulk refused on data is written again one message at a time; false: it is halved until the refused message stands alone (see [What happens to a message](reliability.md#what-happens-to-a-message))",
     ),
     var(
         "DATABASE_URL",
@@ -183,13 +183,13 @@ pub static VARIABLES: &[Variable] = &[
         "BULK_RECORDER_MESSAGE_FORMAT",
         Default::Text("auto"),
         Accepted::OneOf(&["auto", "json", "msgpack", "midaz"]),
-        "how bodies are read; `auto` decides per message from the body (see [Message formats](#message-formats))",
+        "how bodies are read; `auto` decides per message from the body (see [Message formats](message-formats.md))",
     ),
     var(
         "BULK_RECORDER_BULKS_IN_FLIGHT",
         Default::Int(2),
         Accepted::Range(1, 16),
-        "bulks written at once, each on a connection of its own, while the next one is collected; settlement stays in order. More helps only with enough unacknowledged messages (`workers x prefetch` of at least `size x (bulks in flight + 1)`) and a database with cores to spare",
+        "bulks written at once, each on a connection of its own, while the next one is collected; settlement stays in order; each channel's prefetch grows with it. More helps only with a database with cores to spare",
     ),
     var(
         "BULK_RECORDER_MISSING_PARENT_WAIT_MS",
@@ -229,7 +229,7 @@ pub static VARIABLES: &[Variable] = &[
         "REDIS_URL",
         Default::Unset,
         Accepted::Described("`redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://` URL"),
-        "when set, the ledger's Redis backup is acknowledged after every commit, as its own consumer does (see [Switching from the ledger's consumer](#switching-from-the-ledgers-consumer))",
+        "when set, the ledger's Redis backup is acknowledged after every commit, as its own consumer does (see [Switching from the ledger's consumer](switching-from-the-ledger.md))",
     ),
     var(
         "BULK_RECORDER_REDIS_TIMEOUT_MS",
@@ -368,10 +368,10 @@ pub static VARIABLES: &[Variable] = &[
 mod tests {
     use super::*;
 
-    /// The README's configuration table holds exactly these rows.
+    /// The documentation's table of variables (docs/configuration.md) holds exactly these rows.
     #[test]
     fn the_readme_documents_every_variable_as_the_code_reads_it() {
-        let readme = include_str!("../../../README.md");
+        let readme = include_str!("../../../docs/configuration.md");
         let expected: Vec<String> = VARIABLES.iter().map(Variable::row).collect();
         let documented: Vec<&str> = readme
             .lines()
@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(
             documented,
             expected,
-            "the README's configuration table differs from the code; the rows should read:\n{}",
+            "docs/configuration.md's table of variables differs from the code; the rows should read:\n{}",
             expected.join("\n")
         );
     }

@@ -94,7 +94,7 @@ impl Entry {
         let ids = format!("{}:{}:{}", t.organization_id, t.ledger_id, t.id);
         Self {
             field: format!("transaction:{{transactions}}:{ids}"),
-            expected: message.bookkeeping.backup_status.to_uppercase(),
+            expected: message.bookkeeping.backup_status.to_uppercase().into(),
             write_behind: format!("wb_transaction:{{{ids}}}"),
         }
     }

@@ -150,7 +150,7 @@ fn status(json: &mut GoJson, code: &str, description: Option<&str>) {
     json.raw("}");
 }
 
-fn strings(json: &mut GoJson, values: Option<&[String]>) {
+fn strings(json: &mut GoJson, values: Option<&[compact_str::CompactString]>) {
     let Some(values) = values else {
         return json.raw("null");
     };

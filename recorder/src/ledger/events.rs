@@ -31,6 +31,9 @@ use crate::{
 
 /// How long a batch of confirms may take before readiness says its messages are held.
 const SLOW: Duration = Duration::from_secs(1);
+/// How long a batch may wait for its confirms before the connection is dropped and the batch
+/// published again on a new one (a broker that went silent, a blocked connection).
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub enum PublishError {
     Broker(#[from] lapin::Error),
     #[error("the broker refused {0} event(s) (nack)")]
     Refused(usize),
+    #[error("no confirm within {0:?}")]
+    Unconfirmed(Duration),
 }
 
 /// Publishes events on a connection of its own, made on first use and again after a failure.
@@ -93,18 +98,29 @@ impl Events {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut hold = None;
         loop {
-            let attempt = traces::step("publish events", self.confirm(&mut outgoing, metrics));
-            match health.hold_while_slow(attempt, SLOW, &mut hold).await {
+            let attempt = async {
+                let confirm = traces::step("publish events", self.confirm(&mut outgoing, metrics));
+                tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                    .await
+                    .unwrap_or(Err(PublishError::Unconfirmed(CONFIRM_TIMEOUT)))
+            };
+            let mut stop = shutdown.clone();
+            // Shutdown is not held by confirms a blocked broker may never send: the messages
+            // go back to the queue unacknowledged, and their events come again with them.
+            let result = tokio::select! {
+                result = health.hold_while_slow(attempt, SLOW, &mut hold) => result,
+                _ = async { drop(stop.wait_for(|s| *s).await) } => return false,
+            };
+            match result {
                 Ok(()) => return true,
                 Err(error) => {
                     tracing::warn!(%error, events = outgoing.len(), "events not confirmed: holding their messages and retrying");
                     hold.get_or_insert_with(|| health.hold_aside());
-                    if matches!(error, PublishError::Broker(_)) {
+                    if !matches!(error, PublishError::Refused(_)) {
                         self.close().await;
                     }
                 }
             }
-            let mut stop = shutdown.clone();
             tokio::select! {
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
                 _ = async { drop(stop.wait_for(|s| *s).await) } => return false,

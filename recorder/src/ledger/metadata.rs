@@ -144,28 +144,33 @@ impl MetadataStore {
         command
     }
 
-    /// Runs `command` on a task of its own, at most [`CALL_TIMEOUT`] (a driver future is not
-    /// dropped half-way).
+    /// Runs `command`, at most [`CALL_TIMEOUT`].
     async fn call(&self, command: Document) -> Result<Document, MetadataError> {
         let database = self.database.clone();
-        let call = tokio::spawn(async move { database.run_command(command).await });
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Ok(Ok(answer)) => Ok(answer?),
-            Ok(Err(panic)) => std::panic::resume_unwind(panic.into_panic()),
-            Err(_) => Err(MetadataError::TimedOut(CALL_TIMEOUT)),
-        }
+        bounded(async move { database.run_command(command).await }).await
     }
 
-    /// The ledger's non-unique `{entity_id: 1}` index on both collections.
+    /// The ledger's non-unique `{entity_id: 1}` index on both collections, each at most
+    /// [`CALL_TIMEOUT`].
     async fn create_indexes(&self) -> Result<(), MetadataError> {
         for (collection, _) in [TRANSACTION, OPERATION] {
             let index = IndexModel::builder().keys(doc! {"entity_id": 1}).build();
-            self.database
-                .collection::<Document>(collection)
-                .create_index(index)
-                .await?;
+            let collection = self.database.collection::<Document>(collection);
+            bounded(async move { collection.create_index(index).await }).await?;
         }
         Ok(())
+    }
+}
+
+/// `call` on a task of its own, at most [`CALL_TIMEOUT`] (a driver future is not dropped
+/// half-way: the task finishes or fails on its own).
+async fn bounded<T: Send + 'static>(
+    call: impl Future<Output = mongodb::error::Result<T>> + Send + 'static,
+) -> Result<T, MetadataError> {
+    match tokio::time::timeout(CALL_TIMEOUT, tokio::spawn(call)).await {
+        Ok(Ok(answer)) => Ok(answer?),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic.into_panic()),
+        Err(_) => Err(MetadataError::TimedOut(CALL_TIMEOUT)),
     }
 }
 

@@ -118,18 +118,19 @@ async fn store_metadata(
     let mut hold = None;
     loop {
         let attempt = traces::step("store metadata", store.store(&documents, report.metrics));
-        match report
-            .health
-            .hold_while_slow(attempt, SLOW, &mut hold)
-            .await
-        {
+        let mut stop = report.shutdown.clone();
+        // Every call is bounded; shutdown does not wait for the bound either.
+        let result = tokio::select! {
+            result = report.health.hold_while_slow(attempt, SLOW, &mut hold) => result,
+            _ = async { drop(stop.wait_for(|s| *s).await) } => return false,
+        };
+        match result {
             Ok(()) => return true,
             Err(error) => {
                 tracing::warn!(%error, "metadata not stored: holding its messages and retrying");
                 hold.get_or_insert_with(|| report.health.hold_aside());
             }
         }
-        let mut stop = report.shutdown.clone();
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = async { drop(stop.wait_for(|s| *s).await) } => return false,

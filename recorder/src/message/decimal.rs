@@ -12,6 +12,7 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::de::{self, Visitor};
 
 /// Most digits a decimal may have (integer plus fractional part). Far beyond any amount, and
@@ -22,9 +23,9 @@ pub const MAX_DIGITS: usize = 1000;
 /// Significant digits an `f64` always carries exactly.
 const F64_EXACT_DIGITS: usize = 15;
 
-/// An exact decimal number in canonical text form.
+/// An exact decimal number in canonical text form (inline up to 24 characters).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Decimal(Box<str>);
+pub struct Decimal(CompactString);
 
 impl Decimal {
     /// The canonical text, e.g. `-5000.5`.
@@ -44,6 +45,9 @@ impl Decimal {
     /// exponent (`1.5e3`).
     pub fn parse(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
+        if is_canonical(trimmed) {
+            return Ok(Self(trimmed.into()));
+        }
         let refuse = || format!("{trimmed:?} is not a decimal number");
         let (negative, unsigned) = match trimmed.as_bytes().first() {
             Some(b'-') => (true, &trimmed[1..]),
@@ -72,11 +76,11 @@ impl Decimal {
     }
 
     pub fn from_i64(value: i64) -> Self {
-        Self(value.to_string().into())
+        Self(compact_str::ToCompactString::to_compact_string(&value))
     }
 
     pub fn from_u64(value: u64) -> Self {
-        Self(value.to_string().into())
+        Self(compact_str::ToCompactString::to_compact_string(&value))
     }
 
     /// A JSON or msgpack float, refused when it may have been rounded by its producer.
@@ -154,13 +158,13 @@ impl Decimal {
         if integer_len.saturating_add(fraction_len) > MAX_DIGITS as i64 + len {
             return Err(too_long());
         }
-        let mut text = String::with_capacity((integer_len + fraction_len + 3) as usize);
+        let mut text = CompactString::with_capacity((integer_len + fraction_len + 3) as usize);
         if negative {
             text.push('-');
         }
         if exponent >= 0 {
             push_digits(&mut text, digits);
-            text.extend(std::iter::repeat_n('0', exponent as usize));
+            push_zeros(&mut text, exponent as usize);
         } else {
             let split = (len + exponent).max(0) as usize;
             if split == 0 {
@@ -169,7 +173,7 @@ impl Decimal {
                 push_digits(&mut text, &digits[..split]);
             }
             text.push('.');
-            text.extend(std::iter::repeat_n('0', (-exponent - len).max(0) as usize));
+            push_zeros(&mut text, (-exponent - len).max(0) as usize);
             push_digits(&mut text, &digits[split..]);
             let kept = text.trim_end_matches('0').trim_end_matches('.').len();
             text.truncate(kept);
@@ -178,16 +182,42 @@ impl Decimal {
         if significant > MAX_DIGITS {
             return Err(too_long());
         }
-        Ok(Self(text.into()))
+        Ok(Self(text))
     }
+}
+
+/// Already what [`Decimal::parse`] would make of it (most amounts are): an optional `-`, digits
+/// without a leading zero (but `0` itself), and a fraction without trailing zeros; not `-0`.
+fn is_canonical(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (integer, fraction) = match unsigned.split_once('.') {
+        Some((integer, fraction)) => (integer, Some(fraction)),
+        None => (unsigned, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let integer_ok = digits(integer) && (integer == "0" || !integer.starts_with('0'));
+    let fraction_ok = fraction.is_none_or(|f| digits(f) && !f.ends_with('0'));
+    let zero = integer == "0" && fraction.is_none();
+    integer_ok && fraction_ok && !(zero && text.starts_with('-')) && text.len() <= MAX_DIGITS
 }
 
 fn too_long() -> String {
     format!("a decimal of more than {MAX_DIGITS} digits is refused")
 }
 
-fn push_digits(text: &mut String, digits: &[u8]) {
-    text.extend(digits.iter().map(|d| char::from(*d)));
+fn push_digits(text: &mut CompactString, digits: &[u8]) {
+    // ASCII digits: one copy, not a push per character.
+    text.push_str(std::str::from_utf8(digits).expect("ASCII digits"));
+}
+
+fn push_zeros(text: &mut CompactString, count: usize) {
+    const ZEROS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(ZEROS.len());
+        text.push_str(&ZEROS[..n]);
+        left -= n;
+    }
 }
 
 /// The decimal digits of an unsigned big-endian integer of any length.
@@ -195,7 +225,17 @@ fn big_endian_to_decimal(bytes: &[u8]) -> Vec<u8> {
     if bytes.len() <= 16 {
         let mut value = [0u8; 16];
         value[16 - bytes.len()..].copy_from_slice(bytes);
-        return u128::from_be_bytes(value).to_string().into_bytes();
+        let mut value = u128::from_be_bytes(value);
+        let mut digits = Vec::with_capacity(39);
+        loop {
+            digits.push(b'0' + (value % 10) as u8);
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        digits.reverse();
+        return digits;
     }
     // Schoolbook division by 10^9 over 32-bit limbs, most significant first.
     let mut limbs: Vec<u32> = Vec::with_capacity(bytes.len().div_ceil(4));

@@ -58,7 +58,7 @@ pub struct Bookkeeping {
     /// The `transaction_status` the ledger's Redis backup entry holds for this message while it
     /// waits to be persisted: `CREATED` for a new posting of the ledger's own format (its
     /// payload says APPROVED, not pending), otherwise the payload's status as sent.
-    pub backup_status: String,
+    pub backup_status: compact_str::CompactString,
 }
 
 impl Bookkeeping {

@@ -8,6 +8,7 @@
 //! a database round-trip.
 
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -26,13 +27,13 @@ pub struct Transaction {
     #[serde(default, deserialize_with = "fields::opt_uuid")]
     pub parent_transaction_id: Option<Uuid>,
     #[serde(default, deserialize_with = "fields::null_as_default")]
-    pub description: String,
+    pub description: CompactString,
     pub status: Status,
     #[serde(default)]
     pub amount: Option<Decimal>,
-    pub asset_code: String,
+    pub asset_code: CompactString,
     #[serde(default, deserialize_with = "fields::null_as_default")]
-    pub chart_of_accounts_group_name: String,
+    pub chart_of_accounts_group_name: CompactString,
     #[serde(deserialize_with = "fields::uuid")]
     pub ledger_id: Uuid,
     #[serde(deserialize_with = "fields::uuid")]
@@ -41,7 +42,7 @@ pub struct Transaction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<JsonText>,
     #[serde(default)]
-    pub route: Option<String>,
+    pub route: Option<CompactString>,
     #[serde(default, deserialize_with = "fields::opt_uuid")]
     pub route_id: Option<Uuid>,
     #[serde(default, deserialize_with = "fields::null_as_default")]
@@ -59,9 +60,9 @@ pub struct Transaction {
     /// The accounts money comes from and goes to, as the ledger's API takes them (its events
     /// carry them; not a column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<Vec<String>>,
+    pub source: Option<Vec<CompactString>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination: Option<Vec<String>>,
+    pub destination: Option<Vec<CompactString>>,
     /// Kept in the ledger's document store (`MONGODB_URL`), never in these tables.
     #[serde(
         default,
@@ -78,9 +79,9 @@ pub type Metadata = serde_json::Map<String, serde_json::Value>;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Status {
     #[serde(default, deserialize_with = "fields::null_as_default")]
-    pub code: String,
+    pub code: CompactString,
     #[serde(default)]
-    pub description: Option<String>,
+    pub description: Option<CompactString>,
 }
 
 /// One operation (a leg: debit, credit, hold, release...) of a transaction.
@@ -92,12 +93,12 @@ pub struct Operation {
     #[serde(deserialize_with = "fields::uuid")]
     pub transaction_id: Uuid,
     #[serde(default, deserialize_with = "fields::null_as_default")]
-    pub description: String,
+    pub description: CompactString,
     #[serde(rename = "type")]
-    pub kind: String,
-    pub asset_code: String,
+    pub kind: CompactString,
+    pub asset_code: CompactString,
     #[serde(default, deserialize_with = "fields::null_as_default")]
-    pub chart_of_accounts: String,
+    pub chart_of_accounts: CompactString,
     #[serde(default)]
     pub amount: Option<Amount>,
     #[serde(default)]
@@ -109,9 +110,9 @@ pub struct Operation {
     pub status: Status,
     #[serde(deserialize_with = "fields::uuid")]
     pub account_id: Uuid,
-    pub account_alias: String,
+    pub account_alias: CompactString,
     #[serde(default)]
-    pub balance_key: Option<String>,
+    pub balance_key: Option<CompactString>,
     #[serde(deserialize_with = "fields::uuid")]
     pub balance_id: Uuid,
     #[serde(deserialize_with = "fields::uuid")]
@@ -119,17 +120,17 @@ pub struct Operation {
     #[serde(deserialize_with = "fields::uuid")]
     pub ledger_id: Uuid,
     #[serde(default)]
-    pub route: Option<String>,
+    pub route: Option<CompactString>,
     #[serde(default, deserialize_with = "fields::opt_uuid")]
     pub route_id: Option<Uuid>,
     #[serde(default)]
-    pub route_code: Option<String>,
+    pub route_code: Option<CompactString>,
     #[serde(default)]
-    pub route_description: Option<String>,
+    pub route_description: Option<CompactString>,
     #[serde(default)]
     pub balance_affected: Option<bool>,
     #[serde(default)]
-    pub direction: Option<String>,
+    pub direction: Option<CompactString>,
     /// Overdraft usage before and after the operation, as JSON text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<JsonText>,

@@ -20,7 +20,8 @@ use crate::{
 pub struct Pending {
     pub tag: Tag,
     pub message_id: Option<String>,
-    pub transaction: Transaction,
+    /// Boxed: a message moves through channels and vectors several times on its way.
+    pub transaction: Box<Transaction>,
     pub bookkeeping: Bookkeeping,
     /// Its request id and trace context, from its headers.
     pub context: MessageContext,

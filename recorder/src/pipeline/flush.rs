@@ -122,7 +122,7 @@ impl Flusher {
         messages: &[Pending],
         suspect_since: Option<u64>,
     ) -> Result<(), Failure> {
-        let transactions: Vec<&Transaction> = messages.iter().map(|m| &m.transaction).collect();
+        let transactions: Vec<&Transaction> = messages.iter().map(|m| &*m.transaction).collect();
         let conflicting = self
             .write_path()
             .write(&transactions, suspect_since)

@@ -77,26 +77,9 @@ pub async fn run(
         // The baseline writes like the reference's workers: one message each, in parallel.
         usize::from(config.workers).min(ONE_BY_ONE_IN_FLIGHT)
     };
-    // One connection per write in flight, one for the waiting room's writes (children of
-    // missing parents), one for the readiness probe, one to look at a late COMMIT, ask what
-    // became of a lost one, or read the standbys' positions.
-    let Some(pool) =
-        connect_database(&config, in_flight as u32 + 3, &health, shutdown.clone()).await
-    else {
+    let Some(pool) = prepare_database(&config, in_flight, &health, &shutdown).await? else {
         return Ok(());
     };
-    if config.migrate {
-        db::migrate(&pool).await?;
-        tracing::info!("migrations applied");
-    }
-    if !wait_for_grants(&pool, shutdown.clone()).await {
-        return Ok(());
-    }
-    tokio::spawn(probe_database(
-        pool.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
 
     let database = Database::new(
         pool.clone(),
@@ -134,6 +117,43 @@ pub async fn run(
         origin: QueueOrigin::default(),
     };
     reconnect_until_shutdown(&shared, shutdown).await;
+    finish(&shared, traces, pool).await;
+    tracing::info!(totals = ?metrics.totals(), "recorder stopped");
+    Ok(())
+}
+
+/// Connects, migrates when asked, waits for the role's grants and starts the readiness probe;
+/// `None` when shutdown came first. One connection per write in flight, one for the waiting
+/// room's writes (children of missing parents), one for the readiness probe, one to look at a
+/// late COMMIT, ask what became of a lost one, or read the standbys' positions.
+async fn prepare_database(
+    config: &Config,
+    in_flight: usize,
+    health: &Arc<Health>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<PgPool>, RecorderError> {
+    let Some(pool) = connect_database(config, in_flight as u32 + 3, health, shutdown.clone()).await
+    else {
+        return Ok(None);
+    };
+    if config.migrate {
+        db::migrate(&pool).await?;
+        tracing::info!("migrations applied");
+    }
+    if !wait_for_grants(&pool, shutdown.clone()).await {
+        return Ok(None);
+    }
+    tokio::spawn(probe_database(
+        pool.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
+    Ok(Some(pool))
+}
+
+/// After the last session: the Redis cleanups left a last chance, the events' connection
+/// closed, the spans flushed, the database connections closed (each bounded).
+async fn finish(shared: &Shared, traces: Option<Arc<Traces>>, pool: PgPool) {
     if let Some(cleanup) = &shared.flusher.ledger.cleanup {
         cleanup.finish(REDIS_CLEANUP_AT_SHUTDOWN).await;
     }
@@ -150,8 +170,6 @@ pub async fn run(
     {
         tracing::warn!("closing the database connections took over 2 s: leaving them");
     }
-    tracing::info!(totals = ?metrics.totals(), "recorder stopped");
-    Ok(())
 }
 
 /// The tracer, when an OTLP endpoint is configured; a failure to build it is logged and the

@@ -200,3 +200,27 @@ pub static METRICS: &[MetricDef] = &[
         "the ledger's events published and confirmed by the broker, by kind: `transaction`, `overdraft`",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documentation's table of metrics (docs/configuration.md) holds exactly these rows.
+    #[test]
+    fn the_documentation_lists_every_metric_as_the_code_registers_it() {
+        let docs = include_str!("../../../docs/configuration.md");
+        let expected: Vec<String> = METRICS.iter().map(MetricDef::row).collect();
+        let documented: Vec<&str> = docs
+            .lines()
+            .skip_while(|l| !l.starts_with("| metric | type | meaning |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert_eq!(
+            documented,
+            expected,
+            "docs/configuration.md's table of metrics differs from the code; the rows should read:\n{}",
+            expected.join("\n")
+        );
+    }
+}

@@ -167,8 +167,8 @@ struct GoTransaction<'a> {
     #[serde(serialize_with = "go_time")]
     deleted_at: Option<DateTime<Utc>>,
     operations: Vec<GoOperation<'a>>,
-    source: Option<&'a [String]>,
-    destination: Option<&'a [String]>,
+    source: Option<&'a [compact_str::CompactString]>,
+    destination: Option<&'a [compact_str::CompactString]>,
     metadata: Option<&'a Metadata>,
 }
 

@@ -49,7 +49,7 @@ fn leg(transaction: &Transaction, kind: &str, direction: &str, amount_cents: i64
         }),
         status: Status::default(),
         account_id: account,
-        account_alias: format!("@account-{}", account.as_u128() - 0xa000),
+        account_alias: format!("@account-{}", account.as_u128() - 0xa000).into(),
         balance_key: Some("default".into()),
         balance_id: Uuid::from_u128(0xb000 + account.as_u128()),
         organization_id: transaction.organization_id,
@@ -74,7 +74,7 @@ fn header(code: &str) -> Transaction {
     Transaction {
         id: Uuid::now_v7(),
         parent_transaction_id: None,
-        description: format!("Payment {}", fastrand::u32(..)),
+        description: format!("Payment {}", fastrand::u32(..)).into(),
         status: status(code),
         amount: Some(cents(i64::from(fastrand::u32(100..10_000_000)))),
         asset_code: "BRL".into(),

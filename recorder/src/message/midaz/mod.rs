@@ -12,6 +12,7 @@
 mod dsl;
 mod wire;
 
+use compact_str::CompactString;
 use uuid::Uuid;
 
 use super::{
@@ -80,10 +81,10 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
 /// commit of a pending one) was stored in the backup as CREATED, before it became APPROVED;
 /// anything else under its own status. As the ledger's consumer compares it (case-sensitive
 /// APPROVED, and a message without `Validate` keeps its status).
-fn backup_status(status: &str, validate: Option<&wire::Validate>) -> String {
+fn backup_status(status: &str, validate: Option<&wire::Validate>) -> CompactString {
     match validate {
         Some(validate) if status == "APPROVED" && !validate.pending => "CREATED".into(),
-        _ => status.to_string(),
+        _ => status.into(),
     }
 }
 
@@ -98,7 +99,7 @@ fn convert(t: wire::Transaction) -> Result<Transaction, String> {
     let id = uuid("Transaction.ID", &t.id)?;
     let (status, status_description) = match t.status.code.as_str() {
         // The ledger's consumer promotes CREATED postings.
-        "CREATED" => ("APPROVED".to_string(), Some("APPROVED".to_string())),
+        "CREATED" => ("APPROVED".into(), Some("APPROVED".into())),
         _ => (t.status.code, t.status.description),
     };
     let body = match &t.body {
@@ -187,10 +188,12 @@ fn convert_operation(op: wire::Operation) -> Result<Operation, String> {
         version: op.balance_after.version,
         overdraft_used: Some(op.balance_after.overdraft_used.unwrap_or_else(zero)),
     };
-    let snapshot = serde_json::json!({
-        "overdraftUsedBefore": op.snapshot.overdraft_used_before,
-        "overdraftUsedAfter": op.snapshot.overdraft_used_after,
-    });
+    // Written directly: a JSON tree per operation would cost a dozen allocations.
+    let snapshot = format!(
+        "{{\"overdraftUsedAfter\":{},\"overdraftUsedBefore\":{}}}",
+        serde_json::Value::from(op.snapshot.overdraft_used_after.as_str()),
+        serde_json::Value::from(op.snapshot.overdraft_used_before.as_str()),
+    );
     Ok(Operation {
         id: uuid("ID", &op.id)?,
         transaction_id: uuid("TransactionID", &op.transaction_id)?,
@@ -219,7 +222,7 @@ fn convert_operation(op: wire::Operation) -> Result<Operation, String> {
         route_description: op.route_description,
         balance_affected: Some(op.balance_affected),
         direction: Some(op.direction),
-        snapshot: Some(JsonText::from_value(&snapshot)),
+        snapshot: Some(JsonText(snapshot)),
         created_at: op.created_at.map_or_else(go_zero_time, |c| c.0),
         updated_at: Some(op.updated_at.map_or_else(go_zero_time, |u| u.0)),
         deleted_at: op.deleted_at.map(|d| d.0),

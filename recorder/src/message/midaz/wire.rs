@@ -9,6 +9,8 @@
 
 use std::borrow::Cow;
 
+use compact_str::CompactString;
+
 use serde::Deserialize;
 
 use super::dsl::Dsl;
@@ -101,9 +103,9 @@ pub struct Transaction {
     #[serde(rename = "Metadata", default, deserialize_with = "fields::metadata")]
     pub metadata: Option<Metadata>,
     #[serde(rename = "Source", default)]
-    pub source: Option<Vec<String>>,
+    pub source: Option<Vec<CompactString>>,
     #[serde(rename = "Destination", default)]
-    pub destination: Option<Vec<String>>,
+    pub destination: Option<Vec<CompactString>>,
     #[serde(rename = "ID", default, deserialize_with = "fields::null_as_default")]
     pub id: String,
     #[serde(rename = "ParentTransactionID", default)]
@@ -113,7 +115,7 @@ pub struct Transaction {
         default,
         deserialize_with = "fields::null_as_default"
     )]
-    pub description: String,
+    pub description: CompactString,
     #[serde(
         rename = "Status",
         default,
@@ -127,13 +129,13 @@ pub struct Transaction {
         default,
         deserialize_with = "fields::null_as_default"
     )]
-    pub asset_code: String,
+    pub asset_code: CompactString,
     #[serde(
         rename = "ChartOfAccountsGroupName",
         default,
         deserialize_with = "fields::null_as_default"
     )]
-    pub chart_of_accounts_group_name: String,
+    pub chart_of_accounts_group_name: CompactString,
     #[serde(
         rename = "LedgerID",
         default,
@@ -154,7 +156,7 @@ pub struct Transaction {
         default,
         deserialize_with = "fields::null_as_default"
     )]
-    pub route: String,
+    pub route: CompactString,
     #[serde(rename = "RouteID", default)]
     pub route_id: Option<String>,
     #[serde(
@@ -186,9 +188,9 @@ pub struct Transaction {
 #[derive(Deserialize, Default)]
 pub struct Status {
     #[serde(rename = "Code", default, deserialize_with = "fields::null_as_default")]
-    pub code: String,
+    pub code: CompactString,
     #[serde(rename = "Description", default)]
-    pub description: Option<String>,
+    pub description: Option<CompactString>,
 }
 
 #[derive(Deserialize)]
@@ -208,21 +210,21 @@ pub struct Operation {
         default,
         deserialize_with = "fields::null_as_default"
     )]
-    pub description: String,
+    pub description: CompactString,
     #[serde(rename = "Type", default, deserialize_with = "fields::null_as_default")]
-    pub kind: String,
+    pub kind: CompactString,
     #[serde(
         rename = "AssetCode",
         default,
         deserialize_with = "fields::null_as_default"
     )]
-    pub asset_code: String,
+    pub asset_code: CompactString,
     #[serde(
         rename = "ChartOfAccounts",
         default,
         deserialize_with = "fields::null_as_default"
     )]
-    pub chart_of_accounts: String,
+    pub chart_of_accounts: CompactString,
     #[serde(
         rename = "Amount",
         default,
@@ -258,13 +260,13 @@ pub struct Operation {
         default,
         deserialize_with = "fields::null_as_default"
     )]
-    pub account_alias: String,
+    pub account_alias: CompactString,
     #[serde(
         rename = "BalanceKey",
         default,
         deserialize_with = "fields::null_as_default"
     )]
-    pub balance_key: String,
+    pub balance_key: CompactString,
     #[serde(
         rename = "BalanceID",
         default,
@@ -288,7 +290,7 @@ pub struct Operation {
         default,
         deserialize_with = "fields::null_as_default"
     )]
-    pub route: String,
+    pub route: CompactString,
     #[serde(
         rename = "BalanceAffected",
         default,
@@ -300,13 +302,13 @@ pub struct Operation {
         default,
         deserialize_with = "fields::null_as_default"
     )]
-    pub direction: String,
+    pub direction: CompactString,
     #[serde(rename = "RouteID", default)]
     pub route_id: Option<String>,
     #[serde(rename = "RouteCode", default)]
-    pub route_code: Option<String>,
+    pub route_code: Option<CompactString>,
     #[serde(rename = "RouteDescription", default)]
-    pub route_description: Option<String>,
+    pub route_description: Option<CompactString>,
     #[serde(rename = "CreatedAt", default)]
     pub created_at: Option<AnyTime>,
     #[serde(rename = "UpdatedAt", default)]

@@ -211,6 +211,51 @@ fn operation_rows(operations: &[&Operation], now: DateTime<Utc>) -> Vec<u8> {
     rows.finish()
 }
 
+/// A bulk's rows in `COPY`'s binary format, encoded before anything is sent.
+pub struct CopyRows {
+    pub transactions: Vec<u8>,
+    pub operations: Vec<u8>,
+}
+
+impl CopyRows {
+    /// The rows of `merged`; `now` fills the timestamps a message left out.
+    pub fn encode(merged: &Merged<'_>, now: DateTime<Utc>) -> Self {
+        CopyRows {
+            transactions: transaction_rows(merged, now),
+            operations: operation_rows(&merged.operations, now),
+        }
+    }
+
+    /// Sends the rows on `conn` (inside a database transaction), each step within `deadline`;
+    /// returns the rows copied.
+    pub async fn send(
+        self,
+        conn: &mut PgConnection,
+        deadline: &Deadline,
+    ) -> Result<u64, WriteError> {
+        let mut copied = 0;
+        for (name, statement, rows) in [
+            (
+                "COPY transaction",
+                &*sql::COPY_TRANSACTIONS,
+                self.transactions,
+            ),
+            ("COPY operation", &*sql::COPY_OPERATIONS, self.operations),
+        ] {
+            if rows.len() <= 21 {
+                continue; // a header and a trailer: no row
+            }
+            copied += traces::step(name, async {
+                let mut copy = deadline.call("COPY", conn.copy_in_raw(statement)).await?;
+                deadline.call("COPY", copy.send(rows)).await?;
+                deadline.call("COPY", copy.finish()).await
+            })
+            .await?;
+        }
+        Ok(copied)
+    }
+}
+
 /// Copies the rows of `merged` on `conn` (inside a database transaction); the caller treats a
 /// `unique_violation` as "write it with the upsert instead". Every step is within `deadline`:
 /// a connection that goes silent while rows are sent fails the write (the caller then
@@ -221,31 +266,9 @@ pub async fn copy(
     merged: &Merged<'_>,
     deadline: &Deadline,
 ) -> Result<u64, WriteError> {
-    let now = Utc::now();
-    let mut copied = 0;
-    for (name, statement, rows) in [
-        (
-            "COPY transaction",
-            &*sql::COPY_TRANSACTIONS,
-            transaction_rows(merged, now),
-        ),
-        (
-            "COPY operation",
-            &*sql::COPY_OPERATIONS,
-            operation_rows(&merged.operations, now),
-        ),
-    ] {
-        if rows.len() <= 21 {
-            continue; // a header and a trailer: no row
-        }
-        copied += traces::step(name, async {
-            let mut copy = deadline.call("COPY", conn.copy_in_raw(statement)).await?;
-            deadline.call("COPY", copy.send(rows)).await?;
-            deadline.call("COPY", copy.finish()).await
-        })
-        .await?;
-    }
-    Ok(copied)
+    CopyRows::encode(merged, Utc::now())
+        .send(conn, deadline)
+        .await
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 pub mod bulk;
 pub mod columns;
-mod copy;
+pub mod copy;
 pub mod merge;
 pub mod one_by_one;
 mod plan;

@@ -74,11 +74,11 @@ async fn write(
             let query = sqlx::query_scalar(&sql::ONE_TRANSACTION_CONFLICTS)
                 .bind(t.id)
                 .bind(t.amount.as_ref().map(|a| a.as_str()))
-                .bind(&t.asset_code)
+                .bind(t.asset_code.as_str())
                 .bind(t.ledger_id)
                 .bind(t.organization_id)
                 .bind(t.parent_transaction_id)
-                .bind(&t.status.code);
+                .bind(t.status.code.as_str());
             let conflicting: bool = deadline
                 .call("comparing with the stored row", query.fetch_one(&mut *conn))
                 .await?;
