@@ -19,7 +19,8 @@
 #     ConfigMap's label, JSON, variables and metrics;
 #   - examples/autoscaling: the KEDA ScaledObject against KEDA's CRD (tests/fixtures/), the HPA
 #     and the adapter rule, targeting the example BulkRecorder with thresholds of at least
-#     workers x prefetch x (bulksInFlight + 1), what one recorder holds unacknowledged;
+#     what one recorder holds unacknowledged (workers x prefetch, or size x (bulksInFlight + 1)
+#     when that is more);
 #   - values.schema.json rejects wrong types and unknown keys;
 #   - NOTES.txt renders, and the first BulkRecorder it shows is valid;
 #   - examples/dev (and examples/bulkrecorder.yaml) are valid against the CRD and agree with each
@@ -607,9 +608,11 @@ def quantity(value):
 def check_autoscaling():
     br = [d for d in docs_of("examples/bulkrecorder.yaml") if d["kind"] == "BulkRecorder"][0]
     spec = br["spec"]
-    # What one recorder holds unacknowledged: each channel's prefetch is prefetch x (bulks in
-    # flight + 1) in bulk mode.
-    unacked = spec.get("workers", 5) * spec.get("prefetch", 10) * (spec.get("bulksInFlight", 2) + 1)
+    # What one recorder holds unacknowledged: its channels' window holds the bulks in flight and
+    # the one being collected, and never less than workers x prefetch.
+    workers, prefetch = spec.get("workers", 5), spec.get("prefetch", 10)
+    size = spec.get("size", workers * prefetch)
+    unacked = max(workers * prefetch, size * (spec.get("bulksInFlight", 2) + 1))
     crd = load(CRD_PATH)[0]
     max_replicas = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["replicas"]["maximum"]
     target = {"apiVersion": "bulkrecorder.io/v1alpha1", "kind": "BulkRecorder", "name": br["metadata"]["name"]}
@@ -625,7 +628,7 @@ def check_autoscaling():
     trigger = so["spec"]["triggers"][0]
     meta = trigger["metadata"]
     if trigger["type"] != "rabbitmq" or meta.get("mode") != "QueueLength" or quantity(meta["value"]) < unacked:
-        problems.append(f"the trigger is not rabbitmq/QueueLength with a value of at least workers x prefetch x (bulksInFlight + 1) ({unacked}): {trigger}")
+        problems.append(f"the trigger is not rabbitmq/QueueLength with a value of at least what one recorder holds ({unacked}): {trigger}")
     if meta.get("queueName") != spec["rabbitmq"]["queue"]:
         problems.append(f"the trigger reads {meta.get('queueName')}, the BulkRecorder {spec['rabbitmq']['queue']}")
     secret = spec["rabbitmq"]["urlSecretRef"]
@@ -968,7 +971,7 @@ check "PrometheusRule: promtool check rules" promtool_check
 check "PrometheusRule: promtool test rules tests/fixtures/prometheus-rules-test.yaml (each alert fires when it should, and only then)" promtool_test
 [ -s "$WORK/observability.yaml" ] && check "Grafana dashboard ConfigMap: the sidecar's label, the committed JSON, a datasource variable, every panel filtered by namespace and BulkRecorder, the metrics docs/configuration.md lists" \
   py dashboard "$WORK/observability.yaml"
-check "examples/autoscaling: a KEDA ScaledObject (valid against KEDA's CRD) and an autoscaling/v2 HPA targeting the example BulkRecorder, thresholds at least workers x prefetch x (bulksInFlight + 1)" \
+check "examples/autoscaling: a KEDA ScaledObject (valid against KEDA's CRD) and an autoscaling/v2 HPA targeting the example BulkRecorder, thresholds at least what one recorder holds unacknowledged" \
   py autoscaling
 [ -s "$WORK/default.yaml" ] && check "operator pod: non-root without pinned ids (OpenShift restricted SCC), read-only root fs, no capabilities, seccomp, probes, downward API; Service selects it" \
   py pod "$WORK/default.yaml" 8080

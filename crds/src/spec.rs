@@ -122,8 +122,10 @@ pub struct BulkRecorderSpec {
     pub workers: i32,
 
     /// Prefetch per worker (RABBITMQ_NUMBERS_OF_PREFETCH): a bulk holds at most
-    /// workers * prefetch messages; each channel's basic.qos is prefetch * (bulksInFlight + 1)
-    /// so that the next bulk fills while the others are written.
+    /// workers * prefetch messages. In bulk mode each channel's basic.qos is raised to hold, all
+    /// channels together, the bulks in flight and the one being collected
+    /// (max(prefetch, ceil(size * (bulksInFlight + 1) / workers))), so that the next bulk fills
+    /// while the others are written.
     #[serde(default = "default_prefetch")]
     #[schemars(range(min = 1, max = 65535))]
     pub prefetch: i32,

@@ -37,7 +37,7 @@ async fn a_long_database_outage_holds_the_bulk_and_spends_no_delivery() {
     assert_eq!(TestQueue::ready(&dead).await, 0, "nothing dead-lettered");
     assert_eq!(recorder.committed_transactions(), during, "nothing commits");
     let (_, unacked) = broker_counts_async(&queue.name).await;
-    // The channels' window: workers x prefetch x (bulks in flight + 1) = 2 x 25 x 3.
+    // The channels' window: bulks of 2 x 25, two in flight and one filling.
     assert!(
         unacked <= 150,
         "no more deliveries than the prefetch window: {unacked} unacknowledged"

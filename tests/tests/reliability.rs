@@ -99,7 +99,7 @@ async fn a_locked_table_makes_the_recorder_wait_without_acking_or_hoarding() {
         .unwrap();
     assert_eq!(
         unacked, WINDOW,
-        "the recorder holds at most workers x prefetch x (bulks in flight + 1) messages"
+        "the recorder holds at most the bulks in flight and the one being collected"
     );
     assert_eq!(
         ready,

@@ -121,7 +121,7 @@ pub static VARIABLES: &[Variable] = &[
         "RABBITMQ_NUMBERS_OF_PREFETCH",
         Default::Int(10),
         Accepted::Range(1, 65535),
-        "prefetch per worker: a bulk holds at most workers x this many messages; in bulk mode each channel's `basic.qos` is this x (bulks in flight + 1), so that the next bulk fills while the others are written",
+        "prefetch per worker: a bulk holds at most workers x this many messages; in bulk mode each channel's `basic.qos` is raised to hold, all channels together, the bulks in flight and the one being collected (`max(prefetch, ⌈size x (bulks in flight + 1) / workers⌉)`: 30 at the defaults)",
     ),
     var(
         "RABBITMQ_TRANSACTION_ASYNC",

@@ -55,9 +55,9 @@ pub fn overdraft_events(t: &Transaction, version: &str, now: DateTime<Utc>) -> V
             let mut json = GoJson::with_capacity(512);
             envelope(&mut json, "balance", action, version, now, t, |json| {
                 json.raw("{\"accountId\":");
-                json.string(&op.account_id.to_string());
+                json.uuid(&op.account_id);
                 json.raw(",\"transactionId\":");
-                json.string(&t.id.to_string());
+                json.uuid(&t.id);
                 json.raw(",\"amount\":");
                 json.string(amount.as_str());
                 json.raw(",\"overdraftBalance\":");
@@ -125,9 +125,9 @@ fn envelope(
     json.raw(",\"version\":");
     json.string(version);
     json.raw(",\"organizationId\":");
-    json.string(&t.organization_id.to_string());
+    json.uuid(&t.organization_id);
     json.raw(",\"ledgerId\":");
-    json.string(&t.ledger_id.to_string());
+    json.uuid(&t.ledger_id);
     json.raw(",\"payload\":");
     payload(json);
     json.raw("}");
@@ -167,10 +167,10 @@ fn strings(json: &mut GoJson, values: Option<&[compact_str::CompactString]>) {
 /// `transaction.Transaction` of the ledger (its `Body` is `json:"-"`).
 fn transaction_payload(json: &mut GoJson, t: &Transaction) {
     json.raw("{\"id\":");
-    json.string(&t.id.to_string());
+    json.uuid(&t.id);
     if let Some(parent) = t.parent_transaction_id {
         json.raw(",\"parentTransactionId\":");
-        json.string(&parent.to_string());
+        json.uuid(&parent);
     }
     json.raw(",\"description\":");
     json.string(&t.description);
@@ -187,14 +187,14 @@ fn transaction_payload(json: &mut GoJson, t: &Transaction) {
     json.raw(",\"destination\":");
     strings(json, t.destination.as_deref());
     json.raw(",\"ledgerId\":");
-    json.string(&t.ledger_id.to_string());
+    json.uuid(&t.ledger_id);
     json.raw(",\"organizationId\":");
-    json.string(&t.organization_id.to_string());
+    json.uuid(&t.organization_id);
     json.raw(",\"route\":");
     json.string(t.route.as_deref().unwrap_or_default());
     if let Some(route_id) = t.route_id {
         json.raw(",\"routeId\":");
-        json.string(&route_id.to_string());
+        json.uuid(&route_id);
     }
     json.raw(",\"feesSkipped\":");
     json.bool(t.fees_skipped);
@@ -248,9 +248,9 @@ fn balance(json: &mut GoJson, b: Option<&Balance>) {
 /// `operation.Operation` of the ledger (its `Snapshot` is `json:"-"`).
 fn operation(json: &mut GoJson, o: &Operation) {
     json.raw("{\"id\":");
-    json.string(&o.id.to_string());
+    json.uuid(&o.id);
     json.raw(",\"transactionId\":");
-    json.string(&o.transaction_id.to_string());
+    json.uuid(&o.transaction_id);
     json.raw(",\"description\":");
     json.string(&o.description);
     json.raw(",\"type\":");
@@ -268,17 +268,17 @@ fn operation(json: &mut GoJson, o: &Operation) {
     json.raw(",\"status\":");
     status(json, &o.status.code, o.status.description.as_deref());
     json.raw(",\"accountId\":");
-    json.string(&o.account_id.to_string());
+    json.uuid(&o.account_id);
     json.raw(",\"accountAlias\":");
     json.string(&o.account_alias);
     json.raw(",\"balanceKey\":");
     json.string(o.balance_key.as_deref().unwrap_or_default());
     json.raw(",\"balanceId\":");
-    json.string(&o.balance_id.to_string());
+    json.uuid(&o.balance_id);
     json.raw(",\"organizationId\":");
-    json.string(&o.organization_id.to_string());
+    json.uuid(&o.organization_id);
     json.raw(",\"ledgerId\":");
-    json.string(&o.ledger_id.to_string());
+    json.uuid(&o.ledger_id);
     json.raw(",\"route\":");
     json.string(o.route.as_deref().unwrap_or_default());
     json.raw(",\"balanceAffected\":");
@@ -289,7 +289,7 @@ fn operation(json: &mut GoJson, o: &Operation) {
     }
     if let Some(route_id) = o.route_id {
         json.raw(",\"routeId\":");
-        json.string(&route_id.to_string());
+        json.uuid(&route_id);
     }
     for (key, value) in [
         ("routeCode", &o.route_code),

@@ -29,24 +29,40 @@ impl GoJson {
     /// control characters as `\u00xx`, and `<`, `>`, `&`, U+2028 and U+2029 as `\uXXXX`.
     pub fn string(&mut self, text: &str) {
         self.out.push('"');
-        for c in text.chars() {
-            match c {
-                '"' => self.out.push_str("\\\""),
-                '\\' => self.out.push_str("\\\\"),
-                '\n' => self.out.push_str("\\n"),
-                '\r' => self.out.push_str("\\r"),
-                '\t' => self.out.push_str("\\t"),
-                '\u{8}' => self.out.push_str("\\b"),
-                '\u{c}' => self.out.push_str("\\f"),
-                '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                    let _ = write!(self.out, "\\u{:04x}", u32::from(c));
-                }
-                c if u32::from(c) < 0x20 => {
-                    let _ = write!(self.out, "\\u{:04x}", u32::from(c));
-                }
-                c => self.out.push(c),
+        // Runs of characters that need no escape are copied whole.
+        let mut run = 0;
+        for (i, c) in text.char_indices() {
+            // "" stands for `\uXXXX`.
+            let escape = match c {
+                '"' => Some("\\\""),
+                '\\' => Some("\\\\"),
+                '\n' => Some("\\n"),
+                '\r' => Some("\\r"),
+                '\t' => Some("\\t"),
+                '\u{8}' => Some("\\b"),
+                '\u{c}' => Some("\\f"),
+                '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => Some(""),
+                c if u32::from(c) < 0x20 => Some(""),
+                _ => None,
+            };
+            let Some(escape) = escape else { continue };
+            self.out.push_str(&text[run..i]);
+            run = i + c.len_utf8();
+            if escape.is_empty() {
+                let _ = write!(self.out, "\\u{:04x}", u32::from(c));
+            } else {
+                self.out.push_str(escape);
             }
         }
+        self.out.push_str(&text[run..]);
+        self.out.push('"');
+    }
+
+    /// A UUID in its hyphenated form (no escape needed, no allocation).
+    pub fn uuid(&mut self, id: &uuid::Uuid) {
+        let mut buffer = uuid::Uuid::encode_buffer();
+        self.out.push('"');
+        self.out.push_str(id.hyphenated().encode_lower(&mut buffer));
         self.out.push('"');
     }
 

@@ -124,19 +124,23 @@ pub async fn run(shared: &Shared, shutdown: watch::Receiver<bool>) -> Result<(),
     ended
 }
 
-/// The `basic.qos` of each channel: `prefetch` for every bulk that may be unacknowledged at
-/// once, the one being collected and those in flight. `size` stays `workers x prefetch` (the
-/// ledger's contract), and the next bulk fills while the others are written: with the defaults
-/// (5 x 10, two in flight) each consumer shows prefetch 30 in RabbitMQ's management UI, and up
-/// to 150 messages are unacknowledged. Without it a bulk of 50 holds every message the broker
-/// hands out, and nothing is delivered while it is written.
+/// The `basic.qos` of each channel: enough, all channels together, for every bulk that may be
+/// unacknowledged at once (the one being collected and those in flight), and never less than
+/// `prefetch`. `size` stays at most `workers x prefetch` (the ledger's contract), and the next
+/// bulk fills while the others are written: with the defaults (5 x 10, bulks of 50, two in
+/// flight) each consumer shows prefetch 30 in RabbitMQ's management UI, and up to 150 messages
+/// are unacknowledged. Without it a bulk of 50 holds every message the broker hands out, and
+/// nothing is delivered while it is written. A window that already holds them (4 x 1000 for
+/// bulks of 1000, three in flight) is left as it is: wider would only hold more memory.
 pub fn channel_prefetch(config: &Config, bulks_in_flight: usize) -> u16 {
-    let bulks = if config.bulk_enabled {
-        bulks_in_flight as u32 + 1
-    } else {
-        1
-    };
-    (u32::from(config.prefetch) * bulks).min(u32::from(u16::MAX)) as u16
+    if !config.bulk_enabled {
+        return config.prefetch;
+    }
+    let bulks = config.bulk_size * (bulks_in_flight + 1);
+    let per_channel = bulks.div_ceil(usize::from(config.workers));
+    per_channel
+        .max(usize::from(config.prefetch))
+        .min(usize::from(u16::MAX)) as u16
 }
 
 /// Connects and makes sure the queue exists, within [`CONNECT_TIMEOUT`]; `None` when shutdown
@@ -446,4 +450,62 @@ async fn cancel_at_shutdown(
         }
     }
     pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::channel_prefetch;
+    use crate::config::Config;
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        let mut all: HashMap<String, String> = [
+            ("RABBITMQ_URL", "amqp://localhost"),
+            ("RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE", "q"),
+            ("DATABASE_URL", "postgres://localhost/db"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::from_vars(&all).unwrap()
+    }
+
+    /// What one recorder may hold unacknowledged, all channels together.
+    fn window(vars: &[(&str, &str)]) -> usize {
+        let c = config(vars);
+        usize::from(channel_prefetch(&c, c.bulks_in_flight)) * usize::from(c.workers)
+    }
+
+    #[test]
+    fn at_the_defaults_the_next_bulk_fills_while_two_are_written() {
+        // Bulks of 5 x 10 = 50: two in flight and one being collected.
+        assert_eq!(window(&[]), 150);
+        assert_eq!(channel_prefetch(&config(&[]), 2), 30);
+    }
+
+    #[test]
+    fn a_window_that_already_holds_every_bulk_is_not_widened() {
+        // 4 x 1000 unacknowledged already hold bulks of 1000: three in flight and one filling.
+        let best = [
+            ("RABBITMQ_NUMBERS_OF_WORKERS", "4"),
+            ("RABBITMQ_NUMBERS_OF_PREFETCH", "1000"),
+            ("BULK_RECORDER_SIZE", "1000"),
+            ("BULK_RECORDER_BULKS_IN_FLIGHT", "3"),
+        ];
+        assert_eq!(window(&best), 4000);
+        // Bulks of 400 out of 4 x 250: two in flight and one filling need 1200.
+        let smaller = [
+            ("RABBITMQ_NUMBERS_OF_WORKERS", "4"),
+            ("RABBITMQ_NUMBERS_OF_PREFETCH", "250"),
+            ("BULK_RECORDER_SIZE", "400"),
+        ];
+        assert_eq!(window(&smaller), 1200);
+    }
+
+    #[test]
+    fn one_message_at_a_time_keeps_the_configured_prefetch() {
+        assert_eq!(window(&[("BULK_RECORDER_ENABLED", "false")]), 50);
+    }
 }
