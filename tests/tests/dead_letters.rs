@@ -11,8 +11,8 @@ use bulk_recorder_publish::{encode, sample_transaction};
 use lapin::{
     BasicProperties, ExchangeKind,
     options::{
-        BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-        QueueBindOptions, QueueDeclareOptions,
+        BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+        ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable},
 };
@@ -438,6 +438,11 @@ async fn replays_and_dry_runs_never_spend_what_they_leave_behind() {
         .queue_declare(dlq.as_str().into(), QueueDeclareOptions::durable(), args)
         .await
         .unwrap();
+    // Confirmed, so that both are in the quorum queue's log before the first pass reads it.
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     for reason in ["database", "missing_parent"] {
         let properties = bulk_recorder::broker::dead_letter::with_reason(
             &BasicProperties::default().with_message_id(reason.into()),
@@ -445,7 +450,7 @@ async fn replays_and_dry_runs_never_spend_what_they_leave_behind() {
             "as the recorder wrote it",
             "recorder-pod-7",
         );
-        channel
+        let confirmation = channel
             .basic_publish(
                 "".into(),
                 dlq.as_str().into(),
@@ -457,6 +462,7 @@ async fn replays_and_dry_runs_never_spend_what_they_leave_behind() {
             .unwrap()
             .await
             .unwrap();
+        assert!(confirmation.is_ack(), "the {reason} dead letter stored");
     }
     let _ = connection.close(200, "ok".into()).await;
 
