@@ -10,6 +10,8 @@
 pub mod backoff;
 pub mod broker;
 pub mod config;
+#[cfg(test)]
+mod docs_table;
 pub mod ledger;
 pub mod message;
 pub mod pipeline;

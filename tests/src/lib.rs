@@ -470,6 +470,14 @@ impl RunningRecorder {
         self.metrics.totals().transactions.attempted
     }
 
+    /// Asserts that, a few seconds on, `held` messages of `queue` still wait unacknowledged
+    /// (none back in the queue) and readiness says so: `why` they are held.
+    pub async fn assert_holds(&self, queue: &str, held: u64, why: &str) {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(broker_counts(queue), (0, held), "{why}");
+        assert!(!self.health.ready(), "readiness off while {why}");
+    }
+
     /// Messages done with: committed, skipped (nothing to write) or rejected.
     pub fn settled_messages(&self) -> u64 {
         let m = &self.metrics;

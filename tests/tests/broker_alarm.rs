@@ -55,6 +55,23 @@ async fn topology(node: &RabbitNode) -> Connection {
     connection
 }
 
+/// A recorder of one worker on the node's queue `work`, with `extra` variables.
+fn config(node: &RabbitNode, db: &TestDb, extra: &[(&str, &str)]) -> Config {
+    let url = node.url();
+    let vars: HashMap<String, String> = [
+        ("RABBITMQ_URL", url.as_str()),
+        ("RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE", "work"),
+        ("DATABASE_URL", db.url.as_str()),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+        ("RABBITMQ_NUMBERS_OF_WORKERS", "1"),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Config::from_vars(&vars).unwrap()
+}
+
 async fn ready(connection: &Connection, queue: &str) -> u32 {
     let channel = connection.create_channel().await.unwrap();
     let passive = QueueDeclareOptions {
@@ -86,22 +103,14 @@ async fn under_a_memory_alarm_good_messages_are_acknowledged_while_a_dead_letter
     node.memory_alarm(true);
 
     let db = TestDb::create().await;
-    let vars: HashMap<String, String> = [
-        ("RABBITMQ_URL", node.url()),
-        (
-            "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
-            "work".into(),
-        ),
-        ("DATABASE_URL", db.url.clone()),
-        ("METRICS_ADDR", "127.0.0.1:0".into()),
-        ("RABBITMQ_NUMBERS_OF_WORKERS", "1".into()),
-        ("BULK_RECORDER_DEAD_LETTER_EXCHANGE", "dlx".into()),
-        ("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY", "dead".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let recorder = RunningRecorder::start(Config::from_vars(&vars).unwrap());
+    let recorder = RunningRecorder::start(config(
+        &node,
+        &db,
+        &[
+            ("BULK_RECORDER_DEAD_LETTER_EXCHANGE", "dlx"),
+            ("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY", "dead"),
+        ],
+    ));
     wait_until(
         DRAIN,
         "the good messages stored and acknowledged",
@@ -158,22 +167,12 @@ async fn under_a_memory_alarm_unconfirmed_events_hold_the_acks_and_do_not_hold_s
     node.memory_alarm(true);
 
     let db = TestDb::create().await;
-    let vars: HashMap<String, String> = [
-        ("RABBITMQ_URL", node.url()),
-        (
-            "RABBITMQ_TRANSACTION_BALANCE_OPERATION_QUEUE",
-            "work".into(),
-        ),
-        ("DATABASE_URL", db.url.clone()),
-        ("METRICS_ADDR", "127.0.0.1:0".into()),
-        ("RABBITMQ_NUMBERS_OF_WORKERS", "1".into()),
-        // The node's default exchange for topics: it exists, so only the alarm stops events.
-        ("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE", "amq.topic".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let recorder = RunningRecorder::start(Config::from_vars(&vars).unwrap());
+    // The node's default exchange for topics: it exists, so only the alarm stops events.
+    let recorder = RunningRecorder::start(config(
+        &node,
+        &db,
+        &[("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE", "amq.topic")],
+    ));
     wait_until(DRAIN, "the rows committed", || async {
         recorder.committed_transactions() == 5
     })

@@ -398,13 +398,9 @@ async fn events_for_an_exchange_not_there_yet_hold_their_messages() {
         db.count("transaction").await == 5
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        broker_counts(&queue.name),
-        (0, 5),
-        "held until their events are confirmed"
-    );
-    assert!(!recorder.health.ready());
+    recorder
+        .assert_holds(&queue.name, 5, "held until their events are confirmed")
+        .await;
     exchange.declare().await;
     wait_until(DRAIN, "acknowledged once published", || async {
         broker_counts(&queue.name) == (0, 0)

@@ -211,13 +211,13 @@ async fn a_document_store_that_goes_away_holds_the_messages_and_loses_nothing() 
         db.count("transaction").await == 10
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        broker_counts(&queue.name),
-        (0, 5),
-        "not acknowledged while their metadata is not stored"
-    );
-    assert!(!recorder.health.ready(), "readiness says so");
+    recorder
+        .assert_holds(
+            &queue.name,
+            5,
+            "not acknowledged while their metadata is not stored",
+        )
+        .await;
 
     own.restart();
     wait_until(DRAIN, "acknowledged once the store is back", || async {

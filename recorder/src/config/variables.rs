@@ -371,19 +371,11 @@ mod tests {
     /// The documentation's table of variables (docs/configuration.md) holds exactly these rows.
     #[test]
     fn the_readme_documents_every_variable_as_the_code_reads_it() {
-        let readme = include_str!("../../../docs/configuration.md");
         let expected: Vec<String> = VARIABLES.iter().map(Variable::row).collect();
-        let documented: Vec<&str> = readme
-            .lines()
-            .skip_while(|l| !l.starts_with("| variable | default | accepted | meaning |"))
-            .skip(2)
-            .take_while(|l| l.starts_with('|'))
-            .collect();
-        assert_eq!(
-            documented,
-            expected,
-            "docs/configuration.md's table of variables differs from the code; the rows should read:\n{}",
-            expected.join("\n")
+        crate::docs_table::assert_configuration_table(
+            "| variable | default | accepted | meaning |",
+            "variables",
+            &expected,
         );
     }
 }

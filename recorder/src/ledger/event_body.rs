@@ -26,6 +26,23 @@ pub struct Event {
     pub body: Vec<u8>,
 }
 
+impl Event {
+    /// An event whose `message_id` is named by `identity` (what makes it this event).
+    fn new(
+        kind: &'static str,
+        routing_key: String,
+        identity: std::fmt::Arguments<'_>,
+        json: GoJson,
+    ) -> Self {
+        Self {
+            kind,
+            routing_key,
+            message_id: Uuid::new_v5(&EVENT_NAMESPACE, identity.to_string().as_bytes()).to_string(),
+            body: json.out.into_bytes(),
+        }
+    }
+}
+
 /// The transaction event: routing key `midaz.transaction.<status>`.
 pub fn transaction_event(t: &Transaction, version: &str, now: DateTime<Utc>) -> Event {
     let status = &t.status.code;
@@ -33,16 +50,12 @@ pub fn transaction_event(t: &Transaction, version: &str, now: DateTime<Utc>) -> 
     envelope(&mut json, "transaction", status, version, now, t, |json| {
         transaction_payload(json, t)
     });
-    Event {
-        kind: "transaction",
-        routing_key: format!("midaz.transaction.{status}"),
-        message_id: Uuid::new_v5(
-            &EVENT_NAMESPACE,
-            format!("transaction/{}/{status}", t.id).as_bytes(),
-        )
-        .to_string(),
-        body: json.out.into_bytes(),
-    }
+    Event::new(
+        "transaction",
+        format!("midaz.transaction.{status}"),
+        format_args!("transaction/{}/{status}", t.id),
+        json,
+    )
 }
 
 /// One event per overdraft movement: an operation on the `overdraft` balance key with a
@@ -66,16 +79,12 @@ pub fn overdraft_events(t: &Transaction, version: &str, now: DateTime<Utc>) -> V
                 json.time(now);
                 json.raw("}");
             });
-            Some(Event {
-                kind: "overdraft",
-                routing_key: format!("midaz.balance.{action}"),
-                message_id: Uuid::new_v5(
-                    &EVENT_NAMESPACE,
-                    format!("overdraft/{}/{action}", op.id).as_bytes(),
-                )
-                .to_string(),
-                body: json.out.into_bytes(),
-            })
+            Some(Event::new(
+                "overdraft",
+                format!("midaz.balance.{action}"),
+                format_args!("overdraft/{}/{action}", op.id),
+                json,
+            ))
         })
         .collect()
 }

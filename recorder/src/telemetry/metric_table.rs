@@ -208,19 +208,11 @@ mod tests {
     /// The documentation's table of metrics (docs/configuration.md) holds exactly these rows.
     #[test]
     fn the_documentation_lists_every_metric_as_the_code_registers_it() {
-        let docs = include_str!("../../../docs/configuration.md");
         let expected: Vec<String> = METRICS.iter().map(MetricDef::row).collect();
-        let documented: Vec<&str> = docs
-            .lines()
-            .skip_while(|l| !l.starts_with("| metric | type | meaning |"))
-            .skip(2)
-            .take_while(|l| l.starts_with('|'))
-            .collect();
-        assert_eq!(
-            documented,
-            expected,
-            "docs/configuration.md's table of metrics differs from the code; the rows should read:\n{}",
-            expected.join("\n")
+        crate::docs_table::assert_configuration_table(
+            "| metric | type | meaning |",
+            "metrics",
+            &expected,
         );
     }
 }
