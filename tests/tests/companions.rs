@@ -9,7 +9,7 @@ use std::time::Duration;
 use bulk_recorder::message::{Format, Metadata, Transaction};
 use bulk_recorder_e2e::{
     exchange::TestExchange,
-    mongo::{TestMongo, mongodb_url},
+    mongo::{OwnMongo, TestMongo, mongodb_url},
     *,
 };
 use bulk_recorder_publish::sample_transaction;
@@ -135,24 +135,49 @@ async fn sigterm_mid_drain_returns_nothing_committed_to_the_queue() {
     assert_eq!(store.documents("transaction").await.len(), with_documents);
 }
 
-/// A child whose parent comes later, while the events hold every bulk (their exchange is not
-/// declared yet): the parent is delivered but cannot be written while both bulks in flight are
-/// held. The hold is three times the child's wait; the child must not be dead-lettered for it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hold_of_the_events_does_not_use_up_a_childs_parent_wait() {
+/// What holds every bulk's settlement after its rows are committed.
+enum Hold {
+    /// The events' exchange is not declared yet.
+    Events(TestExchange),
+    /// The document store is stopped (its database dropped before the server, when dropped).
+    Documents(TestMongo, OwnMongo),
+}
+
+impl Hold {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Hold::Events(exchange) => vec![(
+                "RABBITMQ_TRANSACTION_EVENTS_EXCHANGE",
+                exchange.name.clone(),
+            )],
+            Hold::Documents(store, own) => vec![
+                ("MONGODB_URL", own.url()),
+                ("MONGODB_DATABASE", store.name.clone()),
+            ],
+        }
+    }
+
+    async fn release(&mut self) {
+        match self {
+            Hold::Events(exchange) => exchange.declare().await,
+            Hold::Documents(_, own) => own.restart(),
+        }
+    }
+}
+
+/// A child whose parent comes later, while `hold` holds every bulk (two other messages written,
+/// their settlement held): the parent is delivered but cannot be written while both bulks in
+/// flight are held. The hold is three times the child's wait; the child must not be
+/// dead-lettered for it.
+async fn a_hold_does_not_use_up_a_childs_parent_wait(mut hold: Hold) {
     let (db, queue) = (TestDb::create().await, TestQueue::with_dead_letters().await);
-    let events = TestExchange::topic("tx-events");
-    let parent = sample_transaction(2);
-    let mut child = sample_transaction(2);
+    let parent = with_metadata(2);
+    let mut child = with_metadata(2);
     child.parent_transaction_id = Some(parent.id);
-    let recorder = RunningRecorder::start(config(
-        &db,
-        &queue,
-        &[
-            ("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE", &events.name),
-            ("BULK_RECORDER_MISSING_PARENT_WAIT_MS", "3000"),
-        ],
-    ));
+    let mut vars = hold.env();
+    vars.push(("BULK_RECORDER_MISSING_PARENT_WAIT_MS", "3000".into()));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let recorder = RunningRecorder::start(config(&db, &queue, &vars));
     queue
         .publish_transactions(std::slice::from_ref(&child), Format::Json)
         .await;
@@ -160,15 +185,12 @@ async fn a_hold_of_the_events_does_not_use_up_a_childs_parent_wait() {
         recorder.metrics.parked.get() == 1
     })
     .await;
-    for (i, other) in [sample_transaction(1), sample_transaction(1)]
-        .iter()
-        .enumerate()
-    {
+    for i in 0..2 {
         queue
-            .publish_transactions(std::slice::from_ref(other), Format::Json)
+            .publish_transactions(&[with_metadata(1)], Format::Json)
             .await;
-        wait_until(DRAIN, "written, held by its events", || async {
-            db.count("transaction").await == i as i64 + 1
+        wait_until(DRAIN, "written, its settlement held", || async {
+            db.count("transaction").await == i + 1
         })
         .await;
     }
@@ -182,7 +204,7 @@ async fn a_hold_of_the_events_does_not_use_up_a_childs_parent_wait() {
     tokio::time::sleep(Duration::from_secs(9)).await;
     assert_eq!(db.count("transaction").await, 2, "the parent not written");
 
-    events.declare().await;
+    hold.release().await;
     wait_until(DRAIN, "all four stored and acknowledged", || async {
         db.count("transaction").await == 4 && broker_counts_async(&queue.name).await == (0, 0)
     })
@@ -195,6 +217,22 @@ async fn a_hold_of_the_events_does_not_use_up_a_childs_parent_wait() {
         0
     );
     assert!(stored_transaction_ids(&db).await.contains(&child.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_of_the_events_does_not_use_up_a_childs_parent_wait() {
+    a_hold_does_not_use_up_a_childs_parent_wait(Hold::Events(TestExchange::topic("tx-events")))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_of_the_document_store_does_not_use_up_a_childs_parent_wait() {
+    let Some(mut own) = OwnMongo::start() else {
+        return;
+    };
+    let store = TestMongo::new(&own.url());
+    own.stop();
+    a_hold_does_not_use_up_a_childs_parent_wait(Hold::Documents(store, own)).await;
 }
 
 /// `BULK_RECORDER_DEAD_LETTER_EXCHANGE` names an exchange not declared yet (a typo, topology

@@ -23,7 +23,8 @@ async fn a_long_database_outage_holds_the_bulk_and_spends_no_delivery() {
         ("RABBITMQ_NUMBERS_OF_WORKERS", "2"),
         ("RABBITMQ_NUMBERS_OF_PREFETCH", "25"),
     ];
-    let (transactions, recorder) = recorder_mid_drain(&db, &queue, 300, 2, &overrides, 50).await;
+    // Enough that the outage comes while the queue drains (300 could all be stored already).
+    let (transactions, recorder) = recorder_mid_drain(&db, &queue, 3000, 2, &overrides, 50).await;
 
     db.allow_connections(false).await;
     db.terminate_backends().await;
@@ -48,14 +49,14 @@ async fn a_long_database_outage_holds_the_bulk_and_spends_no_delivery() {
     // durable), and those move before the acknowledgement: once the broker holds nothing of
     // the queue, the counts are final (docs/reliability.md).
     wait_until(DRAIN, "all committed and acknowledged", || async {
-        db.count("transaction").await == 300 && broker_counts_async(&queue.name).await == (0, 0)
+        db.count("transaction").await == 3000 && broker_counts_async(&queue.name).await == (0, 0)
     })
     .await;
     wait_until(DRAIN, "ready again", || async { recorder.health.ready() }).await;
     let totals = recorder.metrics.totals();
     recorder.stop().await;
     assert_stored_exactly_once(&db, &queue, &transactions).await;
-    assert_eq!(totals.transactions.inserted, 300);
+    assert_eq!(totals.transactions.inserted, 3000);
     assert_eq!(TestQueue::ready(&dead).await, 0, "nothing dead-lettered");
 }
 

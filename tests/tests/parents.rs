@@ -356,7 +356,10 @@ async fn a_child_parked_after_sigterm_returns_alone_and_its_bulk_is_acknowledged
 /// stops: both are stored, nothing goes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_sigterm_a_child_whose_parent_is_in_the_last_bulk_is_stored() {
-    let (db, queue) = (TestDb::create().await, TestQueue::with_dead_letters().await);
+    let db = TestDb::create().await;
+    // Any return to the queue dead-letters the message: a child requeued at SIGTERM (and
+    // redelivered before the consumers were cancelled) cannot pass for one stored in time.
+    let queue = TestQueue::quorum_with_dead_letters(Some(0)).await;
     let parent = sample_transaction(2);
     let child = child_of(&parent);
     let other = sample_transaction(1);
@@ -389,5 +392,10 @@ async fn at_sigterm_a_child_whose_parent_is_in_the_last_bulk_is_stored() {
         [parent.id, child.id, other.id].into_iter().collect()
     );
     assert_eq!(TestQueue::ready(&queue.name).await, 0, "nothing back");
+    assert_eq!(
+        TestQueue::ready(queue.dead_letters.as_ref().expect("dlq")).await,
+        0,
+        "nothing returned to the queue"
+    );
     assert_eq!(metrics.shutdown_requeued.get(), 0);
 }
