@@ -92,13 +92,13 @@ fn decoded(value: &Value) -> Transaction {
         Format::Msgpack
     );
     match decode(&body, None, LIMIT).unwrap() {
-        Decoded::Transaction {
-            transaction,
+        Decoded::Transactions {
+            mut entries,
             format,
-            ..
         } => {
             assert_eq!(format, "msgpack");
-            *transaction
+            assert_eq!(entries.len(), 1);
+            entries.remove(0).transaction
         }
         other => panic!("{other:?}"),
     }

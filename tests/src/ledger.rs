@@ -221,3 +221,45 @@ pub fn with_empty_queue_data(body: &[u8]) -> Vec<u8> {
     rmpv::encode::write_value(&mut out, &envelope).expect("envelope");
     out
 }
+
+/// The `QueueData` entries of a ledger message.
+pub fn queue_items(body: &[u8]) -> Vec<Msgpack> {
+    let mut envelope = rmpv::decode::read_value(&mut &body[..]).expect("envelope");
+    match get_mut(&mut envelope, "QueueData") {
+        Msgpack::Array(items) => items.clone(),
+        other => panic!("QueueData is {other}"),
+    }
+}
+
+/// One message holding every entry of `bodies` (in order) in its `QueueData`, in the first
+/// one's envelope: what the ledger's newer consumer reads whole.
+pub fn with_entries(bodies: &[&[u8]]) -> Vec<u8> {
+    let mut envelope = rmpv::decode::read_value(&mut &bodies[0][..]).expect("envelope");
+    *get_mut(&mut envelope, "QueueData") =
+        Msgpack::Array(bodies.iter().flat_map(|b| queue_items(b)).collect());
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &envelope).expect("envelope");
+    out
+}
+
+/// The message with `keys` added to its payload (the ledger's newer payload keys).
+pub fn with_payload_keys(body: &[u8], keys: &[(&str, Msgpack)]) -> Vec<u8> {
+    rewrite_payload(body, |payload| {
+        if let Msgpack::Map(entries) = payload {
+            entries.extend(keys.iter().map(|(k, v)| (Msgpack::from(*k), v.clone())));
+        }
+    })
+}
+
+/// The message with `value` as its `QueueData[0].Value` (bytes that are not a payload).
+pub fn with_queue_value(body: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut envelope = rmpv::decode::read_value(&mut &body[..]).expect("envelope");
+    let item = match get_mut(&mut envelope, "QueueData") {
+        Msgpack::Array(items) => &mut items[0],
+        other => panic!("QueueData is {other}"),
+    };
+    *get_mut(item, "Value") = Msgpack::Binary(value.to_vec());
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &envelope).expect("envelope");
+    out
+}

@@ -3,11 +3,11 @@
 //! flight) changes or inserts it while the recorder's statement runs; and operations whose id is
 //! reused with other content counted `conflicting`, as transactions are.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bulk_recorder::{
     message::Transaction,
-    store::{BulkWriter, Database, OneByOneWriter, Written, db},
+    store::{BulkWriter, Database, OneByOneWriter, Written, db, statements::layout::Layout},
 };
 use bulk_recorder_e2e::*;
 use bulk_recorder_publish::{pending_and_commit, sample_transaction};
@@ -20,8 +20,8 @@ async fn writers() -> (TestDb, BulkWriter, OneByOneWriter) {
     let database = Database::standalone(pool, Duration::from_secs(30));
     (
         test_db,
-        BulkWriter::new(database.clone(), 1000),
-        OneByOneWriter::new(database),
+        BulkWriter::new(database.clone(), Arc::new(Layout::base()), 1000),
+        OneByOneWriter::new(database, Arc::new(Layout::base())),
     )
 }
 

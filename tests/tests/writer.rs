@@ -3,7 +3,7 @@
 use bulk_recorder::{
     message::Transaction,
     store::db,
-    store::{BulkWriter, Database, Written},
+    store::{BulkWriter, Database, Written, statements::layout::Layout},
 };
 use bulk_recorder_e2e::TestDb;
 use bulk_recorder_publish::sample_transaction;
@@ -15,7 +15,11 @@ async fn writer(max_rows: usize) -> (TestDb, BulkWriter) {
     let timeout = std::time::Duration::from_secs(10);
     (
         test_db,
-        BulkWriter::new(Database::standalone(pool, timeout), max_rows),
+        BulkWriter::new(
+            Database::standalone(pool, timeout),
+            std::sync::Arc::new(Layout::base()),
+            max_rows,
+        ),
     )
 }
 

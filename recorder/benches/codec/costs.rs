@@ -6,7 +6,7 @@ use std::{fmt::Write as _, time::Instant};
 
 use bulk_recorder::{
     message::{Format, Transaction, decode},
-    store::statements::{copy::CopyRows, merge::Merged},
+    store::statements::{copy::CopyRows, layout::Layout, merge::Merged},
 };
 use bulk_recorder_publish::{encode, sample_transaction};
 
@@ -41,11 +41,12 @@ const ROUNDS: usize = 5;
 /// Merging bulks of 1000 by id and encoding their rows in `COPY`'s binary format.
 fn encode_rows(transactions: &[Transaction]) -> Cost {
     let refs: Vec<&Transaction> = transactions.iter().collect();
+    let layout = Layout::base();
     let started = Instant::now();
     for _ in 0..ROUNDS {
         for bulk in refs.chunks(1000) {
             let merged = Merged::new(bulk);
-            std::hint::black_box(CopyRows::encode(&merged, chrono::Utc::now()));
+            std::hint::black_box(CopyRows::encode(&merged, &layout, chrono::Utc::now()));
         }
     }
     Cost {

@@ -7,7 +7,7 @@ use bulk_recorder::{
     message::Transaction,
     store::{
         commit::deadline::Deadline,
-        statements::{copy::CopyRows, merge::Merged},
+        statements::{copy::CopyRows, layout::Layout, merge::Merged},
     },
 };
 use chrono::Utc;
@@ -18,20 +18,22 @@ pub const BATCH: usize = 1000;
 
 /// The rows of `transactions` in slices of `BATCH`, encoded as the recorder encodes a bulk.
 pub fn encode(transactions: &[Transaction]) -> Vec<CopyRows> {
+    let layout = Layout::base();
     transactions
         .chunks(BATCH)
         .map(|slice| {
             let refs: Vec<&Transaction> = slice.iter().collect();
-            CopyRows::encode(&Merged::new(&refs), Utc::now())
+            CopyRows::encode(&Merged::new(&refs), &layout, Utc::now())
         })
         .collect()
 }
 
 /// Sends encoded slices on `conn`, each in a database transaction of its own.
 async fn send_all(conn: &mut PgConnection, slices: Vec<CopyRows>) {
+    let layout = Layout::base();
     for rows in slices {
         let mut tx = conn.begin().await.unwrap();
-        rows.send(&mut tx, &Deadline::after(Duration::from_secs(600)))
+        rows.send(&mut tx, &layout, &Deadline::after(Duration::from_secs(600)))
             .await
             .unwrap();
         tx.commit().await.unwrap();

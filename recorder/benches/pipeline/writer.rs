@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Instant};
 
 use bulk_recorder::{
     message::Transaction,
-    store::{BulkWriter, Database, db},
+    store::{BulkWriter, Database, db, statements::layout::Layout},
 };
 use bulk_recorder_publish::sample_transaction;
 
@@ -40,6 +40,7 @@ pub async fn alone(count: usize, settings: &[Setting]) {
         let pool = db::connect(&config, in_flight as u32 + 1).await.unwrap();
         let writer = BulkWriter::new(
             Database::standalone(pool.clone(), config.statement_timeout),
+            Arc::new(Layout::base()),
             setting.3,
         );
         let bulks: Vec<std::ops::Range<usize>> = (0..count.div_ceil(size))

@@ -154,17 +154,12 @@ async fn decode_one(
         routing_key: delivery.routing_key.to_string(),
     });
     let settled = match decoded {
-        Ok(Decoded::Transaction {
-            transaction,
-            format,
-            bookkeeping,
-        }) => {
+        Ok(Decoded::Transactions { entries, format }) => {
             decoding.metrics.decoded(format);
             return Ok(Some(Pending {
                 tag,
                 message_id,
-                transaction,
-                bookkeeping,
+                entries,
                 context,
                 raw,
             }));

@@ -94,12 +94,13 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn of(message: &Pending) -> Self {
-        let t = &message.transaction;
+    /// What one transaction of a message asks.
+    pub fn of(entry: &crate::message::Entry) -> Self {
+        let t = &entry.transaction;
         let ids = format!("{}:{}:{}", t.organization_id, t.ledger_id, t.id);
         Self {
             field: format!("transaction:{{transactions}}:{ids}"),
-            expected: message.bookkeeping.backup_status.to_uppercase().into(),
+            expected: entry.bookkeeping.backup_status.to_uppercase().into(),
             write_behind: format!("wb_transaction:{{{ids}}}"),
         }
     }
@@ -169,7 +170,10 @@ impl Cleanup {
         }
         let dropped = self
             .backlog
-            .push(messages.iter().map(Entry::of), traces::origin());
+            .push(
+                messages.iter().flat_map(|m| m.entries.iter().map(Entry::of)),
+                traces::origin(),
+            );
         if dropped > 0 {
             self.metrics.ledger_cleanup("dropped", dropped);
             tracing::warn!(

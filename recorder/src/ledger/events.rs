@@ -33,6 +33,7 @@ use uuid::Uuid;
 use super::event_body::{Event, overdraft_events, transaction_event};
 use crate::{
     broker,
+    message::Transaction,
     pipeline::{
         collector::Pending,
         policy::{Attempt, Step},
@@ -174,32 +175,45 @@ impl Events {
     /// The events `messages` imply, in message order.
     fn outgoing(&self, messages: &[Pending], conflicting: &HashSet<Uuid>) -> Vec<Outgoing> {
         let now = chrono::Utc::now();
-        let version = &self.config.version;
         let mut outgoing = Vec::new();
         for message in messages {
-            let t = &message.transaction;
-            if conflicting.contains(&t.id) {
-                continue;
-            }
             let headers = message.context.event_headers();
-            if let Some(exchange) = &self.config.transactions {
-                outgoing.push(Outgoing {
-                    exchange: exchange.clone(),
-                    event: transaction_event(t, version, now),
-                    headers: headers.clone(),
-                });
-            }
-            if let Some(exchange) = &self.config.overdraft {
-                outgoing.extend(overdraft_events(t, version, now).into_iter().map(|event| {
-                    Outgoing {
-                        exchange: exchange.clone(),
-                        event,
-                        headers: headers.clone(),
-                    }
-                }));
+            for t in message.transactions() {
+                if !conflicting.contains(&t.id) {
+                    self.push_events(&mut outgoing, t, &headers, now);
+                }
             }
         }
         outgoing
+    }
+
+    /// The events of one transaction, with its message's headers.
+    fn push_events(
+        &self,
+        outgoing: &mut Vec<Outgoing>,
+        t: &Transaction,
+        headers: &FieldTable,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        let version = &self.config.version;
+        if let Some(exchange) = &self.config.transactions {
+            outgoing.push(Outgoing {
+                exchange: exchange.clone(),
+                event: transaction_event(t, version, now),
+                headers: headers.clone(),
+            });
+        }
+        if let Some(exchange) = &self.config.overdraft {
+            outgoing.extend(
+                overdraft_events(t, version, now)
+                    .into_iter()
+                    .map(|event| Outgoing {
+                        exchange: exchange.clone(),
+                        event,
+                        headers: headers.clone(),
+                    }),
+            );
+        }
     }
 
     /// Publishes `outgoing` in one batch and waits for the confirms; what was confirmed is

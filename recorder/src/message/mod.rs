@@ -70,26 +70,49 @@ impl Bookkeeping {
     }
 }
 
+/// One transaction of a message, with what the ledger keeps about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub transaction: Transaction,
+    pub bookkeeping: Bookkeeping,
+}
+
+impl Entry {
+    fn of(transaction: Transaction) -> Self {
+        Self {
+            bookkeeping: Bookkeeping::of(&transaction),
+            transaction,
+        }
+    }
+}
+
 /// What a message asks of the recorder.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
-    /// A transaction to write; `format` labels the metrics (`midaz_legacy` for ledger messages
-    /// without a `Version`).
-    Transaction {
-        transaction: Box<Transaction>,
+    /// The transactions to write, settled together as one message (all written, or the message
+    /// refused whole): one, or each entry of a ledger message's `QueueData`. `format` labels the
+    /// metrics (`midaz_legacy` for ledger messages without a `Version`).
+    Transactions {
+        entries: Vec<Entry>,
         format: &'static str,
-        bookkeeping: Bookkeeping,
     },
     /// Nothing to write (an empty ledger envelope): acknowledged and counted by `reason`.
     Skip { reason: &'static str },
 }
 
 impl Decoded {
-    /// The transaction, unless the message was skipped.
+    /// The (first) transaction, unless the message was skipped.
     pub fn into_transaction(self) -> Option<Transaction> {
+        self.into_transactions().into_iter().next()
+    }
+
+    /// Every transaction of the message, in order.
+    pub fn into_transactions(self) -> Vec<Transaction> {
         match self {
-            Decoded::Transaction { transaction, .. } => Some(*transaction),
-            Decoded::Skip { .. } => None,
+            Decoded::Transactions { entries, .. } => {
+                entries.into_iter().map(|e| e.transaction).collect()
+            }
+            Decoded::Skip { .. } => Vec::new(),
         }
     }
 }
@@ -150,9 +173,8 @@ pub fn decode(
         Format::Midaz => return midaz::decode(body),
     };
     transaction.validate().map_err(DecodeError::Invalid)?;
-    Ok(Decoded::Transaction {
-        bookkeeping: Bookkeeping::of(&transaction),
-        transaction: Box::new(transaction),
+    Ok(Decoded::Transactions {
+        entries: vec![Entry::of(transaction)],
         format: format.as_str(),
     })
 }

@@ -70,6 +70,26 @@ pub struct Transaction {
         skip_serializing_if = "Option::is_none"
     )]
     pub metadata: Option<Metadata>,
+    // The nullable columns of the ledger's later migrations, written only where the table has
+    // them (see `crate::store::layout`) and the message carries them. Not flattened into a
+    // struct of their own: serde's `flatten` buffers the whole message to decode it.
+    #[serde(
+        default,
+        deserialize_with = "fields::opt_uuid",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub group_id: Option<Uuid>,
+    /// `CARD`, `WIRE`, `PIX`, `CRYPTO` (a `VARCHAR(16)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operational_type_code: Option<CompactString>,
+    #[serde(
+        default,
+        deserialize_with = "fields::opt_uuid",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub applied_exception_id: Option<Uuid>,
 }
 
 /// The ledger's metadata of a transaction or an operation: a map of keys to JSON values.

@@ -53,15 +53,16 @@ impl AfterCommit {
         Ok(())
     }
 
-    /// Without `MONGODB_URL`: the messages whose metadata is not kept anywhere (a conflicting
-    /// one changed nothing, so it loses nothing).
+    /// Without `MONGODB_URL`: the transactions whose metadata is not kept anywhere (a
+    /// conflicting one changed nothing, so it loses nothing).
     fn count_not_stored(&self, messages: &[Pending], conflicting: &HashSet<Uuid>) {
-        for message in messages
+        for t in messages
             .iter()
-            .filter(|m| m.transaction.has_metadata() && !conflicting.contains(&m.transaction.id))
+            .flat_map(Pending::transactions)
+            .filter(|t| t.has_metadata() && !conflicting.contains(&t.id))
         {
             self.metrics.metadata_not_stored();
-            tracing::debug!(transaction_id = %message.transaction.id, "metadata not stored (no MONGODB_URL)");
+            tracing::debug!(transaction_id = %t.id, "metadata not stored (no MONGODB_URL)");
         }
     }
 }

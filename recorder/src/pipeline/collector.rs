@@ -11,7 +11,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     broker::{Raw, Tag, context::MessageContext},
-    message::{Bookkeeping, Transaction},
+    message::{Entry, Transaction},
     telemetry::metrics::FlushTrigger,
 };
 
@@ -20,13 +20,31 @@ use crate::{
 pub struct Pending {
     pub tag: Tag,
     pub message_id: Option<String>,
-    /// Boxed: a message moves through channels and vectors several times on its way.
-    pub transaction: Box<Transaction>,
-    pub bookkeeping: Bookkeeping,
+    /// Its transactions (one, or each entry of a ledger message's `QueueData`), written and
+    /// settled together. On the heap: a message moves through channels and vectors several
+    /// times on its way.
+    pub entries: Vec<Entry>,
     /// Its request id and trace context, from its headers.
     pub context: MessageContext,
     /// The delivery as received, kept only when dead letters are published with their reason.
     pub raw: Option<Raw>,
+}
+
+impl Pending {
+    /// Its transactions, in message order.
+    pub fn transactions(&self) -> impl Iterator<Item = &Transaction> + Clone {
+        self.entries.iter().map(|e| &e.transaction)
+    }
+
+    /// Its first transaction: what a log line about the message names.
+    pub fn first(&self) -> &Transaction {
+        &self.entries[0].transaction
+    }
+
+    /// The parents its transactions name.
+    pub fn parents(&self) -> impl Iterator<Item = uuid::Uuid> + '_ {
+        self.transactions().filter_map(|t| t.parent_transaction_id)
+    }
 }
 
 /// Messages to write and settle together.

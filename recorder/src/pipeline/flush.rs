@@ -92,7 +92,7 @@ impl Flusher {
                     tracing::warn!(
                         %error,
                         request_id = group[0].context.request_id(),
-                        transaction_id = %group[0].transaction.id,
+                        transaction_id = %group[0].first().id,
                         "a message fails alone again and again: writing the others first"
                     );
                     groups.push_back((group, Some(since)));
@@ -124,7 +124,7 @@ impl Flusher {
         messages: &[Pending],
         suspect_since: Option<u64>,
     ) -> Result<(), Failure> {
-        let transactions: Vec<&Transaction> = messages.iter().map(|m| &*m.transaction).collect();
+        let transactions: Vec<&Transaction> = messages.iter().flat_map(Pending::transactions).collect();
         let conflicting = self
             .write_path()
             .write(&transactions, suspect_since)
@@ -168,9 +168,9 @@ impl Flusher {
     ) {
         if error.is_missing_parent() && !self.parent_wait.is_zero() {
             tracing::info!(
-                transaction_id = %message.transaction.id,
+                transaction_id = %message.first().id,
                 request_id = message.context.request_id(),
-                parent = ?message.transaction.parent_transaction_id,
+                parents = ?message.parents().collect::<Vec<_>>(),
                 "its parent transaction is not stored yet: waiting for it"
             );
             flushed.parked.push(message);
@@ -210,7 +210,7 @@ fn rejected(message: Pending, reason: &'static str, error: String) -> Rejected {
         delivery_tag = message.tag.delivery,
         message_id = message.message_id.as_deref().unwrap_or(""),
         request_id = message.context.request_id(),
-        transaction_id = %message.transaction.id,
+        transaction_id = %message.first().id,
         reason,
         %error,
         "message rejected: its rows were refused by PostgreSQL"
@@ -224,15 +224,22 @@ fn rejected(message: Pending, reason: &'static str, error: String) -> Rejected {
 }
 
 /// The messages in an order that writes each parent before its children, arrival order
-/// otherwise.
+/// otherwise (a message with several transactions goes at the depth of its deepest).
 pub fn parents_first(messages: Vec<Pending>) -> Vec<Pending> {
-    let ids: Vec<_> = messages.iter().map(|m| m.transaction.id).collect();
+    let ids: Vec<_> = messages.iter().flat_map(Pending::transactions).map(|t| t.id).collect();
     let parents: Vec<_> = messages
         .iter()
-        .map(|m| m.transaction.parent_transaction_id)
+        .flat_map(Pending::transactions)
+        .map(|t| t.parent_transaction_id)
         .collect();
-    let depths = generations(&ids, &parents);
-    let mut ordered: Vec<(usize, Pending)> = depths.into_iter().zip(messages).collect();
+    let mut depths = generations(&ids, &parents).into_iter();
+    let mut ordered: Vec<(usize, Pending)> = messages
+        .into_iter()
+        .map(|m| {
+            let depth = depths.by_ref().take(m.entries.len()).max().unwrap_or(0);
+            (depth, m)
+        })
+        .collect();
     ordered.sort_by_key(|(depth, _)| *depth);
     ordered.into_iter().map(|(_, m)| m).collect()
 }

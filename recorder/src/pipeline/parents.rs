@@ -136,14 +136,11 @@ async fn retry(
                     still.push(Waiting { message, parked_at });
                     continue;
                 }
+                let parents: Vec<String> = message.parents().map(|p| p.to_string()).collect();
                 let error = format!(
                     "its parent transaction {} was not stored within {:?} of writes going \
                      through (BULK_RECORDER_MISSING_PARENT_WAIT_MS)",
-                    message
-                        .transaction
-                        .parent_transaction_id
-                        .map(|p| p.to_string())
-                        .unwrap_or_default(),
+                    parents.join(", "),
                     flusher.parent_wait
                 );
                 // Parked until its dead letter is confirmed (see `Settler::reject`).

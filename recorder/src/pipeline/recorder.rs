@@ -23,6 +23,7 @@ use crate::{
     },
     shutdown::Shutdown,
     store::{BulkWriter, Database, OneByOneWriter, Writer, commit::deadline::Deadline},
+    store::statements::layout::Layout,
     store::{db, privileges::Grants},
     telemetry::metrics::Metrics,
     telemetry::{health::Health, traces::Traces},
@@ -83,20 +84,21 @@ pub async fn run(
         // The baseline writes like the reference's workers: one message each, in parallel.
         usize::from(config.workers).min(ONE_BY_ONE_IN_FLIGHT)
     };
-    let Some(pool) = prepare_database(&config, in_flight, &health, &shutdown).await? else {
+    let Some((pool, layout)) = prepare_database(&config, in_flight, &health, &shutdown).await?
+    else {
         return Ok(());
     };
-
     let database = Database::new(
         pool.clone(),
         config.statement_timeout,
         health.clone(),
         shutdown.clone(),
     );
+    let layout = Arc::new(layout);
     let writer = if config.bulk_enabled {
-        Writer::Bulk(BulkWriter::new(database, config.max_rows_per_insert))
+        Writer::Bulk(BulkWriter::new(database, layout, config.max_rows_per_insert))
     } else {
-        Writer::OneByOne(OneByOneWriter::new(database))
+        Writer::OneByOne(OneByOneWriter::new(database, layout))
     };
     let policy = Policy {
         health: health.clone(),
@@ -131,16 +133,17 @@ pub async fn run(
     Ok(())
 }
 
-/// Connects, migrates when asked, waits for the role's grants and starts the readiness probe;
-/// `None` when shutdown came first. One connection per write in flight, one for the waiting
-/// room's writes (children of missing parents), one for the readiness probe, one to look at a
-/// late COMMIT, ask what became of a lost one, or read the standbys' positions.
+/// Connects, migrates when asked, waits for the role's grants, reads the tables' columns and
+/// starts the readiness probe; `None` when shutdown came first. One connection per write in
+/// flight, one for the waiting room's writes (children of missing parents), one for the
+/// readiness probe, one to look at a late COMMIT, ask what became of a lost one, or read the
+/// standbys' positions.
 async fn prepare_database(
     config: &Config,
     in_flight: usize,
     health: &Arc<Health>,
     shutdown: &Shutdown,
-) -> Result<Option<PgPool>, RecorderError> {
+) -> Result<Option<(PgPool, Layout)>, RecorderError> {
     let Some(pool) = connect_database(config, in_flight as u32 + 3, health, shutdown.clone()).await
     else {
         return Ok(None);
@@ -152,12 +155,40 @@ async fn prepare_database(
     if !wait_for_grants(&pool, shutdown.clone()).await {
         return Ok(None);
     }
+    let Some(layout) = read_layout(&pool, shutdown).await else {
+        return Ok(None);
+    };
     tokio::spawn(probe_database(
         pool.clone(),
         health.clone(),
         shutdown.clone(),
     ));
-    Ok(Some(pool))
+    Ok(Some((pool, layout)))
+}
+
+/// The tables' columns, read again until the database answers; `None` when shutdown came
+/// first.
+async fn read_layout(pool: &PgPool, shutdown: &Shutdown) -> Option<Layout> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match Layout::read(pool).await {
+            Ok(layout) => {
+                let later = layout.later_columns();
+                if !later.is_empty() {
+                    tracing::info!(
+                        columns = later.join(", "),
+                        "the tables have the ledger's later columns: writing them too"
+                    );
+                }
+                return Some(layout);
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the tables' columns yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = shutdown.wait_requested() => return None,
+        }
+    }
 }
 
 /// After the last session, in what is left of the shutdown's budget (each step bounded too,

@@ -187,7 +187,7 @@ pub static METRICS: &[MetricDef] = &[
     m(
         "bulk_recorder_metadata_not_stored_total",
         Kind::Counter,
-        "messages carrying metadata recorded without `MONGODB_URL` (their metadata is not stored)",
+        "transactions carrying metadata recorded without `MONGODB_URL` (their metadata is not stored; a conflicting one is not counted: it changed nothing)",
     ),
     m(
         "bulk_recorder_metadata_documents_total",

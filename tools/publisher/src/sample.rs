@@ -93,6 +93,10 @@ fn header(code: &str) -> Transaction {
         source: None,
         destination: None,
         metadata: None,
+        group_id: None,
+        scheme: None,
+        operational_type_code: None,
+        applied_exception_id: None,
     }
 }
 

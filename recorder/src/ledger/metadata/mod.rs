@@ -82,7 +82,7 @@ impl<'a> Documents<'a> {
         let mut documents = Self::default();
         for t in messages
             .iter()
-            .map(|m| &m.transaction)
+            .flat_map(Pending::transactions)
             .filter(|t| !conflicting.contains(&t.id))
         {
             if let Some(m) = &t.metadata {

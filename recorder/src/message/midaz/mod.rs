@@ -1,8 +1,19 @@
 //! The `midaz` format: the reference ledger's own queue message, byte for byte as its producer
 //! writes it (see `tests/fixtures/midaz-wire/README.md` for the layout).
 //!
-//! A msgpack envelope holds, in `QueueData[0].Value`, a second msgpack document: the payload,
-//! whose `Transaction` is the row and whose `Transaction.Operations` are the operation rows.
+//! A msgpack envelope holds, in each `QueueData[i].Value`, a second msgpack document: a
+//! payload, whose `Transaction` is the row and whose `Transaction.Operations` are the operation
+//! rows. The ledger's producer puts one entry in a message; its newer consumer reads every one,
+//! and so does the recorder: a message's transactions are written together and the message is
+//! settled as one unit (all its rows, or refused whole, naming the entry).
+//!
+//! Refused as `unsupported`, by name (dead-lettered, replayable to the ledger's consumer), never
+//! written half: a payload the ledger's newer line marks outcome-backed (`AttemptOwner` or
+//! `RevertRolloutToken`: its consumer proves Redis evidence and finalises a revert claim around
+//! the write, which a bulk recorder cannot do), and an engine envelope (JSON with
+//! `formatVersion`) in a `QueueData[i].Value`. The newer line's other payload keys are read where
+//! they change rows (`EffectMode: ANNOTATION_ONLY`: an operation's missing balances are zero) and
+//! otherwise ignored.
 //! Column values follow what the ledger's own consumer writes: CREATED is stored as APPROVED,
 //! the input (`body`) is kept only for PENDING transactions, directions are stored as sent, and
 //! every decimal the tables hold as NOT NULL must be present (a nil amount is refused rather
@@ -16,7 +27,7 @@ use compact_str::CompactString;
 use uuid::Uuid;
 
 use super::{
-    Bookkeeping, Decoded, JsonText, Transaction,
+    Bookkeeping, Decoded, Entry, JsonText, Transaction,
     model::{Amount, Balance, Operation, Status},
 };
 use crate::message::DecodeError;
@@ -42,39 +53,87 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
         });
     };
     let items = items.unwrap_or_default();
-    let item = match items.as_slice() {
-        [] => return Ok(Decoded::Skip { reason: "empty" }),
-        [item] => item,
-        more => {
-            return Err(DecodeError::Invalid(format!(
-                "QueueData holds {} items: the ledger publishes one transaction per message, \
-                 publish them as separate messages",
-                more.len()
-            )));
-        }
-    };
+    if items.is_empty() {
+        return Ok(Decoded::Skip { reason: "empty" });
+    }
+    let mut entries = Vec::with_capacity(items.len());
+    let mut legacy = false;
+    for (index, item) in items.iter().enumerate() {
+        let (entry, entry_legacy) = decode_entry(index, item)?;
+        legacy |= entry_legacy;
+        entries.push(entry);
+    }
+    Ok(Decoded::Transactions {
+        entries,
+        format: if legacy { "midaz_legacy" } else { "midaz" },
+    })
+}
+
+/// `QueueData[index]`: its transaction, and whether its payload is a legacy one (no `Version`).
+fn decode_entry(index: usize, item: &wire::QueueItem) -> Result<(Entry, bool), DecodeError> {
     let Some(value) = &item.value else {
-        return Err(DecodeError::Invalid("QueueData[0].Value is nil".into()));
+        return Err(DecodeError::Invalid(format!(
+            "QueueData[{index}].Value is nil"
+        )));
     };
+    if let Some(envelope) = nested_engine_envelope(&value.0) {
+        return Err(DecodeError::Unsupported(format!(
+            "QueueData[{index}].Value is {envelope}, whose rows the ledger derives with its own \
+             engine: run the ledger's consumer for these messages"
+        )));
+    }
     let payload: wire::Payload = rmp_serde::from_slice(&value.0)
-        .map_err(|e| malformed("payload (QueueData[0].Value)", e))?;
+        .map_err(|e| malformed(&format!("payload (QueueData[{index}].Value)"), e))?;
+    if let Some(key) = payload.outcome_backed() {
+        return Err(DecodeError::Unsupported(format!(
+            "QueueData[{index}] is an outcome-backed payload ({key}): the ledger's consumer \
+             proves its Redis evidence and finalises a revert claim around the write, which a \
+             bulk recorder cannot do; replay it to the ledger's consumer"
+        )));
+    }
     let legacy = payload.version.is_none();
+    let annotation_only = payload.annotation_only();
     let Some(transaction) = payload.transaction else {
         return Err(DecodeError::Malformed {
             format: "midaz",
-            detail: "payload (QueueData[0].Value) has no Transaction: nothing to write".into(),
+            detail: format!(
+                "payload (QueueData[{index}].Value) has no Transaction: nothing to write"
+            ),
         });
     };
     let bookkeeping = Bookkeeping {
         backup_status: backup_status(&transaction.status.code, payload.validate.as_ref()),
     };
-    let transaction = convert(transaction).map_err(DecodeError::Invalid)?;
-    transaction.validate().map_err(DecodeError::Invalid)?;
-    Ok(Decoded::Transaction {
-        transaction: Box::new(transaction),
-        format: if legacy { "midaz_legacy" } else { "midaz" },
-        bookkeeping,
-    })
+    let transaction = convert(transaction, annotation_only)
+        .map_err(|e| DecodeError::Invalid(entry_error(index, e)))?;
+    transaction
+        .validate()
+        .map_err(|e| DecodeError::Invalid(entry_error(index, e)))?;
+    Ok((
+        Entry {
+            transaction,
+            bookkeeping,
+        },
+        legacy,
+    ))
+}
+
+/// An entry's error, naming the entry when it is not the only one a producer would send.
+fn entry_error(index: usize, error: String) -> String {
+    if index == 0 {
+        error
+    } else {
+        format!("QueueData[{index}]: {error}")
+    }
+}
+
+/// The name of the ledger's engine envelope a `QueueData[i].Value` holds instead of a msgpack
+/// payload: JSON (it starts with `{`, never a msgpack map's first byte) with `formatVersion`.
+fn nested_engine_envelope(value: &[u8]) -> Option<String> {
+    let first = value.iter().find(|b| !b.is_ascii_whitespace())?;
+    (*first == b'{')
+        .then(|| super::json::engine_envelope(value))
+        .flatten()
 }
 
 /// The status the ledger's backup entry holds for a message: a new posting (APPROVED, not a
@@ -95,7 +154,7 @@ fn malformed(part: &str, error: rmp_serde::decode::Error) -> DecodeError {
     }
 }
 
-fn convert(t: wire::Transaction) -> Result<Transaction, String> {
+fn convert(t: wire::Transaction, annotation_only: bool) -> Result<Transaction, String> {
     let id = uuid("Transaction.ID", &t.id)?;
     let (status, status_description) = match t.status.code.as_str() {
         // The ledger's consumer promotes CREATED postings.
@@ -114,7 +173,8 @@ fn convert(t: wire::Transaction) -> Result<Transaction, String> {
         .enumerate()
         .map(|(i, op)| {
             let op_id = op.id.clone();
-            convert_operation(op).map_err(|e| format!("Transaction.Operations[{i}] ({op_id}): {e}"))
+            convert_operation(op, annotation_only)
+                .map_err(|e| format!("Transaction.Operations[{i}] ({op_id}): {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Transaction {
@@ -147,10 +207,20 @@ fn convert(t: wire::Transaction) -> Result<Transaction, String> {
         source: t.source,
         destination: t.destination,
         metadata: t.metadata,
+        group_id: optional_uuid("Transaction.GroupID", t.group_id.as_deref())?,
+        scheme: t.scheme.filter(|s| !s.is_empty()),
+        operational_type_code: t.operational_type_code.filter(|s| !s.is_empty()),
+        applied_exception_id: optional_uuid(
+            "Transaction.AppliedExceptionID",
+            t.applied_exception_id.as_deref(),
+        )?,
     })
 }
 
-fn convert_operation(op: wire::Operation) -> Result<Operation, String> {
+/// An operation's row. `annotation_only` (the newer line's `EffectMode: ANNOTATION_ONLY`: a
+/// NOTED annotation, which moves no balance): its missing balances are zero, as the ledger's
+/// annotation legs carry them; otherwise a nil balance is refused.
+fn convert_operation(op: wire::Operation, annotation_only: bool) -> Result<Operation, String> {
     let required = |value: Option<super::Decimal>, field: &str, column: &str| {
         value.ok_or_else(|| {
             format!(
@@ -159,14 +229,18 @@ fn convert_operation(op: wire::Operation) -> Result<Operation, String> {
             )
         })
     };
+    let balance = |value: Option<super::Decimal>, field: &str, column: &str| match value {
+        None if annotation_only => Ok(zero()),
+        value => required(value, field, column),
+    };
     let amount = required(op.amount.value, "Amount.Value", "amount")?;
     let before = Balance {
-        available: Some(required(
+        available: Some(balance(
             op.balance.available,
             "Balance.Available",
             "available_balance",
         )?),
-        on_hold: Some(required(
+        on_hold: Some(balance(
             op.balance.on_hold,
             "Balance.OnHold",
             "on_hold_balance",
@@ -175,12 +249,12 @@ fn convert_operation(op: wire::Operation) -> Result<Operation, String> {
         overdraft_used: Some(op.balance.overdraft_used.unwrap_or_else(zero)),
     };
     let after = Balance {
-        available: Some(required(
+        available: Some(balance(
             op.balance_after.available,
             "BalanceAfter.Available",
             "available_balance_after",
         )?),
-        on_hold: Some(required(
+        on_hold: Some(balance(
             op.balance_after.on_hold,
             "BalanceAfter.OnHold",
             "on_hold_balance_after",

@@ -84,6 +84,38 @@ pub struct Payload {
     /// Absent in messages of older producers (v3.5.x).
     #[serde(rename = "Version", default)]
     pub version: Option<String>,
+    /// Keys of the ledger's newer, outcome-backed payloads (Go field names, not confirmed from
+    /// a captured message): either one with a value marks a payload its consumer must finalise
+    /// itself.
+    #[serde(rename = "AttemptOwner", default, deserialize_with = "fields::non_empty")]
+    pub attempt_owner: bool,
+    #[serde(
+        rename = "RevertRolloutToken",
+        default,
+        deserialize_with = "fields::non_empty"
+    )]
+    pub revert_rollout_token: bool,
+    /// `BALANCE_MUTATION` or `ANNOTATION_ONLY` (the newer line; absent before).
+    #[serde(rename = "EffectMode", default)]
+    pub effect_mode: Option<CompactString>,
+}
+
+impl Payload {
+    /// The key that makes this payload outcome-backed, if one does.
+    pub fn outcome_backed(&self) -> Option<&'static str> {
+        if self.attempt_owner {
+            Some("AttemptOwner")
+        } else if self.revert_rollout_token {
+            Some("RevertRolloutToken")
+        } else {
+            None
+        }
+    }
+
+    /// `EffectMode: ANNOTATION_ONLY`: a NOTED annotation that moves no balance.
+    pub fn annotation_only(&self) -> bool {
+        self.effect_mode.as_deref() == Some("ANNOTATION_ONLY")
+    }
 }
 
 /// The ledger's validation of the input (`mtransaction.Responses`): only `Pending` is read.
@@ -110,6 +142,16 @@ pub struct Transaction {
     pub id: String,
     #[serde(rename = "ParentTransactionID", default)]
     pub parent_transaction_id: Option<String>,
+    /// The later nullable columns (Go field names of the newer line, not confirmed from a
+    /// captured message).
+    #[serde(rename = "GroupID", default)]
+    pub group_id: Option<String>,
+    #[serde(rename = "Scheme", default)]
+    pub scheme: Option<CompactString>,
+    #[serde(rename = "OperationalTypeCode", default)]
+    pub operational_type_code: Option<CompactString>,
+    #[serde(rename = "AppliedExceptionID", default)]
+    pub applied_exception_id: Option<String>,
     #[serde(
         rename = "Description",
         default,

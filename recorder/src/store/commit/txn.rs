@@ -1,7 +1,8 @@
 //! One database transaction of a write: BEGIN, the write's statements, COMMIT, with its outcome
 //! known before anything is acknowledged.
 //!
-//! - BEGIN also records who writes ([`TxnId`]), in the same round-trip;
+//! - BEGIN also records who writes ([`TxnId`]) and the transaction's time (`now()`, for what
+//! `COPY` must send itself), in the same round-trip;
 //! - COMMIT runs with no statement timeout (`SET LOCAL statement_timeout = 0` in the same
 //!   round-trip): a timeout would cancel its wait for the synchronous standbys and leave a
 //!   local commit. A COMMIT slower than the write's deadline is looked at from another
@@ -29,7 +30,8 @@ use super::{
 };
 use crate::store::db::Database;
 
-const BEGIN: &str = "BEGIN; SELECT txid_current(), pg_backend_pid(), pg_postmaster_start_time()";
+const BEGIN: &str =
+    "BEGIN; SELECT txid_current(), pg_backend_pid(), pg_postmaster_start_time(), now()";
 
 /// COMMIT without a statement timeout, then the WAL positions after it.
 static COMMIT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -46,6 +48,8 @@ const COMMIT_CHECK_EVERY: Duration = Duration::from_secs(5);
 pub struct OpenTxn {
     conn: Option<PoolConnection<Postgres>>,
     pub id: TxnId,
+    /// The transaction's time on the server: what `now()` is in its statements.
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl OpenTxn {
@@ -71,12 +75,14 @@ impl OpenTxn {
                 backend_pid: 0,
                 server_started: Default::default(),
             },
+            started_at: Default::default(),
         };
         txn.id = TxnId {
             xid: row.try_get(0).map_err(WriteError::classify)?,
             backend_pid: row.try_get(1).map_err(WriteError::classify)?,
             server_started: row.try_get(2).map_err(WriteError::classify)?,
         };
+        txn.started_at = row.try_get(3).map_err(WriteError::classify)?;
         Ok(txn)
     }
 

@@ -24,6 +24,7 @@ use std::{
 
 use super::{
     copy,
+    layout::Layout,
     merge::Merged,
     plan::plan,
     upsert::{PassResult, write_pass},
@@ -48,19 +49,22 @@ const UPSERTS_AFTER_A_REFUSAL: u32 = 16;
 #[derive(Clone)]
 pub struct BulkWriter {
     db: Database,
+    /// The columns the tables have, and the statements that write them.
+    layout: Arc<Layout>,
     max_rows_per_insert: usize,
     /// Bulks to write with the upsert before trying `COPY` again.
     upserts_before_copy: Arc<AtomicU32>,
 }
 
 impl BulkWriter {
-    pub fn new(db: Database, max_rows_per_insert: usize) -> Self {
+    pub fn new(db: Database, layout: Arc<Layout>, max_rows_per_insert: usize) -> Self {
         assert!(
             max_rows_per_insert > 0,
             "max_rows_per_insert must be positive"
         );
         Self {
             db,
+            layout,
             max_rows_per_insert,
             upserts_before_copy: Arc::default(),
         }
@@ -115,7 +119,9 @@ impl BulkWriter {
     async fn copy(&self, merged: &Merged<'_>) -> Result<Written, WriteError> {
         let deadline = Deadline::for_write(self.db.write_budget(2), &self.db.shutdown);
         let mut txn = OpenTxn::begin(&self.db, &deadline).await?;
-        if let Err(error) = copy::copy(txn.conn(), merged, &deadline).await {
+        let started_at = txn.started_at;
+        if let Err(error) = copy::copy(txn.conn(), merged, &self.layout, started_at, &deadline).await
+        {
             if error.is_data() {
                 txn.rollback(&deadline).await;
             }
@@ -155,7 +161,7 @@ impl BulkWriter {
             if chunks.len() > 1 && merged.has_parents_inside() {
                 merged.order_parents_first();
             }
-            match write_pass(txn.conn(), merged, chunks, &deadline).await {
+            match write_pass(txn.conn(), &self.layout, merged, chunks, &deadline).await {
                 Ok(result) => results.push(result),
                 Err(error) => {
                     if error.is_data() {

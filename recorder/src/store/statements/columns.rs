@@ -2,9 +2,11 @@
 //! from, and what the column gets when a message leaves the value out (the table's default: an
 //! explicit NULL would bypass it and sink the bulk on a NOT NULL column).
 //!
-//! The bulk and one-by-one statements ([`super::sql`]), their parameters ([`Arrays`]) and the
-//! binary `COPY` rows ([`super::copy`]) are all derived from [`TRANSACTION`] and [`OPERATION`],
-//! so the paths cannot write a column differently.
+//! The bulk and one-by-one statements ([`super::sql`]), their parameters ([`Array`]) and the
+//! binary `COPY` rows ([`super::copy`]) are all derived from [`TRANSACTION`] and [`OPERATION`]
+//! (the ledger's v4.0.0-beta.11 columns, which every statement writes) and, where the tables
+//! have them, [`TRANSACTION_LATER`] and [`OPERATION_LATER`] (the nullable columns of its later
+//! migrations; see [`crate::store::layout`]), so the paths cannot write a column differently.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -299,6 +301,29 @@ pub static OPERATION: [OperationColumn; 31] = [
     o("deleted_at", Kind::Time, |o| opt_time(o.deleted_at)),
 ];
 
+/// The nullable `transaction` columns of the ledger's later migrations: written where the table
+/// has them, from the message (NULL when it does not carry them).
+pub static TRANSACTION_LATER: [TransactionColumn; 4] = [
+    t("group_id", Kind::Uuid, |t, _| opt_uuid(t.group_id)),
+    t("scheme", Kind::Text, |t, _| opt_text(t.scheme.as_deref())),
+    t("operational_type_code", Kind::Text, |t, _| {
+        opt_text(t.operational_type_code.as_deref())
+    }),
+    t("applied_exception_id", Kind::Uuid, |t, _| {
+        opt_uuid(t.applied_exception_id)
+    }),
+];
+
+/// The nullable `operation` columns of the ledger's later migrations: `recorded_at` (migration
+/// `000036`) is the server's clock at the insert, one value for the whole bulk (the database
+/// transaction's time), as the ledger's repository sets it; its point-in-time balance reads use
+/// `COALESCE(recorded_at, created_at)`.
+pub static OPERATION_LATER: [OperationColumn; 1] =
+    [o_or("recorded_at", Kind::Time, Absent::Now, |_| Cell::Null)];
+
+/// The columns of one table that a statement writes, in the order it lists them.
+pub type Columns<C> = Vec<&'static C>;
+
 /// One parameter array per column: what `unnest` expands into rows.
 pub enum Array<'a> {
     Uuid(Vec<Option<Uuid>>),
@@ -362,10 +387,11 @@ impl<'a> Array<'a> {
 
 /// The parameter arrays of `rows` of the `transaction` table, as (content, state) pairs.
 pub fn transaction_arrays<'a>(
+    columns: &[&TransactionColumn],
     rows: impl ExactSizeIterator<Item = (&'a Transaction, &'a Transaction)> + Clone,
 ) -> Vec<Array<'a>> {
     let n = rows.len();
-    TRANSACTION
+    columns
         .iter()
         .map(|column| {
             let mut array = Array::with_capacity(column.kind, n);
@@ -378,8 +404,11 @@ pub fn transaction_arrays<'a>(
 }
 
 /// The parameter arrays of `operations`.
-pub fn operation_arrays<'a>(operations: &[&'a Operation]) -> Vec<Array<'a>> {
-    OPERATION
+pub fn operation_arrays<'a>(
+    columns: &[&OperationColumn],
+    operations: &[&'a Operation],
+) -> Vec<Array<'a>> {
+    columns
         .iter()
         .map(|column| {
             let mut array = Array::with_capacity(column.kind, operations.len());

@@ -17,9 +17,9 @@ use uuid::Uuid;
 use crate::telemetry::traces;
 
 use super::{
-    columns::{Absent, Cell, Column, OPERATION, TRANSACTION},
+    columns::{Absent, Cell, Column, OperationColumn, TransactionColumn},
+    layout::Layout,
     merge::Merged,
-    sql,
 };
 use crate::message::{Decimal, Operation};
 use crate::store::commit::{deadline::Deadline, errors::WriteError};
@@ -187,24 +187,28 @@ impl Rows {
     }
 }
 
-/// The `transaction` rows of `merged`.
-fn transaction_rows(merged: &Merged, now: DateTime<Utc>) -> Vec<u8> {
+/// The `transaction` rows of `merged`, in `columns`.
+fn transaction_rows(merged: &Merged, columns: &[&TransactionColumn], now: DateTime<Utc>) -> Vec<u8> {
     let mut rows = Rows::with_capacity(merged.rows.len() * 300);
     for row in &merged.rows {
-        rows.row(TRANSACTION.len() as i16);
-        for column in &TRANSACTION {
+        rows.row(columns.len() as i16);
+        for column in columns {
             rows.cell(column, (column.value)(row.content, row.state), now);
         }
     }
     rows.finish()
 }
 
-/// The `operation` rows.
-fn operation_rows(operations: &[&Operation], now: DateTime<Utc>) -> Vec<u8> {
+/// The `operation` rows, in `columns`.
+fn operation_rows(
+    operations: &[&Operation],
+    columns: &[&OperationColumn],
+    now: DateTime<Utc>,
+) -> Vec<u8> {
     let mut rows = Rows::with_capacity(operations.len() * 500);
     for o in operations {
-        rows.row(OPERATION.len() as i16);
-        for column in &OPERATION {
+        rows.row(columns.len() as i16);
+        for column in columns {
             rows.cell(column, (column.value)(o), now);
         }
     }
@@ -218,11 +222,12 @@ pub struct CopyRows {
 }
 
 impl CopyRows {
-    /// The rows of `merged`; `now` fills the timestamps a message left out.
-    pub fn encode(merged: &Merged<'_>, now: DateTime<Utc>) -> Self {
+    /// The rows of `merged` in the columns of `layout`; `now` (the database transaction's time)
+    /// fills the timestamps a message left out, as `now()` does in the other statements.
+    pub fn encode(merged: &Merged<'_>, layout: &Layout, now: DateTime<Utc>) -> Self {
         CopyRows {
-            transactions: transaction_rows(merged, now),
-            operations: operation_rows(&merged.operations, now),
+            transactions: transaction_rows(merged, &layout.transaction, now),
+            operations: operation_rows(&merged.operations, &layout.operation, now),
         }
     }
 
@@ -231,16 +236,22 @@ impl CopyRows {
     pub async fn send(
         self,
         conn: &mut PgConnection,
+        layout: &Layout,
         deadline: &Deadline,
     ) -> Result<u64, WriteError> {
         let mut copied = 0;
+        let statements = &layout.statements;
         for (name, statement, rows) in [
             (
                 "COPY transaction",
-                &*sql::COPY_TRANSACTIONS,
+                statements.copy_transactions.as_str(),
                 self.transactions,
             ),
-            ("COPY operation", &*sql::COPY_OPERATIONS, self.operations),
+            (
+                "COPY operation",
+                statements.copy_operations.as_str(),
+                self.operations,
+            ),
         ] {
             if rows.len() <= 21 {
                 continue; // a header and a trailer: no row
@@ -260,14 +271,16 @@ impl CopyRows {
 /// `unique_violation` as "write it with the upsert instead". Every step is within `deadline`:
 /// a connection that goes silent while rows are sent fails the write (the caller then
 /// discards the connection: nothing is sent to abort a `COPY` on a connection that does not
-/// answer).
+/// answer). `now` is the database transaction's time.
 pub async fn copy(
     conn: &mut PgConnection,
     merged: &Merged<'_>,
+    layout: &Layout,
+    now: DateTime<Utc>,
     deadline: &Deadline,
 ) -> Result<u64, WriteError> {
-    CopyRows::encode(merged, Utc::now())
-        .send(conn, deadline)
+    CopyRows::encode(merged, layout, now)
+        .send(conn, layout, deadline)
         .await
 }
 

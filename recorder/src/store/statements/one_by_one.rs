@@ -4,12 +4,11 @@
 //! conflicting content decided on the latest stored version, a COMMIT known durable), one row
 //! at a time.
 
+use std::sync::Arc;
+
 use sqlx::{PgConnection, Row};
 
-use super::{
-    columns::{OPERATION, TRANSACTION, bind_cell},
-    sql,
-};
+use super::{columns::bind_cell, layout::Layout};
 use crate::store::commit::{
     deadline::Deadline, errors::WriteError, resolve::Evidence, txn::OpenTxn,
 };
@@ -23,11 +22,13 @@ use crate::{
 #[derive(Clone)]
 pub struct OneByOneWriter {
     db: Database,
+    /// The columns the tables have, and the statements that write them.
+    layout: Arc<Layout>,
 }
 
 impl OneByOneWriter {
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    pub fn new(db: Database, layout: Arc<Layout>) -> Self {
+        Self { db, layout }
     }
 
     /// Writes one transaction and its operations in one database transaction.
@@ -37,7 +38,7 @@ impl OneByOneWriter {
             &self.db.shutdown,
         );
         let mut txn = OpenTxn::begin(&self.db, &deadline).await?;
-        let written = match write(txn.conn(), t, &deadline).await {
+        let written = match write(txn.conn(), &self.layout, t, &deadline).await {
             Ok(written) => written,
             Err(error) => {
                 if error.is_data() {
@@ -53,11 +54,12 @@ impl OneByOneWriter {
 
 async fn write(
     conn: &mut PgConnection,
+    layout: &Layout,
     t: &Transaction,
     deadline: &Deadline,
 ) -> Result<(Written, Evidence), WriteError> {
-    let mut upsert = sqlx::query(&sql::ONE_TRANSACTION);
-    for column in &TRANSACTION {
+    let mut upsert = sqlx::query(&layout.statements.one_transaction);
+    for column in &layout.transaction {
         upsert = bind_cell(upsert, column.kind, (column.value)(t, t));
     }
     let row = deadline
@@ -74,7 +76,7 @@ async fn write(
         None => {
             // Locked by the upsert: this statement reads its latest version.
             statements += 1;
-            let query = sqlx::query_scalar(&sql::ONE_TRANSACTION_CONFLICTS)
+            let query = sqlx::query_scalar(&layout.statements.one_transaction_conflicts)
                 .bind(t.id)
                 .bind(t.amount.as_ref().map(|a| a.as_str()))
                 .bind(t.asset_code.as_str())
@@ -94,12 +96,13 @@ async fn write(
     if conflicting == 0 {
         for o in &t.operations {
             statements += 1;
-            if insert_operation(conn, o, deadline).await? {
+            if insert_operation(conn, layout, o, deadline).await? {
                 ops_inserted += 1;
                 evidence.get_or_insert(Evidence::Operation(o.id));
             } else {
                 statements += 1;
-                ops_conflicting += u64::from(operation_conflicts(conn, o, deadline).await?);
+                ops_conflicting +=
+                    u64::from(operation_conflicts(conn, layout, o, deadline).await?);
             }
         }
     }
@@ -124,10 +127,11 @@ async fn write(
 /// Inserts one operation; false when its id is stored already.
 async fn insert_operation(
     conn: &mut PgConnection,
+    layout: &Layout,
     o: &Operation,
     deadline: &Deadline,
 ) -> Result<bool, WriteError> {
-    let insert = with_operation(sqlx::query(&sql::ONE_OPERATION), o);
+    let insert = with_operation(sqlx::query(&layout.statements.one_operation), layout, o);
     let inserted = deadline
         .call("an operation row", insert.fetch_optional(&mut *conn))
         .await?;
@@ -137,10 +141,15 @@ async fn insert_operation(
 /// Whether the stored operation with `o`'s id is another leg.
 async fn operation_conflicts(
     conn: &mut PgConnection,
+    layout: &Layout,
     o: &Operation,
     deadline: &Deadline,
 ) -> Result<bool, WriteError> {
-    let query = with_operation(sqlx::query(&sql::ONE_OPERATION_CONFLICTS), o);
+    let query = with_operation(
+        sqlx::query(&layout.statements.one_operation_conflicts),
+        layout,
+        o,
+    );
     let row = deadline
         .call(
             "comparing with the stored operation",
@@ -156,9 +165,10 @@ async fn operation_conflicts(
 /// `query` with `o`'s columns bound as its parameters, in the table's order.
 fn with_operation<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    layout: &Layout,
     o: &'q Operation,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    for column in &OPERATION {
+    for column in &layout.operation {
         query = bind_cell(query, column.kind, (column.value)(o));
     }
     query

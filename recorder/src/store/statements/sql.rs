@@ -1,20 +1,19 @@
-//! The statements, generated once from the column tables ([`super::columns`]), so that the bulk,
+//! The statements, generated once (at start-up, for the columns the tables have: see
+//! [`crate::store::layout`]) from the column tables ([`super::columns`]), so that the bulk,
 //! one-by-one and `COPY` paths name, cast and default every column alike.
 //!
-//! A bulk is written by [`BULK_UPSERT`], which also tells the stored rows it meets apart
-//! (duplicates, conflicts) with its snapshot. When another writer changed one of them after that
-//! snapshot (detectable: see [`BULK_UPSERT`]), [`CLASSIFY`] decides for those rows in the next
-//! statement: the upsert locks every stored row it meets (`ON CONFLICT DO UPDATE` locks even
+//! A bulk is written by [`Statements::bulk_upsert`], which also tells the stored rows it meets
+//! apart (duplicates, conflicts) with its snapshot. When another writer changed one of them after
+//! that snapshot (detectable: see [`Statements::bulk_upsert`]), [`Statements::classify`] decides
+//! for those rows in the next statement: the upsert locks every stored row it meets (`ON CONFLICT DO UPDATE` locks even
 //! when its `WHERE` is false), and the next statement of the same database transaction reads
 //! them with a new snapshot. So whether a stored row is the same transaction or another one is
 //! decided on its latest committed version, the one `ON CONFLICT` saw.
 
-use std::sync::LazyLock;
-
-use super::columns::{Column, OPERATION, TRANSACTION};
+use super::columns::{Column, OperationColumn, TransactionColumn};
 
 /// `id, parent_transaction_id, ...`
-fn names<F>(columns: &[Column<F>]) -> String {
+fn names<F>(columns: &[&Column<F>]) -> String {
     columns
         .iter()
         .map(|c| c.name)
@@ -23,7 +22,7 @@ fn names<F>(columns: &[Column<F>]) -> String {
 }
 
 /// `$first::uuid[], $first+1::text[], ...` (or scalars when `array` is false).
-fn parameters<F>(columns: &[Column<F>], first: usize, array: bool) -> String {
+fn parameters<F>(columns: &[&Column<F>], first: usize, array: bool) -> String {
     let suffix = if array { "[]" } else { "" };
     columns
         .iter()
@@ -36,7 +35,7 @@ fn parameters<F>(columns: &[Column<F>], first: usize, array: bool) -> String {
 /// The value written for each column, from a row source whose columns are named like the table:
 /// cast where the parameter travels as text, the column's default where the message left the
 /// value out.
-fn values<F>(columns: &[Column<F>]) -> String {
+fn values<F>(columns: &[&Column<F>]) -> String {
     columns
         .iter()
         .map(|c| {
@@ -57,7 +56,7 @@ fn values<F>(columns: &[Column<F>]) -> String {
 }
 
 /// A stored PENDING transaction with the same content moves to the proposed final status;
-/// anything else stored stays as it is (but is locked, for [`CLASSIFY`]). Returns each row
+/// anything else stored stays as it is (but is locked, for [`Statements::classify`]). Returns each row
 /// written and whether it was inserted (`xmax = 0`) rather than updated.
 const UPSERT_TRANSACTION: &str = "ON CONFLICT (id) DO UPDATE
     SET status = EXCLUDED.status, status_description = EXCLUDED.status_description,
@@ -75,7 +74,7 @@ const TRANSACTION_CONFLICTS: &str = "((s.amount, s.asset_code, s.ledger_id, s.or
         i.organization_id, i.parent_transaction_id)
     OR (i.status <> s.status AND i.status <> 'PENDING'))";
 
-/// What [`CLASSIFY`] compares of a transaction, as parameters `$1..$7`.
+/// What [`Statements::classify`] compares of a transaction, as parameters `$1..$7`.
 pub const COMPARED_TRANSACTION: &str = "$1::uuid[], $2::text[], $3::text[], $4::uuid[], \
     $5::uuid[], $6::uuid[], $7::text[]) AS i(id, amount, asset_code, ledger_id, \
     organization_id, parent_transaction_id, status";
@@ -97,7 +96,7 @@ const TRANSITION_APPLIES: &str = "(s.status = 'PENDING' AND i.status IN ('APPROV
 /// with this statement's snapshot, which is exact unless another writer changed the row after
 /// the snapshot was taken. That shows: the row is not in the snapshot (inserted since), or the
 /// snapshot's row is a PENDING one the message settles, which the upsert (reading the latest
-/// version) left alone (settled since). Only those "racing" rows wait for [`CLASSIFY`], with a
+/// version) left alone (settled since). Only those "racing" rows wait for `classify`, with a
 /// new snapshot; rows and operations never change otherwise once stored.
 ///
 /// Operations are inserted for every transaction but conflicting and racing ones. Returns:
@@ -105,11 +104,11 @@ const TRANSITION_APPLIES: &str = "(s.status = 'PENDING' AND i.status IN ('APPROV
 /// the conflicting ones,
 /// operations inserted (with one of their ids), operations of conflicting transactions,
 /// conflicting operations, and the ids of operations a concurrent writer inserted after the
-/// snapshot (for [`CLASSIFY`]).
-pub static BULK_UPSERT: LazyLock<String> = LazyLock::new(|| {
-    let t = names(&TRANSACTION);
-    let o = names(&OPERATION);
-    let transition = TRANSACTION.len() + 1;
+/// snapshot (for `classify`).
+fn bulk_upsert(tc: &[&TransactionColumn], oc: &[&OperationColumn]) -> String {
+    let t = names(tc);
+    let o = names(oc);
+    let transition = tc.len() + 1;
     // `IN (SELECT ...)` of a CTE is a hashed semi-join.
     format!(
         "WITH t_in AS (SELECT * FROM unnest({tp}, ${transition}::bool[]) AS r({t}, transition)),
@@ -137,12 +136,12 @@ pub static BULK_UPSERT: LazyLock<String> = LazyLock::new(|| {
                 WHERE {OPERATION_CONFLICTS}),
             (SELECT array_agg(i.id) FROM stored_ops i
                 WHERE NOT EXISTS (SELECT 1 FROM operation s WHERE s.id = i.id))",
-        tp = parameters(&TRANSACTION, 1, true),
-        tv = values(&TRANSACTION),
-        op = parameters(&OPERATION, transition + 1, true),
-        ov = values(&OPERATION),
+        tp = parameters(tc, 1, true),
+        tv = values(tc),
+        op = parameters(oc, transition + 1, true),
+        ov = values(oc),
     )
-});
+}
 
 /// The bulk's second statement, only when the first met rows another writer changed after its
 /// snapshot (locked by it since, so this new snapshot reads their latest version): which of
@@ -150,9 +149,9 @@ pub static BULK_UPSERT: LazyLock<String> = LazyLock::new(|| {
 /// stored already are other legs under the same id. Returns: the conflicting transaction ids,
 /// the ids of operations inserted, the operations of conflicting transactions (left out), the
 /// conflicting operations, and the ids of operations a concurrent writer inserted after this
-/// statement's snapshot (for [`CLASSIFY_OPERATIONS`]).
-pub static CLASSIFY: LazyLock<String> = LazyLock::new(|| {
-    let o = names(&OPERATION);
+/// statement's snapshot (for `classify_operations`).
+fn classify(oc: &[&OperationColumn]) -> String {
+    let o = names(oc);
     format!(
         "WITH t_in AS (SELECT * FROM unnest({COMPARED_TRANSACTION})),
         c AS (SELECT i.id FROM t_in i JOIN transaction s ON s.id = i.id WHERE {TRANSACTION_CONFLICTS}),
@@ -167,86 +166,94 @@ pub static CLASSIFY: LazyLock<String> = LazyLock::new(|| {
             (SELECT count(*) FROM l i JOIN operation s ON s.id = i.id WHERE {OPERATION_CONFLICTS}),
             (SELECT array_agg(i.id) FROM l i
                 WHERE NOT EXISTS (SELECT 1 FROM operation s WHERE s.id = i.id))",
-        op = parameters(&OPERATION, 8, true),
-        ov = values(&OPERATION),
+        op = parameters(oc, 8, true),
+        ov = values(oc),
     )
-});
+}
 
-/// Operations that a concurrent writer inserted after [`CLASSIFY`]'s snapshot (its insert
-/// waited for them to commit): with a new snapshot, how many are other legs under the same id,
-/// and how many were found.
-pub static CLASSIFY_OPERATIONS: LazyLock<String> = LazyLock::new(|| {
+/// Operations that a concurrent writer inserted after `classify`'s snapshot (its insert waited
+/// for them to commit): with a new snapshot, how many are other legs under the same id, and how
+/// many were found.
+fn classify_operations(oc: &[&OperationColumn]) -> String {
     format!(
         "SELECT count(*) FILTER (WHERE {OPERATION_CONFLICTS}), count(*)
         FROM unnest({op}) AS i({o}) JOIN operation s ON s.id = i.id",
-        op = parameters(&OPERATION, 1, true),
-        o = names(&OPERATION),
+        op = parameters(oc, 1, true),
+        o = names(oc),
     )
-});
+}
 
-/// One transaction row (one-by-one mode).
-pub static ONE_TRANSACTION: LazyLock<String> = LazyLock::new(|| {
-    let t = names(&TRANSACTION);
-    format!(
-        "INSERT INTO transaction AS s ({t}) SELECT {tv} FROM (VALUES ({tp})) AS r({t})
-        {UPSERT_TRANSACTION}",
-        tv = values(&TRANSACTION),
-        tp = parameters(&TRANSACTION, 1, false),
-    )
-});
+/// Asked, in the next statement, when the one-by-one insert left a stored row alone.
+const ONE_TRANSACTION_CONFLICTS: &str = "SELECT {TRANSACTION_CONFLICTS} FROM transaction s, \
+    (VALUES ($1::uuid, $2::text, $3::text, $4::uuid, $5::uuid, $6::uuid, $7::text)) \
+    AS i(id, amount, asset_code, ledger_id, organization_id, parent_transaction_id, status) \
+    WHERE s.id = i.id";
 
-/// Asked, in the next statement, when [`ONE_TRANSACTION`] left a stored row alone.
-pub static ONE_TRANSACTION_CONFLICTS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {TRANSACTION_CONFLICTS} FROM transaction s, (VALUES ($1::uuid, $2::text,
-            $3::text, $4::uuid, $5::uuid, $6::uuid, $7::text)) AS i(id, amount, asset_code,
-            ledger_id, organization_id, parent_transaction_id, status)
-        WHERE s.id = i.id"
-    )
-});
+/// Every statement the recorder sends, for the columns the tables have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statements {
+    /// A bulk (see [`bulk_upsert`]).
+    pub bulk_upsert: String,
+    /// The bulk's second statement (see [`classify`]).
+    pub classify: String,
+    pub classify_operations: String,
+    /// One transaction row (one-by-one mode).
+    pub one_transaction: String,
+    pub one_transaction_conflicts: String,
+    /// One operation row (one-by-one mode); returns its id when it was inserted.
+    pub one_operation: String,
+    /// Asked, in the next statement, when `one_operation` met a stored row.
+    pub one_operation_conflicts: String,
+    pub copy_transactions: String,
+    pub copy_operations: String,
+}
 
-/// One operation row (one-by-one mode); returns its id when it was inserted.
-pub static ONE_OPERATION: LazyLock<String> = LazyLock::new(|| {
-    let o = names(&OPERATION);
-    format!(
-        "INSERT INTO operation ({o}) SELECT {ov} FROM (VALUES ({op})) AS r({o})
-        ON CONFLICT (id) DO NOTHING RETURNING id",
-        ov = values(&OPERATION),
-        op = parameters(&OPERATION, 1, false),
-    )
-});
-
-/// Asked, in the next statement, when [`ONE_OPERATION`] met a stored row.
-pub static ONE_OPERATION_CONFLICTS: LazyLock<String> = LazyLock::new(|| {
-    let o = names(&OPERATION);
-    format!(
-        "SELECT {OPERATION_CONFLICTS} FROM operation s, (VALUES ({op})) AS i({o})
-        WHERE s.id = i.id",
-        op = parameters(&OPERATION, 1, false),
-    )
-});
-
-pub static COPY_TRANSACTIONS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "COPY transaction ({}) FROM STDIN (FORMAT binary)",
-        names(&TRANSACTION)
-    )
-});
-
-pub static COPY_OPERATIONS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "COPY operation ({}) FROM STDIN (FORMAT binary)",
-        names(&OPERATION)
-    )
-});
+impl Statements {
+    pub fn new(tc: &[&TransactionColumn], oc: &[&OperationColumn]) -> Self {
+        let (t, o) = (names(tc), names(oc));
+        Self {
+            bulk_upsert: bulk_upsert(tc, oc),
+            classify: classify(oc),
+            classify_operations: classify_operations(oc),
+            one_transaction: format!(
+                "INSERT INTO transaction AS s ({t}) SELECT {tv} FROM (VALUES ({tp})) AS r({t})
+                {UPSERT_TRANSACTION}",
+                tv = values(tc),
+                tp = parameters(tc, 1, false),
+            ),
+            one_transaction_conflicts: ONE_TRANSACTION_CONFLICTS
+                .replace("{TRANSACTION_CONFLICTS}", TRANSACTION_CONFLICTS),
+            one_operation: format!(
+                "INSERT INTO operation ({o}) SELECT {ov} FROM (VALUES ({op})) AS r({o})
+                ON CONFLICT (id) DO NOTHING RETURNING id",
+                ov = values(oc),
+                op = parameters(oc, 1, false),
+            ),
+            one_operation_conflicts: format!(
+                "SELECT {OPERATION_CONFLICTS} FROM operation s, (VALUES ({op})) AS i({o})
+                WHERE s.id = i.id",
+                op = parameters(oc, 1, false),
+            ),
+            copy_transactions: format!("COPY transaction ({t}) FROM STDIN (FORMAT binary)"),
+            copy_operations: format!("COPY operation ({o}) FROM STDIN (FORMAT binary)"),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::statements::columns::{
+        OPERATION, OPERATION_LATER, TRANSACTION, TRANSACTION_LATER,
+    };
+
+    fn all<C>(columns: &'static [C]) -> Vec<&'static C> {
+        columns.iter().collect()
+    }
 
     #[test]
     fn defaults_are_written_where_a_message_leaves_a_value_out() {
-        let v = values(&OPERATION);
+        let v = values(&all(&OPERATION));
         assert!(v.contains("COALESCE(balance_version_before, 0)"), "{v}");
         assert!(
             v.contains("COALESCE(NULLIF(balance_key, ''), 'default')"),
@@ -257,16 +264,30 @@ mod tests {
         assert!(
             v.starts_with("id, transaction_id, description, type, asset_code, amount::numeric")
         );
-        assert!(values(&TRANSACTION).contains("COALESCE(updated_at, now())"));
+        assert!(values(&all(&TRANSACTION)).contains("COALESCE(updated_at, now())"));
+        assert_eq!(values(&all(&OPERATION_LATER)), "COALESCE(recorded_at, now())");
     }
 
     #[test]
     fn parameters_are_numbered_past_the_transaction_columns() {
+        let base = Statements::new(&all(&TRANSACTION), &all(&OPERATION));
         // The transaction columns, the transition flags, then the operation columns.
         let last = TRANSACTION.len() + 1 + OPERATION.len();
-        assert!(BULK_UPSERT.contains(&format!("${last}::timestamptz[]")));
-        assert!(BULK_UPSERT.contains("$19::bool[]"));
-        assert!(BULK_UPSERT.contains("$20::uuid[]"));
-        assert!(CLASSIFY.contains("$8::uuid[]") && CLASSIFY.contains("$38::timestamptz[]"));
+        assert!(base.bulk_upsert.contains(&format!("${last}::timestamptz[]")));
+        assert!(base.bulk_upsert.contains("$19::bool[]"));
+        assert!(base.bulk_upsert.contains("$20::uuid[]"));
+        assert!(base.classify.contains("$8::uuid[]") && base.classify.contains("$38::timestamptz[]"));
+        assert!(base.one_transaction_conflicts.contains("IS DISTINCT FROM"));
+    }
+
+    #[test]
+    fn the_later_columns_are_named_and_numbered_when_the_tables_have_them() {
+        let t: Vec<_> = TRANSACTION.iter().chain(&TRANSACTION_LATER).collect();
+        let o: Vec<_> = OPERATION.iter().chain(&OPERATION_LATER).collect();
+        let later = Statements::new(&t, &o);
+        assert!(later.bulk_upsert.contains("applied_exception_id, transition"));
+        assert!(later.bulk_upsert.contains("$23::bool[]"), "22 columns, then the flags");
+        assert!(later.copy_operations.contains("deleted_at, recorded_at)"));
+        assert!(later.one_operation.contains("COALESCE(recorded_at, now())"));
     }
 }

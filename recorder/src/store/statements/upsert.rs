@@ -1,6 +1,7 @@
-//! The upsert path of a bulk: one pass of merged rows through [`sql::BULK_UPSERT`] (split at
-//! `maxRowsPerInsert`), then, only when it met stored rows, [`sql::CLASSIFY`] (and, when a
-//! concurrent writer raced it on an operation id, [`sql::CLASSIFY_OPERATIONS`]).
+//! The upsert path of a bulk: one pass of merged rows through the bulk statement
+//! ([`sql::Statements::bulk_upsert`], split at `maxRowsPerInsert`), then, only when it met stored
+//! rows, the classifying one ([`sql::Statements::classify`]; and, when a concurrent writer raced
+//! it on an operation id, [`sql::Statements::classify_operations`]).
 
 use std::collections::HashSet;
 
@@ -11,6 +12,7 @@ use crate::telemetry::traces;
 
 use super::{
     columns::{Array, operation_arrays, transaction_arrays},
+    layout::Layout,
     merge::{Merged, Row},
     plan::Chunk,
     sql,
@@ -40,6 +42,7 @@ pub struct PassResult {
 /// Writes one pass (its statements in the caller's database transaction).
 pub async fn write_pass(
     conn: &mut PgConnection,
+    layout: &Layout,
     merged: &Merged<'_>,
     chunks: &[Chunk],
     deadline: &Deadline,
@@ -62,7 +65,7 @@ pub async fn write_pass(
         let rows = &merged.rows[t.clone()];
         let answer = traces::step(
             "INSERT transaction, operation (unnest)",
-            upsert(conn, rows, &ops, deadline),
+            upsert(conn, layout, rows, &ops, deadline),
         )
         .await?;
         result.statements += 1;
@@ -81,6 +84,7 @@ pub async fn write_pass(
     if !racing.is_empty() || !racing_operations.is_empty() {
         classify(
             conn,
+            layout,
             merged,
             &racing,
             &racing_operations,
@@ -92,7 +96,7 @@ pub async fn write_pass(
     Ok(result)
 }
 
-/// What [`sql::BULK_UPSERT`] answered.
+/// What the bulk statement answered.
 struct UpsertAnswer {
     inserted: u64,
     inserted_transitions: u64,
@@ -122,16 +126,20 @@ type Returned = (
 
 async fn upsert(
     conn: &mut PgConnection,
+    layout: &Layout,
     rows: &[Row<'_>],
     ops: &[&Operation],
     deadline: &Deadline,
 ) -> Result<UpsertAnswer, WriteError> {
-    let mut query = sqlx::query(&sql::BULK_UPSERT);
-    for array in transaction_arrays(rows.iter().map(|r| (r.content, r.state))) {
+    let mut query = sqlx::query(&layout.statements.bulk_upsert);
+    for array in transaction_arrays(
+        &layout.transaction,
+        rows.iter().map(|r| (r.content, r.state)),
+    ) {
         query = array.bind(query);
     }
     query = query.bind(rows.iter().map(|r| r.transition).collect::<Vec<bool>>());
-    for array in operation_arrays(ops) {
+    for array in operation_arrays(&layout.operation, ops) {
         query = array.bind(query);
     }
     let row = deadline
@@ -161,6 +169,7 @@ async fn upsert(
 /// under the same id).
 async fn classify(
     conn: &mut PgConnection,
+    layout: &Layout,
     merged: &Merged<'_>,
     stored: &HashSet<Uuid>,
     stored_operations: &[Uuid],
@@ -181,7 +190,7 @@ async fn classify(
         .collect();
     let (conflicts, inserted, of_conflicts, conflicting, racing) = traces::step(
         "SELECT stored rows another writer changed",
-        classify_statement(conn, &rows, &ops, deadline),
+        classify_statement(conn, layout, &rows, &ops, deadline),
     )
     .await?;
     result.statements += 1;
@@ -200,7 +209,8 @@ async fn classify(
             .into_iter()
             .filter(|op| racing.contains(&op.id))
             .collect();
-        result.operations_conflicting += classify_operations(conn, &ops, deadline).await?;
+        result.operations_conflicting +=
+            classify_operations(conn, layout, &ops, deadline).await?;
         result.statements += 1;
     }
     Ok(())
@@ -214,14 +224,15 @@ type Classified = (
     Option<Vec<Uuid>>,
 );
 
-/// Sends [`sql::CLASSIFY`] for `rows` (stored transactions) and `ops`.
+/// Sends the classifying statement for `rows` (stored transactions) and `ops`.
 async fn classify_statement(
     conn: &mut PgConnection,
+    layout: &Layout,
     rows: &[&Row<'_>],
     ops: &[&Operation],
     deadline: &Deadline,
 ) -> Result<Classified, WriteError> {
-    let mut query = sqlx::query(&sql::CLASSIFY)
+    let mut query = sqlx::query(&layout.statements.classify)
         .bind(rows.iter().map(|r| r.content.id).collect::<Vec<_>>())
         .bind(
             rows.iter()
@@ -249,7 +260,7 @@ async fn classify_statement(
                 .map(|r| r.state.status.code.as_str())
                 .collect::<Vec<_>>(),
         );
-    for array in operation_arrays(ops) {
+    for array in operation_arrays(&layout.operation, ops) {
         query = array.bind(query);
     }
     let row = deadline
@@ -258,15 +269,16 @@ async fn classify_statement(
     sqlx::FromRow::from_row(&row).map_err(WriteError::classify)
 }
 
-/// Operations a concurrent writer inserted after [`sql::CLASSIFY`]'s snapshot: how many are
-/// other legs under the same id.
+/// Operations a concurrent writer inserted after the classifying statement's snapshot: how many
+/// are other legs under the same id.
 async fn classify_operations(
     conn: &mut PgConnection,
+    layout: &Layout,
     ops: &[&Operation],
     deadline: &Deadline,
 ) -> Result<u64, WriteError> {
-    let mut query = sqlx::query(&sql::CLASSIFY_OPERATIONS);
-    for array in operation_arrays(ops) {
+    let mut query = sqlx::query(&layout.statements.classify_operations);
+    for array in operation_arrays(&layout.operation, ops) {
         query = Array::bind(array, query);
     }
     let (conflicting, found): (i64, i64) = deadline
