@@ -272,14 +272,21 @@ fn transaction_id(payload: &Value) -> String {
 /// each with the status its Redis backup entry holds.
 #[test]
 fn every_queue_data_entry_is_read_and_the_message_is_one_unit() {
-    let payloads = [payload_of("approved"), payload_of("pending"), payload_of("noted")];
+    let payloads = [
+        payload_of("approved"),
+        payload_of("pending"),
+        payload_of("noted"),
+    ];
     let Decoded::Transactions { entries, format } =
         decode(&message(&payloads), None, LIMIT).unwrap()
     else {
         panic!("transactions")
     };
     assert_eq!(format, "midaz");
-    let ids: Vec<String> = entries.iter().map(|e| e.transaction.id.to_string()).collect();
+    let ids: Vec<String> = entries
+        .iter()
+        .map(|e| e.transaction.id.to_string())
+        .collect();
     let expected: Vec<String> = payloads.iter().map(transaction_id).collect();
     assert_eq!(ids, expected);
     let backup: Vec<&str> = entries

@@ -29,7 +29,10 @@ async fn ledger_recorder(
     let mut vars = vec![
         ("BULK_RECORDER_MIGRATE", "false"),
         ("BULK_RECORDER_DEAD_LETTER_EXCHANGE", dead.name.as_str()),
-        ("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY", dead.binding.as_str()),
+        (
+            "BULK_RECORDER_DEAD_LETTER_ROUTING_KEY",
+            dead.binding.as_str(),
+        ),
     ];
     vars.extend_from_slice(more);
     let recorder = RunningRecorder::start(config(&db, &queue, &vars));
@@ -38,9 +41,15 @@ async fn ledger_recorder(
 
 async fn publish_and_settle(recorder: &RunningRecorder, queue: &TestQueue, bodies: Vec<Vec<u8>>) {
     let count = bodies.len();
-    let decoded_before = recorder.metrics.decoded_count("midaz") + recorder.metrics.rejected_total();
+    let decoded_before =
+        recorder.metrics.decoded_count("midaz") + recorder.metrics.rejected_total();
     queue
-        .publish_raw(bodies.into_iter().map(|b| (b, "application/json")).collect())
+        .publish_raw(
+            bodies
+                .into_iter()
+                .map(|b| (b, "application/json"))
+                .collect(),
+        )
         .await;
     wait_until(DRAIN, "every message settled and acknowledged", || async {
         recorder.metrics.decoded_count("midaz") + recorder.metrics.rejected_total()
@@ -91,7 +100,11 @@ async fn a_message_with_a_bad_entry_is_refused_whole() {
     let letters = dead.take().await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].header("x-bulk-recorder-reason"), "invalid");
-    assert!(letters[0].header("x-bulk-recorder-error").contains("QueueData[1]"));
+    assert!(
+        letters[0]
+            .header("x-bulk-recorder-error")
+            .contains("QueueData[1]")
+    );
     assert_eq!(letters[0].body, body, "the message as it came");
 }
 
@@ -195,7 +208,9 @@ async fn the_later_columns_are_written_where_the_tables_have_them() {
     recorder.stop().await;
     // One message at a time.
     let single = sample_transaction(2);
-    queue.publish_transactions(std::slice::from_ref(&single), Format::Json).await;
+    queue
+        .publish_transactions(std::slice::from_ref(&single), Format::Json)
+        .await;
     let one_by_one = [
         ("BULK_RECORDER_MIGRATE", "false"),
         ("BULK_RECORDER_ENABLED", "false"),
@@ -220,11 +235,15 @@ async fn the_later_columns_are_written_where_the_tables_have_them() {
     for row in &rows {
         let id: Uuid = row.get(0);
         let distinct: i64 = row.get(2);
-        let (first, last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (row.get(3), row.get(4));
+        let (first, last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+            (row.get(3), row.get(4));
         let recorded = first.unwrap_or_else(|| panic!("{id}: recorded_at set"));
         assert_eq!(distinct, 1, "{id}: one value per bulk");
         assert_eq!(first, last);
-        assert!(before <= recorded && recorded <= after, "{id}: the server's clock");
+        assert!(
+            before <= recorded && recorded <= after,
+            "{id}: the server's clock"
+        );
     }
     let copy_times: i64 = sqlx::query_scalar(
         "SELECT count(DISTINCT recorded_at) FROM operation WHERE transaction_id = ANY($1)",
@@ -233,7 +252,10 @@ async fn the_later_columns_are_written_where_the_tables_have_them() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(copy_times, 1, "the COPY bulk: one value; the redelivery kept it");
+    assert_eq!(
+        copy_times, 1,
+        "the COPY bulk: one value; the redelivery kept it"
+    );
     let later: (Option<Uuid>, Option<String>, Option<String>, Option<Uuid>) = sqlx::query_as(
         "SELECT group_id, scheme, operational_type_code, applied_exception_id FROM transaction \
          WHERE id = $1",
@@ -244,7 +266,12 @@ async fn the_later_columns_are_written_where_the_tables_have_them() {
     .unwrap();
     assert_eq!(
         later,
-        (Some(group), Some("PIX".into()), Some("P2P".into()), Some(group))
+        (
+            Some(group),
+            Some("PIX".into()),
+            Some("P2P".into()),
+            Some(group)
+        )
     );
     let unset: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM transaction WHERE group_id IS NULL AND scheme IS NULL \

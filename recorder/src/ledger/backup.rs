@@ -168,12 +168,12 @@ impl Cleanup {
         if messages.is_empty() {
             return;
         }
-        let dropped = self
-            .backlog
-            .push(
-                messages.iter().flat_map(|m| m.entries.iter().map(Entry::of)),
-                traces::origin(),
-            );
+        let dropped = self.backlog.push(
+            messages
+                .iter()
+                .flat_map(|m| m.entries.iter().map(Entry::of)),
+            traces::origin(),
+        );
         if dropped > 0 {
             self.metrics.ledger_cleanup("dropped", dropped);
             tracing::warn!(

@@ -124,7 +124,8 @@ impl Flusher {
         messages: &[Pending],
         suspect_since: Option<u64>,
     ) -> Result<(), Failure> {
-        let transactions: Vec<&Transaction> = messages.iter().flat_map(Pending::transactions).collect();
+        let transactions: Vec<&Transaction> =
+            messages.iter().flat_map(Pending::transactions).collect();
         let conflicting = self
             .write_path()
             .write(&transactions, suspect_since)
@@ -226,7 +227,11 @@ fn rejected(message: Pending, reason: &'static str, error: String) -> Rejected {
 /// The messages in an order that writes each parent before its children, arrival order
 /// otherwise (a message with several transactions goes at the depth of its deepest).
 pub fn parents_first(messages: Vec<Pending>) -> Vec<Pending> {
-    let ids: Vec<_> = messages.iter().flat_map(Pending::transactions).map(|t| t.id).collect();
+    let ids: Vec<_> = messages
+        .iter()
+        .flat_map(Pending::transactions)
+        .map(|t| t.id)
+        .collect();
     let parents: Vec<_> = messages
         .iter()
         .flat_map(Pending::transactions)

@@ -22,8 +22,8 @@ use crate::{
         session::{self, Shared},
     },
     shutdown::Shutdown,
-    store::{BulkWriter, Database, OneByOneWriter, Writer, commit::deadline::Deadline},
     store::statements::layout::Layout,
+    store::{BulkWriter, Database, OneByOneWriter, Writer, commit::deadline::Deadline},
     store::{db, privileges::Grants},
     telemetry::metrics::Metrics,
     telemetry::{health::Health, traces::Traces},
@@ -96,7 +96,11 @@ pub async fn run(
     );
     let layout = Arc::new(layout);
     let writer = if config.bulk_enabled {
-        Writer::Bulk(BulkWriter::new(database, layout, config.max_rows_per_insert))
+        Writer::Bulk(BulkWriter::new(
+            database,
+            layout,
+            config.max_rows_per_insert,
+        ))
     } else {
         Writer::OneByOne(OneByOneWriter::new(database, layout))
     };

@@ -87,7 +87,11 @@ pub struct Payload {
     /// Keys of the ledger's newer, outcome-backed payloads (Go field names, not confirmed from
     /// a captured message): either one with a value marks a payload its consumer must finalise
     /// itself.
-    #[serde(rename = "AttemptOwner", default, deserialize_with = "fields::non_empty")]
+    #[serde(
+        rename = "AttemptOwner",
+        default,
+        deserialize_with = "fields::non_empty"
+    )]
     pub attempt_owner: bool,
     #[serde(
         rename = "RevertRolloutToken",

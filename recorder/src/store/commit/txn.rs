@@ -2,7 +2,7 @@
 //! known before anything is acknowledged.
 //!
 //! - BEGIN also records who writes ([`TxnId`]) and the transaction's time (`now()`, for what
-//! `COPY` must send itself), in the same round-trip;
+//!   `COPY` must send itself), in the same round-trip;
 //! - COMMIT runs with no statement timeout (`SET LOCAL statement_timeout = 0` in the same
 //!   round-trip): a timeout would cancel its wait for the synchronous standbys and leave a
 //!   local commit. A COMMIT slower than the write's deadline is looked at from another

@@ -120,7 +120,8 @@ impl BulkWriter {
         let deadline = Deadline::for_write(self.db.write_budget(2), &self.db.shutdown);
         let mut txn = OpenTxn::begin(&self.db, &deadline).await?;
         let started_at = txn.started_at;
-        if let Err(error) = copy::copy(txn.conn(), merged, &self.layout, started_at, &deadline).await
+        if let Err(error) =
+            copy::copy(txn.conn(), merged, &self.layout, started_at, &deadline).await
         {
             if error.is_data() {
                 txn.rollback(&deadline).await;

@@ -188,7 +188,11 @@ impl Rows {
 }
 
 /// The `transaction` rows of `merged`, in `columns`.
-fn transaction_rows(merged: &Merged, columns: &[&TransactionColumn], now: DateTime<Utc>) -> Vec<u8> {
+fn transaction_rows(
+    merged: &Merged,
+    columns: &[&TransactionColumn],
+    now: DateTime<Utc>,
+) -> Vec<u8> {
     let mut rows = Rows::with_capacity(merged.rows.len() * 300);
     for row in &merged.rows {
         rows.row(columns.len() as i16);

@@ -19,7 +19,6 @@ use super::{
 };
 
 /// The columns the statements write, and the statements.
-#[derive(Debug)]
 pub struct Layout {
     pub transaction: Columns<TransactionColumn>,
     pub operation: Columns<OperationColumn>,
@@ -43,11 +42,19 @@ impl Layout {
     pub fn with(transaction: &HashSet<String>, operation: &HashSet<String>) -> Self {
         let transaction: Columns<TransactionColumn> = TRANSACTION
             .iter()
-            .chain(TRANSACTION_LATER.iter().filter(|c| transaction.contains(c.name)))
+            .chain(
+                TRANSACTION_LATER
+                    .iter()
+                    .filter(|c| transaction.contains(c.name)),
+            )
             .collect();
         let operation: Columns<OperationColumn> = OPERATION
             .iter()
-            .chain(OPERATION_LATER.iter().filter(|c| operation.contains(c.name)))
+            .chain(
+                OPERATION_LATER
+                    .iter()
+                    .filter(|c| operation.contains(c.name)),
+            )
             .collect();
         let statements = Statements::new(&transaction, &operation);
         Self {

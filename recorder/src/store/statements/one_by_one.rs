@@ -101,8 +101,7 @@ async fn write(
                 evidence.get_or_insert(Evidence::Operation(o.id));
             } else {
                 statements += 1;
-                ops_conflicting +=
-                    u64::from(operation_conflicts(conn, layout, o, deadline).await?);
+                ops_conflicting += u64::from(operation_conflicts(conn, layout, o, deadline).await?);
             }
         }
     }

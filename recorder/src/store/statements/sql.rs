@@ -265,7 +265,10 @@ mod tests {
             v.starts_with("id, transaction_id, description, type, asset_code, amount::numeric")
         );
         assert!(values(&all(&TRANSACTION)).contains("COALESCE(updated_at, now())"));
-        assert_eq!(values(&all(&OPERATION_LATER)), "COALESCE(recorded_at, now())");
+        assert_eq!(
+            values(&all(&OPERATION_LATER)),
+            "COALESCE(recorded_at, now())"
+        );
     }
 
     #[test]
@@ -273,10 +276,15 @@ mod tests {
         let base = Statements::new(&all(&TRANSACTION), &all(&OPERATION));
         // The transaction columns, the transition flags, then the operation columns.
         let last = TRANSACTION.len() + 1 + OPERATION.len();
-        assert!(base.bulk_upsert.contains(&format!("${last}::timestamptz[]")));
+        assert!(
+            base.bulk_upsert
+                .contains(&format!("${last}::timestamptz[]"))
+        );
         assert!(base.bulk_upsert.contains("$19::bool[]"));
         assert!(base.bulk_upsert.contains("$20::uuid[]"));
-        assert!(base.classify.contains("$8::uuid[]") && base.classify.contains("$38::timestamptz[]"));
+        assert!(
+            base.classify.contains("$8::uuid[]") && base.classify.contains("$38::timestamptz[]")
+        );
         assert!(base.one_transaction_conflicts.contains("IS DISTINCT FROM"));
     }
 
@@ -285,8 +293,15 @@ mod tests {
         let t: Vec<_> = TRANSACTION.iter().chain(&TRANSACTION_LATER).collect();
         let o: Vec<_> = OPERATION.iter().chain(&OPERATION_LATER).collect();
         let later = Statements::new(&t, &o);
-        assert!(later.bulk_upsert.contains("applied_exception_id, transition"));
-        assert!(later.bulk_upsert.contains("$23::bool[]"), "22 columns, then the flags");
+        assert!(
+            later
+                .bulk_upsert
+                .contains("applied_exception_id, transition")
+        );
+        assert!(
+            later.bulk_upsert.contains("$23::bool[]"),
+            "22 columns, then the flags"
+        );
         assert!(later.copy_operations.contains("deleted_at, recorded_at)"));
         assert!(later.one_operation.contains("COALESCE(recorded_at, now())"));
     }

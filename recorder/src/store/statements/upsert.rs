@@ -1,7 +1,7 @@
 //! The upsert path of a bulk: one pass of merged rows through the bulk statement
-//! ([`sql::Statements::bulk_upsert`], split at `maxRowsPerInsert`), then, only when it met stored
-//! rows, the classifying one ([`sql::Statements::classify`]; and, when a concurrent writer raced
-//! it on an operation id, [`sql::Statements::classify_operations`]).
+//! ([`super::sql::Statements::bulk_upsert`], split at `maxRowsPerInsert`), then, only when it met
+//! stored rows, the classifying one ([`super::sql::Statements::classify`]; and, when a concurrent
+//! writer raced it on an operation id, [`super::sql::Statements::classify_operations`]).
 
 use std::collections::HashSet;
 
@@ -15,7 +15,6 @@ use super::{
     layout::Layout,
     merge::{Merged, Row},
     plan::Chunk,
-    sql,
 };
 use crate::message::Operation;
 use crate::store::commit::{deadline::Deadline, errors::WriteError, resolve::Evidence};
@@ -209,8 +208,7 @@ async fn classify(
             .into_iter()
             .filter(|op| racing.contains(&op.id))
             .collect();
-        result.operations_conflicting +=
-            classify_operations(conn, layout, &ops, deadline).await?;
+        result.operations_conflicting += classify_operations(conn, layout, &ops, deadline).await?;
         result.statements += 1;
     }
     Ok(())
