@@ -640,6 +640,25 @@ def check_notes(path):
     for secret in ("bulk-recorder-rabbitmq", "bulk-recorder-postgres"):
         if f"create secret generic {secret}" not in notes:
             fail(f"the NOTES do not create the Secret {secret}")
+    crd = load(CRD_PATH)[0]
+    columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]
+               if c.get("priority", 0) == 0 and c["name"] != "Age"]
+    hint = re.search(r"get bulkrecorders\s+# (.*)", notes)
+    if not hint or [c.strip() for c in hint.group(1).split(",")] != columns:
+        fail(f"the NOTES' columns hint is not the CRD's columns {columns}: {hint and hint.group(1)}")
+    order = [notes.find(s) for s in ("kubectl delete bulkrecorders", "helm uninstall", "kubectl delete crd")]
+    if -1 in order or order != sorted(order):
+        fail("the NOTES do not say to delete the BulkRecorders, then the chart, then the CRD")
+
+
+def check_skipped_monitoring(path):
+    text = open(path).read()
+    manifest, _, notes = text.partition("NOTES:")
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        if re.search(rf"^kind: {kind}$", manifest, re.M):
+            fail(f"a {kind} was rendered for a cluster that does not serve it")
+        if f"no {kind} was installed" not in notes:
+            fail(f"the NOTES do not say that the {kind} was skipped")
 
 
 def check_tilt(dev_render):
@@ -715,6 +734,7 @@ def main():
         "dev": check_dev,
         "example": check_example,
         "notes": lambda: check_notes(args[0]),
+        "skipped_monitoring": lambda: check_skipped_monitoring(args[0]),
         "tilt": lambda: check_tilt(args[0]),
         "dockerfiles": check_dockerfiles,
     }
@@ -743,6 +763,8 @@ check() {  # check NAME COMMAND...: one line; the command's output, indented, wh
 }
 skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
 py() { python3 "$WORK/check.py" "$@"; }
+# A cluster with the Prometheus Operator's CRDs (helm template asks no cluster: say which it has).
+MONITORING_APIS=(--api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions monitoring.coreos.com/v1/PrometheusRule)
 render() {  # render NAME HELM-ARGS...: helm template into $WORK/NAME.yaml
   local name=$1
   shift
@@ -778,7 +800,7 @@ render_unaggregated() {
     && py aggregated "$WORK/unaggregated.yaml" absent
 }
 render_observability() {
-  render observability --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true \
+  render observability "${MONITORING_APIS[@]}" --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true \
     && py render "$WORK/observability.yaml" "$DEFAULT_KINDS,PrometheusRule,ConfigMap" "$RELEASE_NS" \
     && py rules "$WORK/observability.yaml" "$WORK/rules.yaml"
 }
@@ -789,18 +811,23 @@ promtool_test() {  # the unit tests sit next to the rendered rules, which they n
     && "$PROMTOOL" test rules "$WORK/prometheus-rules-test.yaml"
 }
 render_monitored() {
-  render monitored --set serviceMonitor.enabled=true \
+  render monitored "${MONITORING_APIS[@]}" --set serviceMonitor.enabled=true \
     && py render "$WORK/monitored.yaml" "$DEFAULT_KINDS,ServiceMonitor" "$RELEASE_NS" \
     && py servicemonitor "$WORK/monitored.yaml"
 }
 render_options() {
-  render options -f "$CI_VALUES" \
+  render options "${MONITORING_APIS[@]}" -f "$CI_VALUES" \
     && py render "$WORK/options.yaml" "$NAMESPACED_KINDS,ServiceMonitor,PodDisruptionBudget,PrometheusRule,ConfigMap" "$RELEASE_NS" ledger \
     && py servicemonitor "$WORK/options.yaml"
 }
 render_dev() {  # as the Tiltfile installs it
   "$HELM" template "$RELEASE" "$CHART" --namespace default --include-crds -f "$DEV_VALUES" > "$WORK/dev.yaml" \
     && py render "$WORK/dev.yaml" "$DEFAULT_KINDS$CRD_KIND" default
+}
+without_prometheus_operator() {  # asked for, but the cluster has no monitoring.coreos.com CRDs
+  "$HELM" install "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --dry-run=client \
+    --set serviceMonitor.enabled=true --set prometheusRule.enabled=true > "$WORK/bare.txt" \
+    && py skipped_monitoring "$WORK/bare.txt"
 }
 notes() {
   "$HELM" install "$RELEASE" "$CHART" --namespace "$RELEASE_NS" --dry-run=client > "$WORK/notes.txt" \
@@ -857,7 +884,8 @@ check "values.schema.json rejects prometheusRule.heldBulkSeconds=0" rejects --se
 check "values.schema.json rejects aggregateClusterRoles as a string" rejects --set-string aggregateClusterRoles=yes
 check "values.schema.json accepts global values (the chart works as a subchart)" accepts --set global.imageRegistry=registry.example.com
 
-check "NOTES.txt renders (helm install --dry-run=client) and shows a valid first BulkRecorder with its Secrets" notes
+check "NOTES.txt renders (helm install --dry-run=client) and shows a valid first BulkRecorder with its Secrets, the columns and the uninstall order" notes
+check "serviceMonitor and prometheusRule on a cluster without the Prometheus Operator's CRDs: skipped, each with a NOTE" without_prometheus_operator
 check "examples/dev: RabbitMQ, PostgreSQL, their Secrets and the BulkRecorder agree" py dev
 if [ -f examples/bulkrecorder.yaml ]; then
   check "examples/bulkrecorder.yaml is a valid BulkRecorder" py example
