@@ -124,3 +124,19 @@ printf 'bulks: %d, statements: %d (%.2f per bulk: COPY of both tables, or one up
 printf 'throughput: %.0f transactions/s (%.0f operations/s) over %.2f s\n' \
   "$(echo "$t_att / $seconds" | bc -l)" "$(echo "$o_att / $seconds" | bc -l)" "$seconds"
 echo "recorder log: $LOG"
+
+# The demo checks what it printed (CI runs it): a run that leaves anything behind fails.
+invalid=$(sed -E 's/.*invalid=([0-9]+).*/\1/' <<<"$published")
+events_total=$(( $(family bulk_recorder_events_published_total) ))
+problems=()
+[ "$rows_t" = "$t_ins" ] || problems+=("transaction rows $rows_t, inserted $t_ins")
+[ "$rows_o" = "$o_ins" ] || problems+=("operation rows $rows_o, inserted $o_ins")
+[ "$pending" = 0 ] || problems+=("$pending transactions still PENDING")
+[ "${ready:-0/0}" = 0/0 ] || problems+=("the queue holds $ready (ready/unacked)")
+[ "$rej" = "$invalid" ] || problems+=("$rej rejected for $invalid invalid messages")
+[ "$left_entries/$left_keys" = 0/0 ] || problems+=("Redis keeps $left_entries backup entries and $left_keys write-behind keys")
+[ "${events_queued:-0}" = "$events_total" ] || problems+=("${events_queued:-0} events queued, $events_total published")
+if [ ${#problems[@]} -gt 0 ]; then
+  printf 'the demo went wrong: %s\n' "${problems[@]}" >&2
+  exit 1
+fi

@@ -22,6 +22,23 @@ wait_for_port() {
   echo "nothing answers on 127.0.0.1:$1 after 60 s" >&2; return 1
 }
 
+# A service this script stops is gone before it returns: the next script must not find the
+# port still answering and reuse a server about to exit.
+wait_for_port_closed() {
+  for _ in $(seq 1 60); do answers "$1" || return 0; sleep 0.5; done
+  echo "127.0.0.1:$1 still answers 30 s after it was stopped" >&2; return 1
+}
+
+# Stops the process in `pidfile` (TERM, then KILL after 10 s) and waits for `port` to close.
+stop_pid() {
+  local pidfile=$1 port=$2 pid
+  pid=$(cat "$pidfile" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait_for_port_closed "$port"
+}
+
 APT_UPDATED=""
 apt_install() {
   [ -n "$APT_UPDATED" ] || { as_root apt-get update -qq && APT_UPDATED=1; }
@@ -115,17 +132,19 @@ python_libdir() {
   "$TOOLS_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))'
 }
 
+MONGO_PORT="${BULK_RECORDER_MONGO_PORT:-27017}"
+
 ensure_mongodb() {
-  if answers 27017; then echo "MongoDB wire: already answering on 127.0.0.1:27017, reusing it"; return 0; fi
+  if answers "$MONGO_PORT"; then echo "MongoDB wire: already answering on 127.0.0.1:$MONGO_PORT, reusing it"; return 0; fi
   ensure_python_tools
   local dir="${BULK_RECORDER_MONGO_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/bulk-recorder/secantus}"
   mkdir -p "$dir/data"
   : > "$dir/empty.toml"   # no configuration file is looked for elsewhere
   echo "MongoDB wire: starting SecantusDB (data in $dir)"
-  nohup "$TOOLS_VENV/bin/secantusd-py" --config "$dir/empty.toml" --host 127.0.0.1 --port 27017 \
+  nohup "$TOOLS_VENV/bin/secantusd-py" --config "$dir/empty.toml" --host 127.0.0.1 --port "$MONGO_PORT" \
     --storage-path "$dir/data" >"$dir/log" 2>&1 &
   echo $! >"$dir/pid"
-  wait_for_port 27017
+  wait_for_port "$MONGO_PORT"
   STARTED_SERVICES+=("mongodb:$dir/pid")
 }
 
@@ -134,10 +153,13 @@ stop_started_services() {
   for service in "${STARTED_SERVICES[@]}"; do
     case "$service" in
       postgresql:*) echo "PostgreSQL: stopping (this script started it)"
-                    as_root pg_ctlcluster --skip-systemctl-redirect "${service#postgresql:}" main stop || true ;;
-      rabbitmq) echo "RabbitMQ: stopping (this script started it)"; as_root rabbitmqctl -q stop >/dev/null || true ;;
-      redis) echo "Redis: stopping (this script started it)"; redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true ;;
-      mongodb:*) echo "MongoDB wire: stopping (this script started it)"; kill "$(cat "${service#mongodb:}")" 2>/dev/null || true ;;
+                    as_root pg_ctlcluster --skip-systemctl-redirect "${service#postgresql:}" main stop || true
+                    wait_for_port_closed 5432 ;;
+      rabbitmq) echo "RabbitMQ: stopping (this script started it)"; as_root rabbitmqctl -q stop >/dev/null || true
+                wait_for_port_closed 5672 ;;
+      redis) echo "Redis: stopping (this script started it)"; redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true
+             wait_for_port_closed 6379 ;;
+      mongodb:*) echo "MongoDB wire: stopping (this script started it)"; stop_pid "${service#mongodb:}" "$MONGO_PORT" ;;
     esac
   done
   STARTED_SERVICES=()

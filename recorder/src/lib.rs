@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod message;
 pub mod pipeline;
 pub mod replay;
+pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

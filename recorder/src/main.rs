@@ -186,8 +186,10 @@ async fn wait_for_signal() {
 }
 
 /// lapin logs every closed channel as an error, including the expected NOT_FOUND of the
-/// passive declare that checks whether the queue exists; real failures reach our own logs.
-const DEFAULT_LOG_FILTER: &str = "info,lapin::channel=off";
+/// passive declare that checks whether the queue exists, and every event returned unroutable as
+/// a warning (the ledger's topology may bind only some routing keys); real failures reach our
+/// own logs and metrics.
+const DEFAULT_LOG_FILTER: &str = "info,lapin::channel=off,lapin::returned_messages=error";
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

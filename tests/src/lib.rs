@@ -32,6 +32,7 @@ use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
+pub mod exchange;
 pub mod kube_cluster;
 pub mod ledger;
 pub mod mongo;

@@ -3,7 +3,9 @@
 //! `COPY`), one that drops right after the server committed, before its answer reaches the
 //! client, and a failover (the same address now leads to another server). Only `freeze` means
 //! anything for a broker's connections; `hold_answers` (requests reach the server, its answers
-//! wait) for Redis's.
+//! wait) and `silence_open_connections` (half-open: the connections it holds go silent, new
+//! ones pass) for Redis's; `cut_answer_to` (a lost answer) and the largest request seen
+//! (MongoDB wire messages) for a document store's.
 
 use std::{
     sync::{
@@ -35,6 +37,17 @@ struct Faults {
     freeze_in_copy: AtomicBool,
     /// Requests are forwarded; the server's answers wait.
     answers_held: AtomicBool,
+    /// Connections numbered below this are silent forever (half-open); later ones pass.
+    silent_below: AtomicUsize,
+    /// Numbers connections as they are accepted.
+    accepted: AtomicUsize,
+    /// The next request containing these bytes reaches the server; its answer is dropped and
+    /// the connection cut.
+    cut_answer_to: std::sync::Mutex<Option<Vec<u8>>>,
+    /// The largest MongoDB wire message a client sent (its length field).
+    largest_request: AtomicUsize,
+    /// Every byte clients sent, once recording is on.
+    recorded: std::sync::Mutex<Option<Vec<u8>>>,
     cuts: AtomicUsize,
     /// Where new connections go.
     upstream: std::sync::Mutex<String>,
@@ -61,7 +74,8 @@ impl PgProxy {
         let shared = faults.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(relay(client, shared.clone()));
+                let number = shared.accepted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(relay(client, shared.clone(), number));
             }
         });
         Self { port, faults, task }
@@ -134,6 +148,40 @@ impl PgProxy {
         self.faults.answers_held.store(false, Ordering::SeqCst);
     }
 
+    /// The connections open now go silent forever, in both directions (half-open: no error, no
+    /// answer); connections made from now on pass.
+    pub fn silence_open_connections(&self) {
+        let accepted = self.faults.accepted.load(Ordering::SeqCst);
+        self.faults.silent_below.store(accepted, Ordering::SeqCst);
+    }
+
+    /// The next request containing `needle` reaches the server, which runs it; its answer is
+    /// dropped and the connection cut (the client never hears what it did).
+    pub fn cut_answer_to(&self, needle: &[u8]) {
+        *self.faults.cut_answer_to.lock().unwrap() = Some(needle.to_vec());
+    }
+
+    /// Keeps every byte clients send from now on (for small exchanges: it is all in memory).
+    pub fn record_requests(&self) {
+        *self.faults.recorded.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// Whether the bytes recorded since [`PgProxy::record_requests`] hold `needle`.
+    pub fn requests_contain(&self, needle: &[u8]) -> bool {
+        self.faults
+            .recorded
+            .lock()
+            .unwrap()
+            .as_deref()
+            .is_some_and(|bytes| contains(bytes, needle))
+    }
+
+    /// The largest MongoDB wire message (OP_MSG and the like: a little-endian length first)
+    /// that a client sent through this proxy so far.
+    pub fn largest_mongo_request(&self) -> usize {
+        self.faults.largest_request.load(Ordering::SeqCst)
+    }
+
     /// New connections go to `upstream` (`host:port`), as after a failover.
     pub fn retarget(&self, upstream: &str) {
         *self.faults.upstream.lock().unwrap() = upstream.to_string();
@@ -161,7 +209,19 @@ async fn wait_while_frozen(faults: &Faults) {
     }
 }
 
-async fn relay(client: TcpStream, faults: Arc<Faults>) {
+/// Whether connection `number` has been silenced (half-open).
+fn silenced(faults: &Faults, number: usize) -> bool {
+    number < faults.silent_below.load(Ordering::SeqCst)
+}
+
+async fn wait_while_silent(faults: &Faults, number: usize) {
+    wait_while_frozen(faults).await;
+    while silenced(faults, number) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn relay(client: TcpStream, faults: Arc<Faults>, number: usize) {
     wait_while_frozen(&faults).await;
     let upstream = faults.upstream.lock().unwrap().clone();
     let Ok(server) = TcpStream::connect(&upstream).await else {
@@ -171,11 +231,14 @@ async fn relay(client: TcpStream, faults: Arc<Faults>) {
     let (mut server_read, mut server_write) = server.into_split();
     // Set when this connection has sent a write while a cut is armed.
     let armed = Arc::new(AtomicBool::new(false));
+    // Set when this connection has sent the request whose answer is to be cut.
+    let answer_cut = Arc::new(AtomicBool::new(false));
     let to_server = {
-        let (faults, armed) = (faults.clone(), armed.clone());
+        let (faults, armed, answer_cut) = (faults.clone(), armed.clone(), answer_cut.clone());
         async move {
             let mut buf = vec![0u8; 64 * 1024];
             let mut copying = false;
+            let mut framing = MongoFraming::default();
             loop {
                 let n = match client_read.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
@@ -186,8 +249,19 @@ async fn relay(client: TcpStream, faults: Arc<Faults>) {
                     faults.frozen.store(true, Ordering::SeqCst);
                 }
                 copying = contains(&buf[..n], b"COPY operation");
-                wait_while_frozen(&faults).await;
+                wait_while_silent(&faults, number).await;
                 let data = &buf[..n];
+                framing.feed(data, &faults.largest_request);
+                if let Some(recorded) = faults.recorded.lock().unwrap().as_mut() {
+                    recorded.extend_from_slice(data);
+                }
+                {
+                    let mut cut = faults.cut_answer_to.lock().unwrap();
+                    if cut.as_deref().is_some_and(|needle| contains(data, needle)) {
+                        *cut = None;
+                        answer_cut.store(true, Ordering::SeqCst);
+                    }
+                }
                 let commit =
                     faults.cut_any_commit.load(Ordering::SeqCst) && contains(data, b"COMMIT");
                 if faults.cut_next_commit.load(Ordering::SeqCst)
@@ -210,7 +284,11 @@ async fn relay(client: TcpStream, faults: Arc<Faults>) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            wait_while_frozen(&faults).await;
+            wait_while_silent(&faults, number).await;
+            if answer_cut.load(Ordering::SeqCst) {
+                faults.cuts.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
             while faults.answers_held.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -235,6 +313,39 @@ async fn relay(client: TcpStream, faults: Arc<Faults>) {
     tokio::select! {
         _ = to_server => {}
         _ = to_client => {}
+    }
+}
+
+/// Follows MongoDB wire messages in a client's byte stream (each starts with its length, a
+/// little-endian int32) to record the largest.
+#[derive(Default)]
+struct MongoFraming {
+    /// Bytes of the current message still to come.
+    remaining: usize,
+    /// The first bytes of a length field split across reads.
+    header: Vec<u8>,
+}
+
+impl MongoFraming {
+    fn feed(&mut self, mut data: &[u8], largest: &AtomicUsize) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let skipped = self.remaining.min(data.len());
+                self.remaining -= skipped;
+                data = &data[skipped..];
+                continue;
+            }
+            let wanted = 4 - self.header.len();
+            let taken = wanted.min(data.len());
+            self.header.extend_from_slice(&data[..taken]);
+            data = &data[taken..];
+            if self.header.len() == 4 {
+                let length = u32::from_le_bytes(self.header[..4].try_into().unwrap()) as usize;
+                largest.fetch_max(length, Ordering::SeqCst);
+                self.remaining = length.saturating_sub(4);
+                self.header.clear();
+            }
+        }
     }
 }
 

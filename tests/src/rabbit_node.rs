@@ -22,11 +22,24 @@ pub struct RabbitNode {
 
 impl RabbitNode {
     /// Starts a node and waits until it serves AMQP; `None` (with a message) without RabbitMQ.
+    /// A node that fails to boot (ports picked free but taken meanwhile by another test's node,
+    /// a machine too loaded for the boot's own timeouts) is tried again on other ports.
     pub fn start() -> Option<Self> {
         if on_path("rabbitmq-server").is_none() {
             skip("rabbitmq-server not found: ./scripts/test.sh installs RabbitMQ");
             return None;
         }
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::boot() {
+                Ok(node) => return Some(node),
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("the test's RabbitMQ node did not start: {failures:?}");
+    }
+
+    fn boot() -> Result<Self, String> {
         let dir = TempDir::new("br-rabbit");
         if is_root() {
             // The server drops to the `rabbitmq` user.
@@ -52,18 +65,18 @@ impl RabbitNode {
             .stderr(Stdio::null())
             .spawn()
             .expect("rabbitmq-server starts");
+        // Dropped (shut down, its files removed) if it does not boot.
         let node = Self {
             port,
             name,
             _dir: dir,
             server,
         };
-        assert!(
-            wait_for_port(port, Duration::from_secs(60)),
-            "the test's RabbitMQ node serves AMQP"
-        );
-        node.ctl(&["await_startup", "--timeout", "60"]);
-        Some(node)
+        if !wait_for_port(port, Duration::from_secs(60)) {
+            return Err(format!("nothing serves AMQP on {port} after 60 s"));
+        }
+        node.try_ctl(&["await_startup", "--timeout", "60"])?;
+        Ok(node)
     }
 
     pub fn url(&self) -> String {
@@ -72,16 +85,24 @@ impl RabbitNode {
 
     /// `rabbitmqctl -n <this node> <args>`; panics when it fails.
     pub fn ctl(&self, args: &[&str]) {
+        if let Err(why) = self.try_ctl(args) {
+            panic!("{why}");
+        }
+    }
+
+    fn try_ctl(&self, args: &[&str]) -> Result<(), String> {
         let output = Command::new("rabbitmqctl")
             .args(["-n", &self.name])
             .args(args)
             .output()
             .expect("rabbitmqctl runs");
-        assert!(
-            output.status.success(),
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(format!(
             "rabbitmqctl {args:?}: {}",
             String::from_utf8_lossy(&output.stderr)
-        );
+        ))
     }
 
     /// Raises (or clears) a memory alarm: the node blocks every connection that publishes.

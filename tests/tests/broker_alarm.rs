@@ -145,25 +145,16 @@ async fn under_a_memory_alarm_good_messages_are_acknowledged_while_a_dead_letter
 }
 
 /// The ledger's events under a memory alarm: the broker confirms nothing, so no message is
-/// acknowledged (its rows are stored, its event is not), and a shutdown meanwhile is not held
-/// by the confirms it waits for: the recorder stops in time and the messages go back to the
-/// queue, for the event to be published when they come again.
+/// acknowledged (its rows are stored, its event is not), and a shutdown meanwhile waits for the
+/// confirms only as long as its budget: the recorder stops in time, the messages go back to the
+/// queue (counted), for the event to be published when they come again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_a_memory_alarm_unconfirmed_events_hold_the_acks_and_do_not_hold_shutdown() {
+async fn under_a_memory_alarm_unconfirmed_events_hold_the_acks_and_shutdown_only_its_budget() {
     let Some(node) = RabbitNode::start() else {
         return;
     };
     let connection = topology(&node).await;
-    let messages: Vec<_> = (0..5).map(|_| sample_transaction(2)).collect();
-    bulk_recorder_publish::publish_bodies(
-        &connection,
-        "work",
-        messages
-            .iter()
-            .map(|t| (encode(t, Format::Json), content_type(Format::Json))),
-    )
-    .await
-    .unwrap();
+    publish_work(&connection, 5).await;
     node.memory_alarm(true);
 
     let db = TestDb::create().await;
@@ -171,7 +162,10 @@ async fn under_a_memory_alarm_unconfirmed_events_hold_the_acks_and_do_not_hold_s
     let recorder = RunningRecorder::start(config(
         &node,
         &db,
-        &[("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE", "amq.topic")],
+        &[
+            ("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE", "amq.topic"),
+            ("BULK_RECORDER_SHUTDOWN_TIMEOUT_MS", "5000"),
+        ],
     ));
     wait_until(DRAIN, "the rows committed", || async {
         recorder.committed_transactions() == 5
@@ -184,15 +178,134 @@ async fn under_a_memory_alarm_unconfirmed_events_hold_the_acks_and_do_not_hold_s
     .await;
     assert_eq!(ready(&connection, "work").await, 0, "all delivered");
 
+    let metrics = recorder.metrics.clone();
     let stopping = std::time::Instant::now();
     recorder.stop().await;
     assert!(
-        stopping.elapsed() < Duration::from_secs(20),
-        "stopped in {:?}",
+        stopping.elapsed() < Duration::from_secs(7),
+        "stopped in {:?}, within the 5 s budget",
         stopping.elapsed()
     );
+    assert_eq!(metrics.shutdown_requeued.get(), 5);
     wait_until(DRAIN, "the messages back in the queue", || async {
         ready(&connection, "work").await == 5
+    })
+    .await;
+    node.memory_alarm(false);
+    let _ = connection.close(200, "ok".into()).await;
+}
+
+/// Publishes `n` transactions to the node's queue `work`.
+async fn publish_work(connection: &Connection, n: usize) {
+    let messages: Vec<_> = (0..n).map(|_| sample_transaction(2)).collect();
+    bulk_recorder_publish::publish_bodies(
+        connection,
+        "work",
+        messages
+            .iter()
+            .map(|t| (encode(t, Format::Json), content_type(Format::Json))),
+    )
+    .await
+    .unwrap();
+}
+
+/// An alarm longer than the confirm timeout: the events' connection is blocked, not silent, so
+/// the recorder waits on it instead of publishing the event again on a new one (every copy
+/// on a blocked socket is routed once the alarm clears). One message, one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_held_by_a_long_alarm_is_published_once() {
+    let Some(node) = RabbitNode::start() else {
+        return;
+    };
+    let connection = topology(&node).await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_declare(
+            "events".into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            "events".into(),
+            "amq.topic".into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    publish_work(&connection, 1).await;
+    node.memory_alarm(true);
+    let db = TestDb::create().await;
+    let recorder = RunningRecorder::start(config(
+        &node,
+        &db,
+        &[("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE", "amq.topic")],
+    ));
+    wait_until(DRAIN, "the row committed, its event held", || async {
+        recorder.committed_transactions() == 1 && !recorder.health.ready()
+    })
+    .await;
+    // Past the 30 s after which a silent connection is given up.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    node.memory_alarm(false);
+    wait_until(DRAIN, "published and acknowledged", || async {
+        recorder.metrics.events_published_count("transaction") == 1 && recorder.health.ready()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(
+        ready(&connection, "events").await,
+        1,
+        "one copy of its event"
+    );
+    assert_eq!(metrics.events_published_count("transaction"), 1);
+    let _ = connection.close(200, "ok".into()).await;
+}
+
+/// Dead letters waiting under an alarm (twenty of them, one at a time): a shutdown returns them
+/// all to the queue within its one budget, not a bound per letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_held_by_an_alarm_go_back_within_the_shutdown_budget() {
+    let Some(node) = RabbitNode::start() else {
+        return;
+    };
+    let connection = topology(&node).await;
+    let bodies = (0..20).map(|_| (b"{\"id\": ".to_vec(), "application/json"));
+    bulk_recorder_publish::publish_bodies(&connection, "work", bodies)
+        .await
+        .unwrap();
+    node.memory_alarm(true);
+    let db = TestDb::create().await;
+    let recorder = RunningRecorder::start(config(
+        &node,
+        &db,
+        &[
+            ("BULK_RECORDER_DEAD_LETTER_EXCHANGE", "dlx"),
+            ("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY", "dead"),
+            ("BULK_RECORDER_SHUTDOWN_TIMEOUT_MS", "5000"),
+        ],
+    ));
+    wait_until(DRAIN, "every letter waiting", || async {
+        ready(&connection, "work").await == 0 && recorder.metrics.dead_letters_pending.get() == 1
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    let stopping = std::time::Instant::now();
+    recorder.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(7),
+        "stopped in {:?}, within the 5 s budget",
+        stopping.elapsed()
+    );
+    assert_eq!(metrics.shutdown_requeued.get(), 20);
+    wait_until(DRAIN, "the messages back in the queue", || async {
+        ready(&connection, "work").await == 20
     })
     .await;
     node.memory_alarm(false);

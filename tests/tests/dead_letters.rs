@@ -6,14 +6,11 @@
 use std::time::Duration;
 
 use bulk_recorder::message::{Format, Transaction};
-use bulk_recorder_e2e::*;
+use bulk_recorder_e2e::{exchange::TestExchange, *};
 use bulk_recorder_publish::{encode, sample_transaction};
 use lapin::{
-    BasicProperties, ExchangeKind,
-    options::{
-        BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-        ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    },
+    BasicProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
 };
 use uuid::Uuid;
@@ -22,62 +19,29 @@ const DRAIN: Duration = Duration::from_secs(60);
 const ROUTING_KEY: &str = "rejected";
 
 /// A direct exchange of this test's own, its queue bound (or not yet) by [`ROUTING_KEY`].
-struct DeadLetterTarget {
-    exchange: String,
-    queue: TestQueue,
+struct DeadLetterTarget(TestExchange);
+
+impl std::ops::Deref for DeadLetterTarget {
+    type Target = TestExchange;
+
+    fn deref(&self) -> &TestExchange {
+        &self.0
+    }
 }
 
 impl DeadLetterTarget {
     async fn new(bound: bool) -> Self {
-        let target = Self {
-            exchange: format!("br-test-dlx-{}", Uuid::new_v4().simple()),
-            queue: TestQueue::new(),
-        };
-        let connection = connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .exchange_declare(
-                target.exchange.as_str().into(),
-                ExchangeKind::Direct,
-                ExchangeDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_declare(
-                target.queue.name.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let _ = connection.close(200, "ok".into()).await;
+        let target = Self(TestExchange::direct("dlx", ROUTING_KEY));
+        target.declare_unbound().await;
         if bound {
             target.bind().await;
         }
         target
     }
 
-    async fn bind(&self) {
-        let connection = connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .queue_bind(
-                self.queue.name.as_str().into(),
-                self.exchange.as_str().into(),
-                ROUTING_KEY.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let _ = connection.close(200, "ok".into()).await;
-    }
-
     fn env(&self) -> [(&'static str, &str); 3] {
         [
-            ("BULK_RECORDER_DEAD_LETTER_EXCHANGE", self.exchange.as_str()),
+            ("BULK_RECORDER_DEAD_LETTER_EXCHANGE", self.name.as_str()),
             ("BULK_RECORDER_DEAD_LETTER_ROUTING_KEY", ROUTING_KEY),
             ("POD_NAME", "recorder-pod-7"),
         ]
@@ -85,64 +49,23 @@ impl DeadLetterTarget {
 
     /// The dead letters, read and put back: (reason, error, pod, body, message id, x-trace).
     async fn letters(&self) -> Vec<[String; 6]> {
-        let connection = connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        let mut letters = Vec::new();
-        while let Some(got) = channel
-            .basic_get(
-                self.queue.name.as_str().into(),
-                BasicGetOptions { no_ack: false },
-            )
+        let mut letters: Vec<[String; 6]> = self
+            .peek()
             .await
-            .unwrap()
-        {
-            let properties = &got.delivery.properties;
-            let header = |name: &str| match properties
-                .headers()
-                .as_ref()
-                .and_then(|h| h.inner().get(name).cloned())
-            {
-                Some(AMQPValue::LongString(s)) => s.to_string(),
-                _ => String::new(),
-            };
-            letters.push([
-                header("x-bulk-recorder-reason"),
-                header("x-bulk-recorder-error"),
-                header("x-bulk-recorder-pod"),
-                String::from_utf8_lossy(&got.delivery.data).into_owned(),
-                properties
-                    .message_id()
-                    .as_ref()
-                    .map_or(String::new(), |m| m.to_string()),
-                header("x-trace"),
-            ]);
-        }
-        let _ = connection.close(200, "ok".into()).await; // unacknowledged: back in the queue
+            .into_iter()
+            .map(|got| {
+                [
+                    got.header("x-bulk-recorder-reason").to_string(),
+                    got.header("x-bulk-recorder-error").to_string(),
+                    got.header("x-bulk-recorder-pod").to_string(),
+                    String::from_utf8_lossy(&got.body).into_owned(),
+                    got.message_id.clone().unwrap_or_default(),
+                    got.header("x-trace").to_string(),
+                ]
+            })
+            .collect();
         letters.sort();
         letters
-    }
-}
-
-impl Drop for DeadLetterTarget {
-    fn drop(&mut self) {
-        let exchange = self.exchange.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(async move {
-                    let connection = connect().await;
-                    if let Ok(channel) = connection.create_channel().await {
-                        let _ = channel
-                            .exchange_delete(
-                                exchange.as_str().into(),
-                                ExchangeDeleteOptions::default(),
-                            )
-                            .await;
-                    }
-                    let _ = connection.close(200, "ok".into()).await;
-                })
-        })
-        .join();
     }
 }
 
@@ -296,7 +219,7 @@ async fn rejected_messages_say_why_and_replay_moves_them_back_by_reason() {
         "--from",
         &dead.queue.name,
         "--to-exchange",
-        &nowhere.exchange,
+        &nowhere.name,
         "--routing-key",
         "x",
     ]);

@@ -6,15 +6,13 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use bulk_recorder::message::Format;
 use bulk_recorder_e2e::{
+    exchange::{Received, TestExchange},
     ledger::{create_ledger_tables, fixture, insert_rows},
     *,
 };
 use lapin::{
-    BasicProperties, ExchangeKind,
-    options::{
-        BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-        QueueBindOptions, QueueDeclareOptions,
-    },
+    BasicProperties,
+    options::BasicPublishOptions,
     types::{AMQPValue, FieldTable},
 };
 use serde_json::Value;
@@ -22,132 +20,6 @@ use uuid::Uuid;
 
 const DRAIN: Duration = Duration::from_secs(60);
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-
-/// A topic exchange of this test's own and a queue bound to all its routing keys.
-struct Exchange {
-    name: String,
-    queue: TestQueue,
-}
-
-impl Exchange {
-    async fn new(kind: &str, declared: bool) -> Self {
-        let exchange = Self {
-            name: format!("br-test-{kind}-{}", Uuid::new_v4().simple()),
-            queue: TestQueue::new(),
-        };
-        if declared {
-            exchange.declare().await;
-        }
-        exchange
-    }
-
-    async fn declare(&self) {
-        let connection = connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .exchange_declare(
-                self.name.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_declare(
-                self.queue.name.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                self.queue.name.as_str().into(),
-                self.name.as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let _ = connection.close(200, "ok".into()).await;
-    }
-
-    /// Every event received so far (taken from the queue).
-    async fn events(&self) -> Vec<Received> {
-        let connection = connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        let mut events = Vec::new();
-        while let Some(got) = channel
-            .basic_get(
-                self.queue.name.as_str().into(),
-                BasicGetOptions { no_ack: true },
-            )
-            .await
-            .unwrap()
-        {
-            let properties = &got.delivery.properties;
-            let headers: BTreeMap<String, String> = properties
-                .headers()
-                .as_ref()
-                .map(|h| {
-                    h.inner()
-                        .iter()
-                        .filter_map(|(k, v)| match v {
-                            AMQPValue::LongString(s) => Some((k.to_string(), s.to_string())),
-                            _ => None,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            events.push(Received {
-                routing_key: got.delivery.routing_key.to_string(),
-                body: String::from_utf8(got.delivery.data.clone()).expect("UTF-8 JSON"),
-                message_id: properties.message_id().as_ref().map(|m| m.to_string()),
-                content_type: properties.content_type().as_ref().map(|c| c.to_string()),
-                persistent: *properties.delivery_mode() == Some(2),
-                headers,
-            });
-        }
-        let _ = connection.close(200, "ok".into()).await;
-        events
-    }
-}
-
-impl Drop for Exchange {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        run_detached(async move {
-            let connection = connect().await;
-            if let Ok(channel) = connection.create_channel().await {
-                let _ = channel
-                    .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
-                    .await;
-            }
-            let _ = connection.close(200, "ok".into()).await;
-        });
-    }
-}
-
-#[derive(Debug)]
-struct Received {
-    routing_key: String,
-    body: String,
-    message_id: Option<String>,
-    content_type: Option<String>,
-    persistent: bool,
-    headers: BTreeMap<String, String>,
-}
-
-impl Received {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).expect("a JSON event")
-    }
-}
 
 fn expected_payload(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -211,9 +83,11 @@ async fn the_ledgers_messages_publish_exactly_its_events() {
     create_ledger_tables(&db).await;
     let queue = TestQueue::with_dead_letters().await;
     let (transactions, overdraft) = (
-        Exchange::new("tx-events", true).await,
-        Exchange::new("od-events", true).await,
+        TestExchange::topic("tx-events"),
+        TestExchange::topic("od-events"),
     );
+    transactions.declare().await;
+    overdraft.declare().await;
     let cancel = fixture("cancel");
     let prerequisite = &cancel.expected["prerequisite_rows"]["transactions"];
     insert_rows(&db, "transaction", prerequisite.as_array().unwrap()).await;
@@ -262,7 +136,7 @@ async fn the_ledgers_messages_publish_exactly_its_events() {
     let metrics = recorder.metrics.clone();
     recorder.stop().await;
 
-    let events = transactions.events().await;
+    let events = transactions.take().await;
     let mut by_payload: BTreeMap<String, Vec<&Received>> = BTreeMap::new();
     for event in &events {
         let payload = event.json()["payload"].to_string();
@@ -291,7 +165,7 @@ async fn the_ledgers_messages_publish_exactly_its_events() {
             .to_string();
         let found = events
             .iter()
-            .filter(|e| e.body.ends_with(&format!("\"payload\":{payload}}}")))
+            .filter(|e| e.text().ends_with(&format!("\"payload\":{payload}}}")))
             .collect::<Vec<_>>();
         let copies = if name == "approved" { 2 } else { 1 };
         assert_eq!(found.len(), copies, "{name}: the payload byte for byte");
@@ -303,7 +177,7 @@ async fn the_ledgers_messages_publish_exactly_its_events() {
     let approved: Vec<_> = events
         .iter()
         .filter(|e| {
-            e.body
+            e.text()
                 .contains("\"id\":\"0198a1c0-0001-7000-8000-000000000001\"")
         })
         .collect();
@@ -324,7 +198,7 @@ async fn the_ledgers_messages_publish_exactly_its_events() {
         "one of its own otherwise"
     );
 
-    let overdrafts = overdraft.events().await;
+    let overdrafts = overdraft.take().await;
     assert_eq!(overdrafts.len(), 1, "{overdrafts:?}");
     let drawn = &overdrafts[0];
     assert_eq!(drawn.routing_key, "midaz.balance.overdraft.drawn");
@@ -359,7 +233,7 @@ fn assert_envelope(event: &Received, event_type: &str, action: &str) {
     let prefix = format!(
         "{{\"source\":\"midaz\",\"eventType\":\"{event_type}\",\"action\":\"{action}\",\"timestamp\":\""
     );
-    assert!(event.body.starts_with(&prefix), "{}", event.body);
+    assert!(event.text().starts_with(&prefix), "{}", event.text());
     let json = event.json();
     assert!(chrono::DateTime::parse_from_rfc3339(json["timestamp"].as_str().unwrap()).is_ok());
     assert_eq!(json["version"], "v4.0.0");
@@ -382,7 +256,7 @@ fn assert_envelope(event: &Received, event_type: &str, action: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_for_an_exchange_not_there_yet_hold_their_messages() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
-    let exchange = Exchange::new("tx-events", false).await;
+    let exchange = TestExchange::topic("tx-events");
     let transactions: Vec<_> = (0..5)
         .map(|_| bulk_recorder_publish::sample_transaction(2))
         .collect();
@@ -407,7 +281,7 @@ async fn events_for_an_exchange_not_there_yet_hold_their_messages() {
     })
     .await;
     recorder.stop().await;
-    let events = exchange.events().await;
+    let events = exchange.take().await;
     let ids: std::collections::BTreeSet<_> = events
         .iter()
         .map(|e| e.json()["payload"]["id"].as_str().unwrap().to_string())
@@ -418,4 +292,32 @@ async fn events_for_an_exchange_not_there_yet_hold_their_messages() {
             .iter()
             .all(|e| e.routing_key == "midaz.transaction.APPROVED")
     );
+}
+
+/// An exchange that routes nowhere (nothing bound for the routing key: a topology that binds
+/// only some statuses): the broker confirms and drops the events, as the ledger's own are
+/// dropped. The messages are acknowledged, and the events counted unroutable, not published
+/// (the switching guide has `bulk_recorder_events_published_total` follow the messages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_an_exchange_routes_nowhere_are_counted_unroutable_not_published() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let exchange = TestExchange::topic("tx-events");
+    exchange.declare_unbound().await;
+    let transactions: Vec<_> = (0..5)
+        .map(|_| bulk_recorder_publish::sample_transaction(1))
+        .collect();
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
+    let recorder = RunningRecorder::start(config(
+        &db,
+        &queue,
+        &[("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE", &exchange.name)],
+    ));
+    settle(&recorder, &queue, 5).await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(metrics.events_published_count("transaction"), 0);
+    assert_eq!(metrics.events_unroutable_count("transaction"), 5);
+    assert!(exchange.take().await.is_empty());
 }

@@ -10,6 +10,7 @@ use bulk_recorder::message::{Format, Metadata, Transaction};
 use bulk_recorder_e2e::{
     ledger::{create_ledger_tables, fixture, insert_rows},
     mongo::{OwnMongo, TestMongo, mongodb_url},
+    proxy::PgProxy,
     *,
 };
 use bulk_recorder_publish::sample_transaction;
@@ -236,4 +237,183 @@ async fn a_document_store_that_goes_away_holds_the_messages_and_loses_nothing() 
     ids.sort();
     assert_eq!(entity_ids(&store.documents("transaction").await), ids);
     assert_eq!(store.documents("operation").await.len(), 10);
+}
+
+/// A proxy in front of the shared document store, and the `MONGODB_URL` through it (with
+/// `query` added).
+async fn store_behind_proxy(query: &str) -> (PgProxy, String) {
+    let address = mongodb_url()
+        .trim_start_matches("mongodb://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = PgProxy::start(&address).await;
+    let url = format!(
+        "mongodb://127.0.0.1:{}/?directConnection=true{query}",
+        proxy.port
+    );
+    (proxy, url)
+}
+
+fn recorder_for(db: &TestDb, queue: &TestQueue, url: &str, store: &TestMongo) -> RunningRecorder {
+    RunningRecorder::start(config(
+        db,
+        queue,
+        &[("MONGODB_URL", url), ("MONGODB_DATABASE", &store.name)],
+    ))
+}
+
+async fn publish_and_settle(recorder: &RunningRecorder, queue: &TestQueue, batch: &[Transaction]) {
+    let before = recorder.settled_messages();
+    queue.publish_transactions(batch, Format::Json).await;
+    wait_until(DRAIN, "settled and acknowledged", || async {
+        recorder.settled_messages() == before + batch.len() as u64
+            && broker_counts(&queue.name) == (0, 0)
+    })
+    .await;
+}
+
+/// `{w: "majority"}` as BSON puts it in a command.
+const MAJORITY: &[u8] = b"\x02w\x00\x09\x00\x00\x00majority\x00";
+
+/// Without a write concern in `MONGODB_URL`, every command asks for `w: "majority"` (a PSA
+/// replica set or a server before 5.0 would acknowledge `w: 1`, which a failover rolls back);
+/// the URL's own concern wins. Read on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_written_with_majority_unless_the_url_names_a_write_concern() {
+    for (query, majority) in [("", true), ("&w=1", false)] {
+        let (db, queue) = (TestDb::create().await, TestQueue::new());
+        let store = TestMongo::new(&mongodb_url());
+        let (proxy, url) = store_behind_proxy(query).await;
+        proxy.record_requests();
+        let recorder = recorder_for(&db, &queue, &url, &store);
+        publish_and_settle(&recorder, &queue, &[with_metadata(), with_metadata()]).await;
+        recorder.stop().await;
+        assert_eq!(store.documents("transaction").await.len(), 2, "{query}");
+        assert!(proxy.requests_contain(b"writeConcern"), "{query}");
+        assert_eq!(proxy.requests_contain(MAJORITY), majority, "{query}");
+    }
+}
+
+/// A bulk whose documents weigh more than a command may (30 of 700 KB: 21 MB; the server
+/// refuses a command over 16 MiB) goes in several commands, each within the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_of_documents_over_sixteen_mebibytes_goes_in_commands_the_server_takes() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let store = TestMongo::new(&mongodb_url());
+    let (proxy, url) = store_behind_proxy("").await;
+    let heavy: Vec<Transaction> = (0..30)
+        .map(|i| {
+            let mut t = sample_transaction(1);
+            t.metadata = Some(metadata(
+                json!({"note": format!("{i}{}", "x".repeat(700_000))}),
+            ));
+            t
+        })
+        .collect();
+    queue.publish_transactions(&heavy, Format::Json).await;
+    let recorder = RunningRecorder::start(config(
+        &db,
+        &queue,
+        &[
+            ("MONGODB_URL", &url),
+            ("MONGODB_DATABASE", &store.name),
+            ("BULK_RECORDER_FLUSH_TIMEOUT_MS", "3000"),
+        ],
+    ));
+    wait_until(DRAIN, "stored and acknowledged", || async {
+        recorder.committed_transactions() == 30 && broker_counts(&queue.name) == (0, 0)
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(metrics.bulk_size.get_sample_count(), 1, "one bulk");
+    assert_eq!(store.documents("transaction").await.len(), 30);
+    let largest = proxy.largest_mongo_request();
+    assert!(
+        largest <= 16 * 1024 * 1024 + 16 * 1024,
+        "a command of {largest} bytes"
+    );
+}
+
+/// The ledger's `{entity_id: 1}` index already there under another name (`idx_entity`), and a
+/// different index holding the default name (`entity_id_1` on `{entity_id: -1}`, so that the
+/// recorder cannot make its own): neither holds a message. The index is looked for by its key
+/// and made best-effort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_the_store_will_not_make_holds_no_message() {
+    use mongodb::{IndexModel, bson::doc, options::IndexOptions};
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let store = TestMongo::new(&mongodb_url());
+    let database = store.database().await;
+    for (collection, keys, name) in [
+        ("transaction", doc! {"entity_id": 1}, "idx_entity"),
+        ("operation", doc! {"entity_id": -1}, "entity_id_1"),
+    ] {
+        let index = IndexModel::builder()
+            .keys(keys)
+            .options(IndexOptions::builder().name(name.to_string()).build())
+            .build();
+        database
+            .collection::<Document>(collection)
+            .create_index(index)
+            .await
+            .expect("the operator's own index");
+    }
+    let recorder = recorder_for(&db, &queue, &mongodb_url(), &store);
+    let batch: Vec<_> = (0..5).map(|_| with_metadata()).collect();
+    publish_and_settle(&recorder, &queue, &batch).await;
+    recorder.stop().await;
+    assert_eq!(store.documents("transaction").await.len(), 5);
+    assert_eq!(store.documents("operation").await.len(), 5);
+}
+
+/// The answer to an `update` lost after the store ran it (the proxy cuts the connection): the
+/// retry finds the documents there, and they are still counted `written`, once, not `existed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_whose_answer_is_lost_are_counted_written_once() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let store = TestMongo::new(&mongodb_url());
+    let (proxy, url) = store_behind_proxy("").await;
+    let recorder = recorder_for(&db, &queue, &url, &store);
+    publish_and_settle(&recorder, &queue, &[with_metadata()]).await;
+    proxy.cut_answer_to(b"\x04updates\x00");
+    let batch: Vec<_> = (0..3).map(|_| with_metadata()).collect();
+    publish_and_settle(&recorder, &queue, &batch).await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(proxy.cuts(), 1, "one answer lost");
+    let count = |c, r| metrics.metadata_documents_count(c, r);
+    assert_eq!(
+        (
+            count("transaction", "written"),
+            count("transaction", "existed")
+        ),
+        (4, 0)
+    );
+    assert_eq!(
+        (count("operation", "written"), count("operation", "existed")),
+        (4, 0)
+    );
+    assert_eq!(store.documents("transaction").await.len(), 4);
+}
+
+/// Without `MONGODB_URL`, a message found conflicting (its id stored with other content) changed
+/// nothing: its metadata is not counted as not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_message_is_not_counted_as_metadata_not_stored() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let recorder = RunningRecorder::start(config(&db, &queue, &[]));
+    let original = with_metadata();
+    let mut conflicting = original.clone();
+    conflicting.amount = Some(bulk_recorder::message::Decimal::from_i64(1));
+    publish_and_settle(&recorder, &queue, std::slice::from_ref(&original)).await;
+    publish_and_settle(&recorder, &queue, std::slice::from_ref(&conflicting)).await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(metrics.totals().transactions.conflicting, 1);
+    assert_eq!(
+        metrics.metadata_not_stored_count(),
+        1,
+        "only the stored one"
+    );
 }

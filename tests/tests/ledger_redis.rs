@@ -379,3 +379,46 @@ async fn cleanups_left_at_shutdown_are_counted_dropped() {
     assert_eq!(metrics.ledger_cleanup_count("dropped"), 10);
     assert_eq!(metrics.ledger_cleanup_count("removed"), 0);
 }
+
+/// A half-open connection to a single Redis (the peer gone silent on it, a NAT that dropped the
+/// flow): new connections pass, the one the recorder holds answers nothing, and no error ever
+/// comes. The connection is replaced after the first call without an answer, and the cleanups
+/// go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_redis_connection_is_replaced() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let address = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = PgProxy::start(&address).await;
+    let mut redis = LedgerRedis::new(&redis_url());
+    let transactions: Vec<Transaction> = (0..51).map(|_| sample_transaction(1)).collect();
+    for t in &transactions {
+        redis.back_up(t, "approved-final").await;
+    }
+    let (first, rest) = transactions.split_first().unwrap();
+    let through = format!("redis://127.0.0.1:{}", proxy.port);
+    let recorder = recorder_with(
+        &db,
+        &queue,
+        &through,
+        &[("BULK_RECORDER_REDIS_TIMEOUT_MS", "300")],
+    );
+    queue
+        .publish_transactions(std::slice::from_ref(first), Format::Midaz)
+        .await;
+    wait_until(DRAIN, "the first entry cleaned up", || async {
+        cleaned(&recorder) == 1
+    })
+    .await;
+    proxy.silence_open_connections();
+    queue.publish_transactions(rest, Format::Midaz).await;
+    wait_until(
+        Duration::from_secs(20),
+        "the next 50 cleaned up on a new connection",
+        || async { cleaned(&recorder) == 51 && all_gone(&redis, rest).await },
+    )
+    .await;
+    recorder.stop().await;
+}

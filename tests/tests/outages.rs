@@ -23,7 +23,8 @@ async fn a_long_database_outage_holds_the_bulk_and_spends_no_delivery() {
         ("RABBITMQ_NUMBERS_OF_WORKERS", "2"),
         ("RABBITMQ_NUMBERS_OF_PREFETCH", "25"),
     ];
-    let (transactions, recorder) = recorder_mid_drain(&db, &queue, 300, 2, &overrides, 50).await;
+    // Enough that the outage comes while the queue drains (300 could all be stored already).
+    let (transactions, recorder) = recorder_mid_drain(&db, &queue, 3000, 2, &overrides, 50).await;
 
     db.allow_connections(false).await;
     db.terminate_backends().await;
@@ -44,15 +45,18 @@ async fn a_long_database_outage_holds_the_bulk_and_spends_no_delivery() {
     );
 
     db.allow_connections(true).await;
-    wait_until(DRAIN, "all committed", || async {
-        db.count("transaction").await == 300
+    // The rows are visible before their bulk's counters move (after the commit is known to be
+    // durable), and those move before the acknowledgement: once the broker holds nothing of
+    // the queue, the counts are final (docs/reliability.md).
+    wait_until(DRAIN, "all committed and acknowledged", || async {
+        db.count("transaction").await == 3000 && broker_counts_async(&queue.name).await == (0, 0)
     })
     .await;
     wait_until(DRAIN, "ready again", || async { recorder.health.ready() }).await;
     let totals = recorder.metrics.totals();
     recorder.stop().await;
     assert_stored_exactly_once(&db, &queue, &transactions).await;
-    assert_eq!(totals.transactions.inserted, 300);
+    assert_eq!(totals.transactions.inserted, 3000);
     assert_eq!(TestQueue::ready(&dead).await, 0, "nothing dead-lettered");
 }
 
@@ -117,6 +121,7 @@ async fn sigterm_finishes_within_the_flush_and_write_timeouts_when_the_database_
     let proxy = PgProxy::start("127.0.0.1:5432").await;
     let mut vars = through(&proxy, &db, &queue);
     vars.insert("BULK_RECORDER_FLUSH_TIMEOUT_MS".into(), "500".into());
+    vars.insert("BULK_RECORDER_SHUTDOWN_TIMEOUT_MS".into(), "5000".into());
     vars.insert("METRICS_ADDR".into(), format!("127.0.0.1:{}", free_port()));
     let mut child = spawn_recorder(vars);
     let first: Vec<_> = (0..5).map(|_| sample_transaction(2)).collect();
@@ -130,12 +135,13 @@ async fn sigterm_finishes_within_the_flush_and_write_timeouts_when_the_database_
     let second: Vec<_> = (0..5).map(|_| sample_transaction(2)).collect();
     queue.publish_transactions(&second, Format::Json).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // Flush timeout (0.5 s) + one write's bound (statement timeout 1 s + 5 s), with room for
-    // a loaded machine; without a bound of its own the recorder would wait forever.
+    // The held write goes on after SIGTERM, as long as the shutdown's budget (5 s) allows, then
+    // its messages go back to the queue; room is left for a loaded machine. Without a bound of
+    // its own the recorder would wait forever.
     terminate_within(
         &mut child,
-        Duration::from_secs(15),
-        "the recorder exits although the database is silent",
+        Duration::from_secs(9),
+        "the recorder exits within its shutdown budget although the database is silent",
     )
     .await;
     proxy.thaw();
@@ -191,8 +197,8 @@ async fn sigterm_finishes_within_a_bound_when_the_broker_is_silent() {
 /// A bulk of 2,000 transactions x 5 operations goes in by `COPY`, and the connection goes silent
 /// while its operation rows are sent (15 MB: more than the sockets' buffers take, so the sender
 /// blocks): the write is given up within its bound (two statements' timeout plus 5 s),
-/// readiness reports the held bulk, and SIGTERM ends the process within one more bound, with
-/// the bulk back in the queue.
+/// readiness reports the held bulk, and SIGTERM ends the process within its shutdown budget,
+/// with the bulk back in the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_silent_during_copy_is_given_up_within_the_write_bound() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
@@ -220,6 +226,7 @@ async fn a_connection_silent_during_copy_is_given_up_within_the_write_bound() {
         vars.insert(name.into(), value.into());
     }
     vars.insert("METRICS_ADDR".into(), format!("127.0.0.1:{port}"));
+    vars.insert("BULK_RECORDER_SHUTDOWN_TIMEOUT_MS".into(), "5000".into());
     let mut child = spawn_recorder(vars);
     wait_until(
         DRAIN,
@@ -237,8 +244,8 @@ async fn a_connection_silent_during_copy_is_given_up_within_the_write_bound() {
     .await;
     terminate_within(
         &mut child,
-        Duration::from_secs(15),
-        "SIGTERM ends the recorder although the connection is silent",
+        Duration::from_secs(9),
+        "SIGTERM ends the recorder within its shutdown budget although the connection is silent",
     )
     .await;
     proxy.thaw();

@@ -317,3 +317,85 @@ async fn a_childs_wait_does_not_run_while_writes_are_held() {
         0
     );
 }
+
+/// SIGTERM with a bulk still to be written that holds a child whose parent never comes: the
+/// child is parked after SIGTERM, and the waiting room takes it (it used to have stopped
+/// already: the session ended and the bulk's committed messages went back to the queue). The
+/// six others are stored and acknowledged; only the child goes back, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_parked_after_sigterm_returns_alone_and_its_bulk_is_acknowledged() {
+    let (db, queue) = (TestDb::create().await, TestQueue::with_dead_letters().await);
+    let orphan = child_of(&sample_transaction(1));
+    let mut batch: Vec<_> = (0..6).map(|_| sample_transaction(1)).collect();
+    batch.insert(3, orphan.clone());
+    let recorder = RunningRecorder::start(config(
+        &db,
+        &queue,
+        &[("BULK_RECORDER_FLUSH_TIMEOUT_MS", "60000")],
+    ));
+    queue.publish_transactions(&batch, Format::Json).await;
+    wait_until(DRAIN, "all seven held in the collector", || async {
+        broker_counts(&queue.name) == (0, 7)
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(stored_transaction_ids(&db).await.len(), 6);
+    assert_eq!(
+        TestQueue::ready(&queue.name).await,
+        1,
+        "only the child is back"
+    );
+    assert_eq!(metrics.shutdown_requeued.get(), 1);
+    assert_eq!(metrics.rejected_total(), 0);
+}
+
+/// A child waits for its parent; SIGTERM comes while the parent is in the last bulk (bulks of
+/// two, and a flush timeout longer than the test: the child's bulk was full, the parent's is
+/// not). The last bulk is written, and the waiting room tries the child once more before it
+/// stops: both are stored, nothing goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_sigterm_a_child_whose_parent_is_in_the_last_bulk_is_stored() {
+    let db = TestDb::create().await;
+    // Any return to the queue dead-letters the message: a child requeued at SIGTERM (and
+    // redelivered before the consumers were cancelled) cannot pass for one stored in time.
+    let queue = TestQueue::quorum_with_dead_letters(Some(0)).await;
+    let parent = sample_transaction(2);
+    let child = child_of(&parent);
+    let other = sample_transaction(1);
+    let recorder = RunningRecorder::start(config(
+        &db,
+        &queue,
+        &[
+            ("BULK_RECORDER_FLUSH_TIMEOUT_MS", "60000"),
+            ("BULK_RECORDER_SIZE", "2"),
+        ],
+    ));
+    queue
+        .publish_transactions(&[child.clone(), other.clone()], Format::Json)
+        .await;
+    wait_until(DRAIN, "the other stored, the child waiting", || async {
+        recorder.committed_transactions() == 1 && recorder.metrics.parked.get() == 1
+    })
+    .await;
+    queue
+        .publish_transactions(std::slice::from_ref(&parent), Format::Json)
+        .await;
+    wait_until(DRAIN, "the parent held in the collector", || async {
+        broker_counts(&queue.name) == (0, 2)
+    })
+    .await;
+    let metrics = recorder.metrics.clone();
+    recorder.stop().await;
+    assert_eq!(
+        stored_transaction_ids(&db).await,
+        [parent.id, child.id, other.id].into_iter().collect()
+    );
+    assert_eq!(TestQueue::ready(&queue.name).await, 0, "nothing back");
+    assert_eq!(
+        TestQueue::ready(queue.dead_letters.as_ref().expect("dlq")).await,
+        0,
+        "nothing returned to the queue"
+    );
+    assert_eq!(metrics.shutdown_requeued.get(), 0);
+}

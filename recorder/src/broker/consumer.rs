@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use lapin::Consumer;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::{
     broker::{
@@ -22,6 +22,7 @@ use crate::{
     },
     message::{DecodeError, Decoded, Format, decode},
     pipeline::collector::Pending,
+    shutdown::Shutdown,
     telemetry::{metrics::Metrics, traces::Traces},
 };
 
@@ -63,7 +64,7 @@ pub async fn consume(
     settler: Arc<Settler>,
     out: mpsc::Sender<Pending>,
     decoding: Decoding,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<(), ConsumeError> {
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.map_err(|source| ConsumeError::Broker {
@@ -78,7 +79,7 @@ pub async fn consume(
         }
     }
     tracing::debug!(channel = index, "consumer ended");
-    if *shutdown.borrow() {
+    if shutdown.requested() {
         Ok(())
     } else {
         Err(ConsumeError::Cancelled(index))

@@ -2,30 +2,47 @@
 //! published here, on the dead letters' own connection, one at a time.
 //!
 //! The message stays unacknowledged (parked: no `multiple=true` settlement reaches it) until
-//! the broker confirms its copy; then it is acknowledged alone. A copy the broker does not
-//! confirm within [`OVERDUE`] (a memory or disk alarm blocks publishers) or refuses (a target
-//! that routes nowhere) holds readiness off and is tried again with backoff, for as long as it
-//! takes: the bulks around it go on, acknowledged as usual. At shutdown each copy gets
-//! [`super::CLOSE_TIMEOUT`]; the messages whose copy is not confirmed go back to the queue.
+//! the broker confirms its copy; then it is acknowledged alone. A copy is a step of the
+//! after-commit policy ([`crate::pipeline::policy`]) that holds only its own message: a copy
+//! the broker does not confirm within [`OVERDUE`] (a memory or disk alarm blocks publishers: it
+//! is waited for on the same connection, never published again elsewhere) or refuses (a target
+//! that routes nowhere, an exchange that does not exist yet) holds readiness off and is tried
+//! again with backoff for as long as it takes, while the bulks around it go on, acknowledged as
+//! usual. Only when the shutdown's budget runs out do the messages whose copy is not confirmed
+//! go back to the queue.
+//!
+//! The connection is made on the first letter, not with the session: an exchange missing at
+//! start-up (a typo, topology not loaded yet) holds only the rejected messages, never the
+//! consumption. The session's start checks it once, to say so early.
 //!
 //! `bulk_recorder_messages_rejected_total` and `..._dead_lettered_total` move once the
 //! original is acknowledged, once per message whatever the tries.
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::{
     dead_letter::{DeadLetterError, DeadLetters, Target},
     settle::{Rejected, SettleError, Settler},
 };
 use crate::{
-    backoff::Backoff,
-    telemetry::{health::Health, metrics::Metrics},
+    pipeline::policy::{Attempt, Policy, Step},
+    telemetry::{health::Holds, metrics::Metrics},
 };
 
 /// How long a copy may wait for its confirm before readiness goes off.
 pub const OVERDUE: Duration = Duration::from_secs(5);
+
+/// A dead letter holds only its own message.
+pub const STEP: Step = Step {
+    name: "dead letter",
+    holds: Holds::Aside,
+    slow: OVERDUE,
+};
+
+/// The longest the start-up check of the target may take.
+const CHECK_FOR: Duration = Duration::from_secs(10);
 
 /// Where the outbox publishes, and what it reports to.
 pub struct Outbox {
@@ -34,111 +51,102 @@ pub struct Outbox {
     pub target: Target,
     pub pod: String,
     pub settler: Arc<Settler>,
-    pub health: Arc<Health>,
+    pub policy: Policy,
     pub metrics: Arc<Metrics>,
 }
 
+/// One letter, until its copy is confirmed.
+struct Delivery<'a> {
+    outbox: &'a Outbox,
+    publisher: &'a mut Option<DeadLetters>,
+    letter: &'a Rejected,
+}
+
+impl Attempt for Delivery<'_> {
+    type Output = ();
+    type Error = DeadLetterError;
+
+    async fn attempt(&mut self) -> Result<(), DeadLetterError> {
+        let raw = self
+            .letter
+            .raw
+            .as_ref()
+            .expect("a parked letter keeps its delivery");
+        if self.publisher.is_none() {
+            *self.publisher = Some(self.outbox.open().await?);
+        }
+        let open = self.publisher.as_ref().expect("opened");
+        let published = open
+            .publish(raw, self.letter.reason, &self.letter.error)
+            .await;
+        if published
+            .as_ref()
+            .is_err_and(DeadLetterError::is_connection)
+        {
+            // Made again on the next try (dropping it closes it).
+            *self.publisher = None;
+        }
+        published
+    }
+}
+
 impl Outbox {
-    /// Runs (with `publisher` opened by the session, or none yet) until `letters` is closed (every copy published, or given back at shutdown); an
-    /// error when the original cannot be settled any more (the session is over).
+    /// Runs until `letters` is closed: every copy published, or given back once the shutdown's
+    /// budget ran out; an error when the original cannot be settled any more (the session is
+    /// over).
     pub async fn run(
         self,
-        mut publisher: Option<DeadLetters>,
         mut letters: mpsc::UnboundedReceiver<Rejected>,
-        shutdown: watch::Receiver<bool>,
     ) -> Result<(), SettleError> {
+        let mut publisher = self.check().await;
         while let Some(letter) = letters.recv().await {
             self.metrics.dead_letters_pending.inc();
-            let published = self.deliver(&mut publisher, &letter, &shutdown).await;
+            let mut delivery = Delivery {
+                outbox: &self,
+                publisher: &mut publisher,
+                letter: &letter,
+            };
+            let published = self.policy.until_done(&STEP, &mut delivery).await;
             self.metrics.dead_letters_pending.dec();
             let tag = letter.tag;
-            if published {
+            if published.is_ok() {
                 self.settler.ack_one(tag).await?;
                 self.metrics.reject(letter.reason);
                 self.metrics.dead_lettered(letter.reason);
             } else {
                 tracing::warn!(
                     delivery_tag = tag.delivery,
-                    "shutting down before the dead letter was confirmed: the message goes back \
-                     to the queue"
+                    reason = letter.reason,
+                    "the shutdown's budget ran out before the dead letter was confirmed: the \
+                     message goes back to the queue"
                 );
+                self.metrics.shutdown_requeued.inc();
                 self.settler.requeue_one(tag).await?;
             }
             self.settler.unpark(tag);
         }
         if let Some(publisher) = publisher {
-            publisher.close().await;
+            let left = self.policy.shutdown.left(super::CLOSE_TIMEOUT);
+            let _ = tokio::time::timeout(left, publisher.close()).await;
         }
         Ok(())
     }
 
-    /// Publishes `letter` until the broker confirms it; false when shutdown came first.
-    async fn deliver(
-        &self,
-        publisher: &mut Option<DeadLetters>,
-        letter: &Rejected,
-        shutdown: &watch::Receiver<bool>,
-    ) -> bool {
-        let raw = letter
-            .raw
-            .as_ref()
-            .expect("a parked letter keeps its delivery");
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut hold = None;
-        loop {
-            let attempt = async {
-                if publisher.is_none() {
-                    *publisher = Some(self.open().await?);
-                }
-                let open = publisher.as_ref().expect("opened");
-                open.publish(raw, letter.reason, &letter.error).await
-            };
-            let error = match self.confirmed(attempt, &mut hold, shutdown).await {
-                Some(Ok(())) => return true,
-                Some(Err(error)) => error,
-                None => return false,
-            };
-            tracing::error!(%error, reason = letter.reason, "a dead letter was not accepted: the message stays unacknowledged, retrying");
-            hold.get_or_insert_with(|| self.health.hold_aside());
-            if error.is_connection() {
-                *publisher = None;
+    /// Opens the dead letters' connection once at the start, to say at once when the target
+    /// is missing; nothing waits for it.
+    async fn check(&self) -> Option<DeadLetters> {
+        match tokio::time::timeout(CHECK_FOR, self.open()).await {
+            Ok(Ok(publisher)) => Some(publisher),
+            Ok(Err(error)) => {
+                tracing::warn!(
+                    exchange = self.target.exchange,
+                    %error,
+                    "the dead-letter exchange cannot be used yet (BULK_RECORDER_DEAD_LETTER_EXCHANGE): \
+                     rejected messages wait unacknowledged until it can, everything else goes on"
+                );
+                None
             }
-            if *shutdown.borrow() {
-                return false;
-            }
-            let mut stop = shutdown.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-                _ = stop.wait_for(|s| *s) => return false,
-            }
-        }
-    }
-
-    /// Awaits one publish and its confirm, holding readiness once it is [`OVERDUE`]; `None` when
-    /// shutdown began and it did not finish within [`super::CLOSE_TIMEOUT`].
-    async fn confirmed(
-        &self,
-        attempt: impl Future<Output = Result<(), DeadLetterError>>,
-        hold: &mut Option<crate::telemetry::health::Hold>,
-        shutdown: &watch::Receiver<bool>,
-    ) -> Option<Result<(), DeadLetterError>> {
-        tokio::pin!(attempt);
-        let mut stop = shutdown.clone();
-        loop {
-            tokio::select! {
-                done = &mut attempt => return Some(done),
-                _ = tokio::time::sleep(OVERDUE), if hold.is_none() => {
-                    tracing::warn!(
-                        overdue_s = OVERDUE.as_secs(),
-                        "the broker does not confirm a dead letter (a memory or disk alarm?): \
-                         holding its message unacknowledged"
-                    );
-                    *hold = Some(self.health.hold_aside());
-                }
-                _ = async { drop(stop.wait_for(|s| *s).await) } => {
-                    return tokio::time::timeout(super::CLOSE_TIMEOUT, attempt).await.ok();
-                }
-            }
+            Err(_) => None,
         }
     }
 

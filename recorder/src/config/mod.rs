@@ -82,6 +82,8 @@ pub struct Config {
     /// How long a transaction whose parent is not stored yet is retried before it is rejected
     /// as `missing_parent`.
     pub missing_parent_wait: Duration,
+    /// `BULK_RECORDER_SHUTDOWN_TIMEOUT_MS`: the whole shutdown's budget ([`crate::shutdown`]).
+    pub shutdown_timeout: Duration,
     /// Bulks written at once (each on a connection of its own), while the next is collected.
     pub bulks_in_flight: usize,
     pub log_format: LogFormat,
@@ -184,6 +186,7 @@ impl Config {
             .expect("a choice of the table"),
             bulks_in_flight: env.int("BULK_RECORDER_BULKS_IN_FLIGHT")? as usize,
             missing_parent_wait: env.millis("BULK_RECORDER_MISSING_PARENT_WAIT_MS")?,
+            shutdown_timeout: env.millis("BULK_RECORDER_SHUTDOWN_TIMEOUT_MS")?,
             log_format: match env.choice("LOG_FORMAT")?.as_str() {
                 "json" => LogFormat::Json,
                 _ => LogFormat::Text,

@@ -197,6 +197,14 @@ pub static VARIABLES: &[Variable] = &[
         Accepted::Range(0, 600_000),
         "how long a transaction whose `parentTransactionId` is not stored yet waits for it (its parent may be in another recorder's bulk, or later in the queue), retried aside while everything else goes on, before it is dead-lettered as `missing_parent`; 0: at once",
     ),
+    // 25 s: within Kubernetes' default 30 s grace period (the operator sets the pod's grace to
+    // this plus 5 s).
+    var(
+        "BULK_RECORDER_SHUTDOWN_TIMEOUT_MS",
+        Default::Int(25_000),
+        Accepted::Range(1000, 3_600_000),
+        "the whole shutdown's budget: after SIGTERM the recorder stops consuming, writes what it holds, and lets everything under way (writes, documents, events, dead letters, acknowledgements) finish within it; what cannot is returned to the queue (`bulk_recorder_shutdown_requeued_total`). The last fifth of it (at most 5 s) is kept for returning messages, the last Redis cleanup and closing connections. Keep it below the pod's `terminationGracePeriodSeconds`",
+    ),
     // 10 s: a bulk of 2000 rows takes well under a second; anything near this is a stall, and
     // flush timeout + one statement must still fit Kubernetes' default 30 s grace period.
     var(

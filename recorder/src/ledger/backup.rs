@@ -49,6 +49,11 @@ pub const BACKLOG_LIMIT: usize = 100_000;
 /// Entries per call.
 const BATCH: usize = 1000;
 
+/// Traced bulks a batch's span links to at most (OpenTelemetry's default limit of links per
+/// span: more are dropped anyway). While Redis fails, bulks keep coming: only the newest are
+/// kept.
+pub const MAX_LINKS: usize = 128;
+
 /// Removes a backup entry when its status is still the expected one (compared as the ledger
 /// does, case-insensitively). KEYS[1]: the hash; KEYS[2]: this batch's result; ARGV: field,
 /// expected status, field, ... Returns {removed, kept, absent}, the first run's on a retry.
@@ -208,6 +213,8 @@ impl Backlog {
         let mut state = self.state.lock().expect("backlog");
         state.entries.extend(entries);
         state.origins.extend(origin);
+        let extra_links = state.origins.len().saturating_sub(MAX_LINKS);
+        state.origins.drain(..extra_links);
         let over = state.len().saturating_sub(BACKLOG_LIMIT);
         let over = over.min(state.entries.len());
         state.entries.drain(..over);
@@ -293,7 +300,11 @@ async fn clean(
             failed => {
                 let why = match failed {
                     Ok(Err(error)) => error.to_string(),
-                    _ => "no answer within BULK_RECORDER_REDIS_TIMEOUT_MS".to_string(),
+                    _ => {
+                        // A connection that does not answer may never answer again.
+                        client.reset().await;
+                        "no answer within BULK_RECORDER_REDIS_TIMEOUT_MS".to_string()
+                    }
                 };
                 if failing.as_deref() != Some(batch.id.as_str()) {
                     metrics.ledger_cleanup("failed", batch.entries.len() as u64);
@@ -369,5 +380,23 @@ mod tests {
             "the two oldest waiting were dropped"
         );
         assert_eq!(backlog.len(), BACKLOG_LIMIT - BATCH);
+    }
+
+    #[test]
+    fn while_a_batch_fails_the_links_to_the_bulks_behind_it_stay_bounded() {
+        let backlog = Backlog::default();
+        backlog.push((0..10).map(entry), Some(traces::Origin::for_tests(0)));
+        let failing = backlog.next().expect("a batch");
+        assert_eq!(failing.origins.len(), 1);
+        for bulk in 1..=10_000u64 {
+            backlog.push(
+                std::iter::once(entry(0)),
+                Some(traces::Origin::for_tests(bulk)),
+            );
+        }
+        assert_eq!(backlog.state.lock().unwrap().origins.len(), MAX_LINKS);
+        backlog.done();
+        let next = backlog.next().expect("the next batch");
+        assert_eq!(next.origins.len(), MAX_LINKS, "linked to the newest bulks");
     }
 }

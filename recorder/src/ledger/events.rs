@@ -9,30 +9,46 @@
 //! nothing), and one overdraft event per overdraft movement. Events go out only to an exchange
 //! that is named (`RABBITMQ_TRANSACTION_EVENTS_EXCHANGE`, `RABBITMQ_OVERDRAFT_EVENTS_EXCHANGE`),
 //! on a connection of their own (a publisher blocked by a broker alarm must not block the
-//! acknowledgements), a bulk's events in one batch of confirms.
+//! acknowledgements), a bulk's events in one batch of confirms, retried by the after-commit
+//! policy ([`crate::pipeline::policy`]) until every one is confirmed.
+//!
+//! A connection the broker blocks (a memory or disk alarm) is waited on, never replaced: its
+//! publishes are routed once the alarm clears, and a new connection publishing them again
+//! would only make copies. Only one that is silent without being blocked is dropped after
+//! [`CONFIRM_TIMEOUT`]. Published `mandatory`: an event its exchange routes nowhere (nothing
+//! bound for its routing key) is dropped by the broker as the ledger's own are, and counted
+//! apart (`bulk_recorder_events_unroutable_total`), not as published.
 
-use std::{collections::HashSet, time::Duration};
+use std::collections::HashSet;
+use std::time::Duration;
 
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionStatus, PublisherConfirm,
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::event_body::{Event, overdraft_events, transaction_event};
 use crate::{
-    backoff::Backoff,
     broker,
-    pipeline::collector::Pending,
-    telemetry::{health::Health, metrics::Metrics, traces},
+    pipeline::{
+        collector::Pending,
+        policy::{Attempt, Step},
+    },
+    telemetry::{health::Holds, metrics::Metrics, traces},
 };
 
-/// How long a batch of confirms may take before readiness says its messages are held.
-const SLOW: Duration = Duration::from_secs(1);
-/// How long a batch may wait for its confirms before the connection is dropped and the batch
-/// published again on a new one (a broker that went silent, a blocked connection).
+/// The events of a bulk hold its settlement (and the clocks that lead to a dead letter).
+pub const STEP: Step = Step {
+    name: "publish events",
+    holds: Holds::Settlement,
+    slow: Duration::from_secs(1),
+};
+
+/// How long a confirm may be silent on a connection the broker has not blocked before the
+/// connection is dropped and the batch published again on a new one.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the events go.
@@ -62,7 +78,7 @@ pub enum PublishError {
     Broker(#[from] lapin::Error),
     #[error("the broker refused {0} event(s) (nack)")]
     Refused(usize),
-    #[error("no confirm within {0:?}")]
+    #[error("no confirm within {0:?} on a connection the broker has not blocked")]
     Unconfirmed(Duration),
 }
 
@@ -70,6 +86,65 @@ pub enum PublishError {
 pub struct Events {
     config: EventsConfig,
     open: Mutex<Option<(Connection, Channel)>>,
+}
+
+/// A bulk's events, until every one is confirmed (what was confirmed is not published again).
+pub struct PublishEvents<'a> {
+    events: &'a Events,
+    outgoing: Vec<Outgoing>,
+    metrics: &'a Metrics,
+}
+
+impl Attempt for PublishEvents<'_> {
+    type Output = ();
+    type Error = PublishError;
+
+    async fn attempt(&mut self) -> Result<(), PublishError> {
+        let confirmed = self.events.confirm(&mut self.outgoing, self.metrics);
+        let result = traces::step("publish events", confirmed).await;
+        if matches!(
+            result,
+            Err(PublishError::Broker(_) | PublishError::Unconfirmed(_))
+        ) {
+            self.events.close().await;
+        }
+        result
+    }
+}
+
+/// What became of one batch: how many were confirmed, by kind, and how many of those the
+/// broker returned as unroutable, by the kind of the returned message (lapin attaches a return
+/// to the next confirm, which need not be its own).
+#[derive(Default)]
+struct Tally {
+    confirmed: [u64; 2],
+    returned: [u64; 2],
+}
+
+impl Tally {
+    fn slot(kind: &str) -> usize {
+        usize::from(kind == "overdraft")
+    }
+
+    fn count(&self, metrics: &Metrics) {
+        for (slot, kind) in ["transaction", "overdraft"].into_iter().enumerate() {
+            for _ in 0..self.confirmed[slot].saturating_sub(self.returned[slot]) {
+                metrics.event_published(kind);
+            }
+            for _ in 0..self.returned[slot] {
+                metrics.event_unroutable(kind);
+            }
+        }
+    }
+}
+
+/// The kind of an event by its routing key (`midaz.balance.` for overdraft movements).
+fn kind_of(routing_key: &str) -> &'static str {
+    if routing_key.starts_with("midaz.balance.") {
+        "overdraft"
+    } else {
+        "transaction"
+    }
 }
 
 impl Events {
@@ -80,52 +155,20 @@ impl Events {
         }
     }
 
-    /// Publishes the events of `messages` (but those of `conflicting` transactions) and returns
-    /// once the broker confirmed every one; retries, holding readiness, until then or shutdown
-    /// (`false`).
-    pub async fn publish(
-        &self,
+    /// The events of `messages` (but those of `conflicting` transactions) to publish; `None`
+    /// when there are none.
+    pub fn prepare<'a>(
+        &'a self,
         messages: &[Pending],
         conflicting: &HashSet<Uuid>,
-        health: &std::sync::Arc<Health>,
-        metrics: &Metrics,
-        shutdown: &watch::Receiver<bool>,
-    ) -> bool {
-        let mut outgoing = self.outgoing(messages, conflicting);
-        if outgoing.is_empty() {
-            return true;
-        }
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut hold = None;
-        loop {
-            let attempt = async {
-                let confirm = traces::step("publish events", self.confirm(&mut outgoing, metrics));
-                tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-                    .await
-                    .unwrap_or(Err(PublishError::Unconfirmed(CONFIRM_TIMEOUT)))
-            };
-            let mut stop = shutdown.clone();
-            // Shutdown is not held by confirms a blocked broker may never send: the messages
-            // go back to the queue unacknowledged, and their events come again with them.
-            let result = tokio::select! {
-                result = health.hold_while_slow(attempt, SLOW, &mut hold) => result,
-                _ = async { drop(stop.wait_for(|s| *s).await) } => return false,
-            };
-            match result {
-                Ok(()) => return true,
-                Err(error) => {
-                    tracing::warn!(%error, events = outgoing.len(), "events not confirmed: holding their messages and retrying");
-                    hold.get_or_insert_with(|| health.hold_aside());
-                    if !matches!(error, PublishError::Refused(_)) {
-                        self.close().await;
-                    }
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-                _ = async { drop(stop.wait_for(|s| *s).await) } => return false,
-            }
-        }
+        metrics: &'a Metrics,
+    ) -> Option<PublishEvents<'a>> {
+        let outgoing = self.outgoing(messages, conflicting);
+        (!outgoing.is_empty()).then_some(PublishEvents {
+            events: self,
+            outgoing,
+            metrics,
+        })
     }
 
     /// The events `messages` imply, in message order.
@@ -159,14 +202,15 @@ impl Events {
         outgoing
     }
 
-    /// Publishes `outgoing` in one batch and waits for every confirm; what was confirmed is
-    /// removed from `outgoing` (and counted), what was not stays for the next try.
+    /// Publishes `outgoing` in one batch and waits for the confirms; what was confirmed is
+    /// removed from `outgoing` (and counted) even when a later one fails, what was not stays
+    /// for the next try.
     async fn confirm(
         &self,
         outgoing: &mut Vec<Outgoing>,
         metrics: &Metrics,
     ) -> Result<(), PublishError> {
-        let channel = self.channel().await?;
+        let (status, channel) = self.channel().await?;
         let mut pending = Vec::with_capacity(outgoing.len());
         for item in outgoing.iter() {
             let properties = BasicProperties::default()
@@ -177,38 +221,56 @@ impl Events {
             let publish = channel.basic_publish(
                 item.exchange.as_str().into(),
                 item.event.routing_key.as_str().into(),
-                BasicPublishOptions::default(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &item.event.body,
                 properties,
             );
             pending.push(publish.await?);
         }
-        let mut refused = Vec::new();
+        let mut tally = Tally::default();
+        let mut done = vec![false; outgoing.len()];
+        let mut failure = None;
         for (index, confirm) in pending.into_iter().enumerate() {
-            match confirm.await? {
-                Confirmation::Nack(_) => refused.push(index),
-                _ => metrics.event_published(outgoing[index].event.kind),
+            match wait_for_confirm(&status, confirm).await {
+                Ok(Confirmation::Nack(_)) => {}
+                Ok(Confirmation::Ack(returned)) => {
+                    done[index] = true;
+                    tally.confirmed[Tally::slot(outgoing[index].event.kind)] += 1;
+                    if let Some(returned) = returned {
+                        tally.returned
+                            [Tally::slot(kind_of(returned.delivery.routing_key.as_str()))] += 1;
+                    }
+                }
+                Ok(Confirmation::NotRequested) => done[index] = true,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
             }
         }
-        let failed = refused.len();
+        tally.count(metrics);
         let mut index = 0;
         outgoing.retain(|_| {
-            let keep = refused.contains(&index);
             index += 1;
-            keep
+            !done[index - 1]
         });
-        if failed > 0 {
-            return Err(PublishError::Refused(failed));
+        match failure {
+            Some(error) => Err(error),
+            None if !outgoing.is_empty() => Err(PublishError::Refused(outgoing.len())),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    async fn channel(&self) -> Result<Channel, lapin::Error> {
+    /// The open channel (with its connection's status), or a new one.
+    async fn channel(&self) -> Result<(ConnectionStatus, Channel), lapin::Error> {
         let mut open = self.open.lock().await;
-        if let Some((_, channel)) = open.as_ref()
+        if let Some((connection, channel)) = open.as_ref()
             && channel.status().connected()
         {
-            return Ok(channel.clone());
+            return Ok((connection.status().clone(), channel.clone()));
         }
         let connection =
             broker::connect(&self.config.url, &format!("{}:events", self.config.queue)).await?;
@@ -216,14 +278,40 @@ impl Events {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
+        let status = connection.status().clone();
         *open = Some((connection, channel.clone()));
-        Ok(channel)
+        Ok((status, channel))
     }
 
     /// Lets go of the connection (made again on the next try).
     pub async fn close(&self) {
         if let Some((connection, _channel)) = self.open.lock().await.take() {
             broker::close(&connection, "events done").await;
+        }
+    }
+}
+
+/// One confirm: waited for as long as the broker blocks the connection (an alarm: the publish
+/// is routed once it clears); `Unconfirmed` after [`CONFIRM_TIMEOUT`] of silence otherwise.
+async fn wait_for_confirm(
+    connection: &ConnectionStatus,
+    confirm: PublisherConfirm,
+) -> Result<Confirmation, PublishError> {
+    tokio::pin!(confirm);
+    let mut said = false;
+    loop {
+        match tokio::time::timeout(CONFIRM_TIMEOUT, &mut confirm).await {
+            Ok(confirmed) => return Ok(confirmed?),
+            Err(_) if connection.blocked() => {
+                if !said {
+                    tracing::warn!(
+                        "the broker blocks the events' connection (a memory or disk alarm): \
+                         waiting on it, their messages held"
+                    );
+                    said = true;
+                }
+            }
+            Err(_) => return Err(PublishError::Unconfirmed(CONFIRM_TIMEOUT)),
         }
     }
 }

@@ -105,21 +105,16 @@ impl GoJson {
         }
     }
 
-    /// Any JSON value, as Go writes the `map[string]any` it decoded: keys sorted, numbers as Go
-    /// prints a float64 (integers that came as integers stay integers).
+    /// Any JSON value, as Go writes the `map[string]any` it decoded: keys sorted, every number
+    /// a float64 (Go decodes them so), printed as Go prints one: `42` stays `42`, but an integer
+    /// beyond 2^53 comes out rounded (`9007199254740993` as `9007199254740992`).
     pub fn value(&mut self, value: &Value) {
         match value {
             Value::Null => self.raw("null"),
             Value::Bool(b) => self.bool(*b),
-            Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-                (Some(i), _, _) => {
-                    let _ = write!(self.out, "{i}");
-                }
-                (_, Some(u), _) => {
-                    let _ = write!(self.out, "{u}");
-                }
-                (_, _, Some(f)) => self.float(f),
-                _ => self.raw("null"),
+            Value::Number(n) => match n.as_f64() {
+                Some(f) => self.float(f),
+                None => self.raw("null"),
             },
             Value::String(s) => self.string(s),
             Value::Array(items) => {
@@ -207,6 +202,19 @@ mod tests {
         ] {
             assert_eq!(written(|j| j.float(f)), go, "{f}");
         }
+    }
+
+    #[test]
+    fn integers_come_out_as_the_float64_go_decoded_them_into() {
+        let value: Value = serde_json::from_str(
+            r#"{"small":42,"negative":-7,"exact":9007199254740992,"rounded":9007199254740993,"u64":18446744073709551615,"zero":0}"#,
+        )
+        .unwrap();
+        // What Go's json.Marshal prints for the map[string]any json.Unmarshal made of it.
+        assert_eq!(
+            written(|j| j.value(&value)),
+            r#"{"exact":9007199254740992,"negative":-7,"rounded":9007199254740992,"small":42,"u64":18446744073709552000,"zero":0}"#
+        );
     }
 
     #[test]

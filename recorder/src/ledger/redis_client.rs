@@ -1,6 +1,8 @@
-//! The connection to the ledger's Redis, made on first use and made again after a failure: one
-//! server (the `redis` crate's auto-reconnecting connection manager), a cluster, or the master a
-//! set of sentinels names. It runs a script on one slot and deletes keys spread over any
+//! The connection to the ledger's Redis, made on first use and made again after any failure or
+//! timeout: one server (the `redis` crate's connection manager), a cluster, or the master a set
+//! of sentinels names. The connection manager reconnects only when the socket reports an error;
+//! a half-open one (a peer gone silent, a NAT that dropped the flow) answers nothing, forever, so
+//! a call without an answer drops it too ([`RedisClient::reset`]). It runs a script on one slot and deletes keys spread over any
 //! number of slots (a cluster splits a multi-key `DEL` by slot and sends the parts to their
 //! nodes at once; a pipeline across slots would be refused with CROSSSLOT).
 
@@ -109,12 +111,14 @@ impl RedisClient {
         let result = deleted.and(answer);
         if let Err(error) = &result {
             tracing::debug!(%error, redis = self.shown, "Redis call failed");
-            if !matches!(for_script, Connection::Server(_)) {
-                // The manager reconnects by itself; the others are made again next time.
-                *self.connection.lock().await = None;
-            }
+            self.reset().await;
         }
         result
+    }
+
+    /// Drops the connection: the next call makes a new one.
+    pub async fn reset(&self) {
+        *self.connection.lock().await = None;
     }
 
     async fn connection(&self) -> RedisResult<Connection> {

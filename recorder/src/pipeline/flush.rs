@@ -3,7 +3,8 @@
 //! - committed (and durable as the server is configured): every message is acknowledged;
 //! - the database unavailable, silent or refusing for a reason that is not the rows' fault:
 //!   the bulk is held and retried with capped backoff for as long as it takes ([`retry`]);
-//!   messages go back to the queue only at shutdown;
+//!   messages go back to the queue only when the shutdown's budget runs out
+//!   ([`crate::shutdown`]);
 //! - refused on data, or failing again and again with the same error that may be the rows'
 //!   (a statement timeout, a trigger's exception): the bulk is split and each part written on
 //!   its own, parents before children, so one bad message costs only itself. With
@@ -18,17 +19,16 @@
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
-use tokio::sync::watch;
-
 use super::{
+    after_commit::AfterCommit,
     collector::Pending,
     retry::{Failure, WritePath},
 };
 use crate::{
     broker::settle::{Rejected, Settlement},
-    ledger::{LedgerSide, Reporting},
     message::Transaction,
     pipeline::collector::Bulk,
+    shutdown::Shutdown,
     store::{Writer, statements::merge::generations},
     telemetry::{
         health::Health,
@@ -45,9 +45,9 @@ pub struct Flusher {
     pub parent_wait: Duration,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: Shutdown,
     /// What the ledger's consumer does after a commit (metadata, events, its Redis backup).
-    pub ledger: Arc<LedgerSide>,
+    pub after_commit: AfterCommit,
     /// Spans, when traces are on.
     pub traces: Option<Arc<Traces>>,
     /// The queue, for spans.
@@ -81,7 +81,9 @@ impl Flusher {
             match self.write(&group, suspect_since).await {
                 Ok(()) => flushed.ack(group),
                 Err(Failure::Stopping(error)) => {
-                    tracing::warn!(%error, "shutting down with messages not written: returning them to the queue");
+                    let left = group.len() + groups.iter().map(|(g, _)| g.len()).sum::<usize>();
+                    tracing::warn!(%error, messages = left, "the shutdown's budget ran out with messages not done: returning them to the queue");
+                    self.metrics.shutdown_requeued.inc_by(left as u64);
                     flushed.requeue(group);
                     groups.into_iter().for_each(|(g, _)| flushed.requeue(g));
                     break;
@@ -127,21 +129,14 @@ impl Flusher {
             .write_path()
             .write(&transactions, suspect_since)
             .await?;
-        let report = Reporting {
-            health: &self.health,
-            metrics: &self.metrics,
-            shutdown: &self.shutdown,
-        };
-        if !self
-            .ledger
-            .after_commit(messages, &conflicting, &report)
+        self.after_commit
+            .run(messages, &conflicting)
             .await
-        {
-            return Err(Failure::Stopping(crate::store::WriteError::Unresolved(
-                "the rows are committed, but not yet their metadata or events",
-            )));
-        }
-        Ok(())
+            .map_err(|_| {
+                Failure::Stopping(crate::store::WriteError::Unresolved(
+                    "the rows are committed, but not yet their metadata or events",
+                ))
+            })
     }
 
     fn write_path(&self) -> WritePath<'_> {

@@ -6,13 +6,16 @@
 //! delivered. So a refused child is parked here instead: the bulk settles without it, the
 //! session's acknowledgements never reach its tag (see [`crate::broker::settle`]), and this task
 //! retries it with backoff, parents first, until it is written (acknowledged), or
-//! `BULK_RECORDER_MISSING_PARENT_WAIT_MS` is over (dead-lettered as `missing_parent`), or
-//! shutdown begins (returned to the queue, not rejected: its parent may come later).
+//! `BULK_RECORDER_MISSING_PARENT_WAIT_MS` is over (dead-lettered as `missing_parent`).
+//!
+//! At shutdown it keeps going until the session's last bulk is settled (the parent may be in
+//! it), tries every child once more, and returns those still waiting to the queue (not
+//! rejected: their parents may come later); all of it within the shutdown's budget.
 //!
 //! The wait is counted on the writes' clock ([`crate::telemetry::health`]): time during which
-//! writes went through. While the database is down or a write is held, the parent's own bulk
-//! may be the one held, so the wait does not run; after an outage every child is tried again
-//! before its wait can end.
+//! writes went through. While the database is down or a bulk's settlement is held (a write,
+//! its documents, its events), the parent's own bulk may be the one held, so the wait does not
+//! run; after an outage every child is tried again before its wait can end.
 //!
 //! A parked message keeps one unacknowledged delivery of its channel: a window full of children
 //! waiting for parents that come later in the same queue is only freed by their deadline.
@@ -22,7 +25,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::{
     collector::Pending,
@@ -32,6 +35,7 @@ use super::{
 use crate::{
     backoff::Backoff,
     broker::settle::{SettleError, Settler},
+    shutdown::Shutdown,
 };
 
 /// A child and the writes' clock when it was parked.
@@ -40,36 +44,59 @@ struct Waiting {
     parked_at: Duration,
 }
 
-/// Runs until shutdown (parked messages are requeued), until `parked` is closed (the session
-/// ended), or until a message cannot be settled (an error: the session must end).
+/// What woke the waiting room.
+enum Wake {
+    /// Boxed: a parked child is rare, and the other variants are empty.
+    Arrived(Box<Pending>),
+    /// The session settled its last bulk: no more children come.
+    SessionOver,
+    Retry,
+    Expired,
+}
+
+/// Runs until the session's settlement ends (`parked` closed) and no child waits, or, at
+/// shutdown, until the children left after a last try are returned to the queue; an error when
+/// a message cannot be settled (the session must end).
 pub async fn wait_for_parents(
     flusher: Arc<Flusher>,
     settler: Arc<Settler>,
     mut parked: mpsc::UnboundedReceiver<Pending>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<(), SettleError> {
     let mut waiting: Vec<Waiting> = Vec::new();
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    let mut session_over = false;
     let ended = loop {
         flusher.metrics.parked.set(waiting.len() as i64);
-        let stopping = tokio::select! {
-            arrived = parked.recv() => match arrived {
-                Some(message) => {
-                    let parked_at = flusher.health.write_clock();
-                    waiting.push(Waiting { message, parked_at });
-                    backoff.reset();
-                    continue;
-                }
-                None if waiting.is_empty() => break Ok(()),
-                None => false,
-            },
-            _ = tokio::time::sleep(backoff.next_delay()), if !waiting.is_empty() => false,
-            _ = shutdown.wait_for(|stop| *stop) => true,
+        let wake = tokio::select! {
+            arrived = parked.recv(), if !session_over => arrived.map_or(Wake::SessionOver, |m| Wake::Arrived(Box::new(m))),
+            _ = tokio::time::sleep(backoff.next_delay()), if !waiting.is_empty() => Wake::Retry,
+            _ = shutdown.wait_expired() => Wake::Expired,
         };
-        if stopping {
-            break requeue(&settler, waiting).await;
+        match wake {
+            Wake::Arrived(message) => {
+                let parked_at = flusher.health.write_clock();
+                waiting.push(Waiting {
+                    message: *message,
+                    parked_at,
+                });
+                backoff.reset();
+                continue;
+            }
+            Wake::Expired => break requeue(&flusher, &settler, waiting).await,
+            Wake::SessionOver => session_over = true,
+            Wake::Retry => {}
+        }
+        if waiting.is_empty() {
+            if session_over {
+                break Ok(());
+            }
+            continue;
         }
         match retry(&flusher, &settler, std::mem::take(&mut waiting)).await {
+            Ok(Some(still)) if session_over && shutdown.requested() => {
+                break requeue(&flusher, &settler, still).await;
+            }
             Ok(Some(still)) => waiting = still,
             Ok(None) => break Ok(()),
             Err(error) => break Err(error),
@@ -79,8 +106,8 @@ pub async fn wait_for_parents(
     ended
 }
 
-/// One round over the waiting messages; the ones still waiting, or `None` when shutdown began
-/// (they were requeued).
+/// One round over the waiting messages; the ones still waiting, or `None` when the shutdown's
+/// budget ran out (they were requeued).
 async fn retry(
     flusher: &Flusher,
     settler: &Settler,
@@ -139,7 +166,7 @@ async fn retry(
                         message,
                         parked_at: Duration::ZERO,
                     }));
-                requeue(settler, rest.collect()).await?;
+                requeue(flusher, settler, rest.collect()).await?;
                 return Ok(None);
             }
         }
@@ -148,7 +175,21 @@ async fn retry(
 }
 
 /// Returns the waiting messages to the queue (shutdown: their parents may come later).
-async fn requeue(settler: &Settler, waiting: Vec<Waiting>) -> Result<(), SettleError> {
+async fn requeue(
+    flusher: &Flusher,
+    settler: &Settler,
+    waiting: Vec<Waiting>,
+) -> Result<(), SettleError> {
+    if !waiting.is_empty() {
+        tracing::info!(
+            messages = waiting.len(),
+            "shutting down with children still waiting for their parents: returning them to the queue"
+        );
+        flusher
+            .metrics
+            .shutdown_requeued
+            .inc_by(waiting.len() as u64);
+    }
     for Waiting { message, .. } in waiting {
         settler.requeue_one(message.tag).await?;
         settler.unpark(message.tag);

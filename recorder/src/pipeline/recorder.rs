@@ -11,12 +11,17 @@ use crate::{
     broker::QueueOrigin,
     config::{Config, redact},
     ledger::{
-        LedgerSide, backup,
+        backup,
         events::{Events, EventsConfig},
         metadata::MetadataStore,
     },
-    pipeline::flush::Flusher,
-    pipeline::session::{self, Shared},
+    pipeline::{
+        after_commit::AfterCommit,
+        flush::Flusher,
+        policy::Policy,
+        session::{self, Shared},
+    },
+    shutdown::Shutdown,
     store::{BulkWriter, Database, OneByOneWriter, Writer, commit::deadline::Deadline},
     store::{db, privileges::Grants},
     telemetry::metrics::Metrics,
@@ -37,10 +42,9 @@ pub enum RecorderError {
 }
 
 /// Broker sessions, one after another with backoff, until shutdown.
-async fn reconnect_until_shutdown(shared: &Shared, shutdown: watch::Receiver<bool>) {
+async fn reconnect_until_shutdown(shared: &Shared, shutdown: &Shutdown) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let mut stop = shutdown.clone();
-    while !*stop.borrow() {
+    while !shutdown.requested() {
         let started = Instant::now();
         // Boxed as a `dyn Future`: the session's future is deep, and the recorder's around it
         // would otherwise exceed the compiler's recursion limit where it is checked for `Send`.
@@ -56,20 +60,22 @@ async fn reconnect_until_shutdown(shared: &Shared, shutdown: watch::Receiver<boo
                 tracing::warn!(%error, reconnect_in_ms = delay.as_millis() as u64, "broker session ended");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = stop.wait_for(|s| *s) => {}
+                    _ = shutdown.wait_requested() => {}
                 }
             }
         }
     }
 }
 
-/// Runs until `shutdown` turns true, then drains and returns.
+/// Runs until `requested` turns true (SIGTERM), then finishes what it holds within
+/// `BULK_RECORDER_SHUTDOWN_TIMEOUT_MS` ([`crate::shutdown`]) and returns.
 pub async fn run(
     config: Config,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    shutdown: watch::Receiver<bool>,
+    requested: watch::Receiver<bool>,
 ) -> Result<(), RecorderError> {
+    let shutdown = Shutdown::follow(requested, config.shutdown_timeout);
     // Bulks written at once; settlement stays in order whatever this is.
     let in_flight = if config.bulk_enabled {
         config.bulks_in_flight
@@ -92,10 +98,13 @@ pub async fn run(
     } else {
         Writer::OneByOne(OneByOneWriter::new(database))
     };
-    let Some(ledger) = ledger_side(&config, &metrics, shutdown.clone()).await else {
+    let policy = Policy {
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let Some(after_commit) = after_commit(&config, &metrics, policy).await else {
         return Ok(());
     };
-    let ledger = Arc::new(ledger);
     let traces = start_traces(&config);
     let flusher = Arc::new(Flusher {
         traces: traces.clone(),
@@ -106,7 +115,7 @@ pub async fn run(
         metrics: metrics.clone(),
         health: health.clone(),
         shutdown: shutdown.clone(),
-        ledger,
+        after_commit,
     });
     let shared = Shared {
         config,
@@ -116,8 +125,8 @@ pub async fn run(
         health: health.clone(),
         origin: QueueOrigin::default(),
     };
-    reconnect_until_shutdown(&shared, shutdown).await;
-    finish(&shared, traces, pool).await;
+    reconnect_until_shutdown(&shared, &shutdown).await;
+    finish(&shared, traces, pool, &shutdown).await;
     tracing::info!(totals = ?metrics.totals(), "recorder stopped");
     Ok(())
 }
@@ -130,7 +139,7 @@ async fn prepare_database(
     config: &Config,
     in_flight: usize,
     health: &Arc<Health>,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> Result<Option<PgPool>, RecorderError> {
     let Some(pool) = connect_database(config, in_flight as u32 + 3, health, shutdown.clone()).await
     else {
@@ -151,26 +160,44 @@ async fn prepare_database(
     Ok(Some(pool))
 }
 
-/// After the last session: the Redis cleanups left a last chance, the events' connection
-/// closed, the spans flushed, the database connections closed (each bounded).
-async fn finish(shared: &Shared, traces: Option<Arc<Traces>>, pool: PgPool) {
-    if let Some(cleanup) = &shared.flusher.ledger.cleanup {
-        cleanup.finish(REDIS_CLEANUP_AT_SHUTDOWN).await;
-    }
-    if let Some(events) = &shared.flusher.ledger.events {
-        events.close().await;
-    }
-    if let Some(traces) = &traces {
-        traces.shutdown().await;
-    }
+/// After the last session, in what is left of the shutdown's budget (each step bounded too,
+/// all at once): the Redis cleanups left a last chance, the events' connection closed, the
+/// spans flushed, the database connections closed.
+async fn finish(shared: &Shared, traces: Option<Arc<Traces>>, pool: PgPool, shutdown: &Shutdown) {
+    let after_commit = &shared.flusher.after_commit;
+    let cleanup = async {
+        if let Some(cleanup) = &after_commit.cleanup {
+            cleanup
+                .finish(shutdown.left(REDIS_CLEANUP_AT_SHUTDOWN))
+                .await;
+        }
+    };
+    let events = async {
+        if let Some(events) = &after_commit.events {
+            events.close().await;
+        }
+    };
+    let spans = async {
+        if let Some(traces) = &traces {
+            traces.shutdown().await;
+        }
+    };
+    let closing = async {
+        tokio::join!(cleanup, events, spans);
+        pool.close().await;
+    };
     // A connection that went silent would make a graceful close wait forever.
-    if tokio::time::timeout(Duration::from_secs(2), pool.close())
-        .await
-        .is_err()
-    {
-        tracing::warn!("closing the database connections took over 2 s: leaving them");
+    let bound = shutdown.left(FINISH_AT_MOST);
+    if tokio::time::timeout(bound, closing).await.is_err() {
+        tracing::warn!(
+            bound_ms = bound.as_millis() as u64,
+            "closing the connections took longer than the shutdown's budget left: leaving them"
+        );
     }
 }
+
+/// The longest the last steps take, when no shutdown budget bounds them.
+const FINISH_AT_MOST: Duration = Duration::from_secs(5);
 
 /// The tracer, when an OTLP endpoint is configured; a failure to build it is logged and the
 /// recorder records without traces.
@@ -188,13 +215,14 @@ fn start_traces(config: &Config) -> Option<Arc<Traces>> {
     }
 }
 
-/// What the ledger's consumer does besides rows, as configured; `None` when shutdown came
-/// first (the document store's URL is read again until it resolves: `mongodb+srv://` asks DNS).
-async fn ledger_side(
+/// The after-commit stage, with what the ledger's consumer does besides rows as configured;
+/// `None` when shutdown came first (the document store's URL is read again until it resolves:
+/// `mongodb+srv://` asks DNS).
+async fn after_commit(
     config: &Config,
     metrics: &Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Option<LedgerSide> {
+    policy: Policy,
+) -> Option<AfterCommit> {
     let metadata = match &config.mongodb {
         None => None,
         Some(mongo) => {
@@ -207,7 +235,7 @@ async fn ledger_side(
                         tracing::warn!(url = redact(&mongo.url), %error, retry_in_ms = delay.as_millis() as u64, "the document store's URL does not resolve yet");
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
-                            _ = shutdown.wait_for(|s| *s) => return None,
+                            _ = policy.shutdown.wait_requested() => return None,
                         }
                     }
                 }
@@ -223,13 +251,15 @@ async fn ledger_side(
             version: e.version.clone(),
         })
     });
-    Some(LedgerSide {
+    Some(AfterCommit {
         cleanup: config
             .redis
             .as_ref()
             .map(|redis| backup::Cleanup::start(redis, metrics.clone())),
         metadata,
         events,
+        policy,
+        metrics: metrics.clone(),
     })
 }
 
@@ -237,7 +267,7 @@ async fn connect_database(
     config: &Config,
     max_connections: u32,
     health: &Health,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Option<PgPool> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
@@ -252,7 +282,7 @@ async fn connect_database(
                 tracing::warn!(url = redact(&config.database_url), %error, retry_in_ms = delay.as_millis() as u64, "database unreachable");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.wait_for(|s| *s) => return None,
+                    _ = shutdown.wait_requested() => return None,
                 }
             }
         }
@@ -267,7 +297,7 @@ const GRANTS_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// Waits until the role can write the tables, saying what it lacks (and what it gives up);
 /// false when shutdown came first. Nothing is consumed meanwhile, so readiness stays off.
-async fn wait_for_grants(pool: &PgPool, mut shutdown: watch::Receiver<bool>) -> bool {
+async fn wait_for_grants(pool: &PgPool, shutdown: Shutdown) -> bool {
     let mut said_caveat = false;
     loop {
         match Grants::read(pool).await {
@@ -287,18 +317,18 @@ async fn wait_for_grants(pool: &PgPool, mut shutdown: watch::Receiver<bool>) -> 
         }
         tokio::select! {
             _ = tokio::time::sleep(GRANTS_CHECK_EVERY) => {}
-            _ = shutdown.wait_for(|s| *s) => return false,
+            _ = shutdown.wait_requested() => return false,
         }
     }
 }
 
 /// Keeps readiness true to the database while no bulk is being written.
-async fn probe_database(pool: PgPool, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
+async fn probe_database(pool: PgPool, health: Arc<Health>, shutdown: Shutdown) {
     loop {
         health.set_database(probe(&pool).await);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown.wait_requested() => return,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Writing with retries: a write that fails for a reason that is not the rows' is held and
-//! retried, with capped backoff, until it succeeds or shutdown begins. Nothing is acknowledged
-//! or requeued meanwhile: a requeue spends a delivery of each message (a quorum queue
-//! dead-letters good messages past its delivery limit), and no new delivery arrives while the
-//! prefetch window is full, so memory stays bounded. Readiness reports the held bulk.
+//! retried, with capped backoff, until it succeeds or the shutdown's budget is spent
+//! ([`crate::shutdown`]): the same rule as every step after the commit ([`super::policy`]).
+//! Nothing is acknowledged or requeued meanwhile: a requeue spends a delivery of each message
+//! (a quorum queue dead-letters good messages past its delivery limit), and no new delivery
+//! arrives while the prefetch window is full, so memory stays bounded. Readiness reports the
+//! held bulk.
 //!
 //! A bulk that keeps failing with the same SQLSTATE that may be the rows' fault (a statement
 //! timeout, a trigger's exception; see [`crate::store::commit::errors`]) is given up as a whole after
@@ -15,11 +17,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::{sync::watch, time::Instant};
+use tokio::time::Instant;
 
 use crate::{
     backoff::Backoff,
     message::Transaction,
+    shutdown::Shutdown,
     store::{WriteError, Writer},
     telemetry::{health::Health, metrics::Metrics},
 };
@@ -41,7 +44,7 @@ pub enum Failure {
     /// A single message failing again and again with no evidence yet that other writes pass:
     /// try its siblings first, then write it again with this commit count as `suspect_since`.
     Deferred(WriteError, u64),
-    /// Shutdown began first: the messages go back to the queue.
+    /// The shutdown's budget ran out first: the messages go back to the queue.
     Stopping(WriteError),
 }
 
@@ -50,7 +53,7 @@ pub struct WritePath<'a> {
     pub writer: &'a Writer,
     pub health: &'a Arc<Health>,
     pub metrics: &'a Metrics,
-    pub shutdown: &'a watch::Receiver<bool>,
+    pub shutdown: &'a Shutdown,
 }
 
 impl WritePath<'_> {
@@ -82,7 +85,7 @@ impl WritePath<'_> {
             let since = *failing_since.get_or_insert(started);
             let commits_before = *suspect_since.get_or_insert(self.health.commits());
             hold.get_or_insert_with(|| self.health.hold());
-            if *self.shutdown.borrow() {
+            if self.shutdown.expired() {
                 return Err(Failure::Stopping(error));
             }
             if repeated(&mut same, &error) {
@@ -106,12 +109,8 @@ impl WritePath<'_> {
                 "write failed: holding the bulk and retrying"
             );
             self.metrics.retries.inc();
-            let mut shutdown = self.shutdown.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
-                    return Err(Failure::Stopping(error));
-                }
+            if !self.shutdown.pause(delay).await {
+                return Err(Failure::Stopping(error));
             }
         }
     }

@@ -11,7 +11,7 @@ use std::{future::pending, sync::Arc, time::Duration};
 use futures::StreamExt;
 use lapin::{Channel, Connection, Consumer};
 use tokio::{
-    sync::{mpsc, watch},
+    sync::mpsc,
     task::{JoinHandle, JoinSet},
 };
 
@@ -19,7 +19,6 @@ use crate::{
     broker::{
         self, QueueError, QueueOrigin,
         consumer::{ConsumeError, Decoding, consume},
-        dead_letter::DeadLetters,
         depth,
         outbox::Outbox,
         settle::{Rejected, SettleError, Settler},
@@ -29,7 +28,9 @@ use crate::{
         collector::{Bulk, Pending, collect},
         flush::Flusher,
         parents::wait_for_parents,
+        policy::Policy,
     },
+    shutdown::Shutdown,
     telemetry::{health::Health, metrics::Metrics},
 };
 
@@ -79,9 +80,9 @@ struct Opened {
     channels: Vec<Channel>,
     /// The queue depth's own channel.
     depth: Channel,
-    /// The dead letters' connection and the rejected messages for them, when configured; taken
-    /// by [`drain`] when the outbox starts.
-    dead_letters: Option<(DeadLetters, mpsc::UnboundedReceiver<Rejected>)>,
+    /// The rejected messages for the dead-letter outbox, when configured; taken by [`drain`]
+    /// when the outbox starts.
+    dead_letters: Option<mpsc::UnboundedReceiver<Rejected>>,
 }
 
 /// The consuming tasks, one per channel.
@@ -91,7 +92,7 @@ type Consumers = JoinSet<Result<(), ConsumeError>>;
 type Helper = Option<JoinHandle<Result<(), SettleError>>>;
 
 /// Consumes until shutdown (Ok) or until the broker connection fails (Err).
-pub async fn run(shared: &Shared, shutdown: watch::Receiver<bool>) -> Result<(), SessionError> {
+pub async fn run(shared: &Shared, shutdown: Shutdown) -> Result<(), SessionError> {
     let Some(connection) = connect(shared, &shutdown).await? else {
         return Ok(());
     };
@@ -113,7 +114,7 @@ pub async fn run(shared: &Shared, shutdown: watch::Receiver<bool>) -> Result<(),
     depth.abort();
     shared.health.set_broker(false);
     let ended = match drained {
-        Ok(()) if *shutdown.borrow() => {
+        Ok(()) if shutdown.requested() => {
             broker::close(&connection, "shutdown").await;
             Ok(())
         }
@@ -145,27 +146,23 @@ pub fn channel_prefetch(config: &Config, bulks_in_flight: usize) -> u16 {
 
 /// Connects and makes sure the queue exists, within [`CONNECT_TIMEOUT`]; `None` when shutdown
 /// came first (nothing is held yet).
-async fn connect(
-    shared: &Shared,
-    shutdown: &watch::Receiver<bool>,
-) -> Result<Option<Connection>, SessionError> {
+async fn connect(shared: &Shared, shutdown: &Shutdown) -> Result<Option<Connection>, SessionError> {
     let config = &shared.config;
     let connecting = async {
         let connection = broker::connect(&config.rabbitmq_url, &config.queue).await?;
         broker::ensure_queue(&connection, &config.queue, &shared.origin).await?;
         Ok::<_, SessionError>(connection)
     };
-    let mut stop = shutdown.clone();
     tokio::select! {
         connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => {
             connected.map_err(|_| SessionError::ConnectTimedOut(CONNECT_TIMEOUT))?.map(Some)
         }
-        _ = stop.wait_for(|s| *s) => Ok(None),
+        _ = shutdown.wait_requested() => Ok(None),
     }
 }
 
-/// Opens the consuming channels, the queue depth's channel and the dead letters' connection
-/// (when configured).
+/// Opens the consuming channels and the queue depth's channel (the dead letters' connection is
+/// the outbox's own, made when it is needed).
 async fn open(shared: &Shared, connection: &Connection) -> Result<Opened, SessionError> {
     let config = &shared.config;
     let mut channels = Vec::with_capacity(usize::from(config.workers));
@@ -183,16 +180,9 @@ async fn open(shared: &Shared, connection: &Connection) -> Result<Opened, Sessio
         consumers.push((consumer, tag));
     }
     let (outbox, dead_letters) = match &config.dead_letter {
-        Some(target) => {
-            let publisher = DeadLetters::open(
-                &config.rabbitmq_url,
-                &config.queue,
-                target.clone(),
-                config.instance.clone(),
-            )
-            .await?;
+        Some(_) => {
             let (letters, rejected) = mpsc::unbounded_channel();
-            (Some(letters), Some((publisher, rejected)))
+            (Some(letters), Some(rejected))
         }
         None => (None, None),
     };
@@ -217,7 +207,7 @@ async fn drain(
     shared: &Shared,
     connection: &Connection,
     opened: &mut Opened,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<(), SessionError> {
     let config = &shared.config;
     let (deliveries, incoming) = mpsc::channel(config.bulk_size.max(1));
@@ -236,17 +226,20 @@ async fn drain(
         parked,
         shutdown.clone(),
     )));
-    let mut outbox: Helper = opened.dead_letters.take().map(|(publisher, letters)| {
+    let mut outbox: Helper = opened.dead_letters.take().map(|letters| {
         let outbox = Outbox {
             url: config.rabbitmq_url.clone(),
             queue: config.queue.clone(),
             target: config.dead_letter.clone().expect("a dead-letter target"),
             pod: config.instance.clone(),
             settler: opened.settler.clone(),
-            health: shared.health.clone(),
+            policy: Policy {
+                health: shared.health.clone(),
+                shutdown: shutdown.clone(),
+            },
             metrics: shared.metrics.clone(),
         };
-        tokio::spawn(outbox.run(Some(publisher), letters, shutdown.clone()))
+        tokio::spawn(outbox.run(letters))
     });
     let settled = settle_in_order(shared, &opened.settler, bulk_in, park, connection);
     let ended = consumers_ended(&mut consumer_tasks, connection, &shared.health, &shutdown);
@@ -270,8 +263,9 @@ async fn drain(
         }
     };
     tracing::debug!("consumers ended and every bulk settled");
-    if *shutdown.borrow() {
-        // They return their messages to the queue; the connection must still be open for that.
+    if shutdown.requested() {
+        // They finish what they hold (within the shutdown's budget) and return the rest to the
+        // queue; the connection must still be open for that.
         finish(&mut waiting_room).await?;
         opened.settler.close_outbox();
         finish(&mut outbox).await?;
@@ -292,7 +286,7 @@ fn start_consumers(
     shared: &Shared,
     opened: &mut Opened,
     deliveries: mpsc::Sender<Pending>,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> (Consumers, Vec<(Channel, String)>) {
     let config = &shared.config;
     let decoding = Decoding {
@@ -415,12 +409,12 @@ async fn consumers_ended(
     tasks: &mut Consumers,
     connection: &Connection,
     health: &Health,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> Option<ConsumeError> {
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Err(error)) if first_error.is_none() && !*shutdown.borrow() => {
+            Ok(Err(error)) if first_error.is_none() && !shutdown.requested() => {
                 tracing::warn!(%error, "a consumer ended: ending the session");
                 health.set_broker(false);
                 broker::close(connection, "a consumer ended").await;
@@ -436,11 +430,8 @@ async fn consumers_ended(
 /// At shutdown, stops deliveries: the consumers' streams then end, the collector flushes what
 /// it holds, and the settlement finishes once that last bulk is acknowledged. Returns only when
 /// the broker leaves a cancel unanswered (silent): the session is then given up.
-async fn cancel_at_shutdown(
-    consumers: Vec<(Channel, String)>,
-    mut shutdown: watch::Receiver<bool>,
-) -> SessionError {
-    let _ = shutdown.wait_for(|stop| *stop).await;
+async fn cancel_at_shutdown(consumers: Vec<(Channel, String)>, shutdown: Shutdown) -> SessionError {
+    shutdown.wait_requested().await;
     for (channel, tag) in &consumers {
         let cancel = channel.basic_cancel(tag.as_str().into(), Default::default());
         match tokio::time::timeout(broker::CLOSE_TIMEOUT, cancel).await {

@@ -2,17 +2,15 @@
 
 use std::{sync::Arc, time::Duration};
 
+use crate::{config::Config, shutdown::Shutdown, telemetry::health::Health};
 use sqlx::{
     PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
-use tokio::sync::watch;
-
-use crate::{config::Config, telemetry::health::Health};
 
 /// What every write needs: the pool, the bound of one statement, and the process's readiness
 /// and shutdown (a write that waits for its commit to become durable holds readiness, and gives
-/// up at shutdown).
+/// up once the shutdown's budget is spent).
 #[derive(Clone)]
 pub struct Database {
     pub pool: PgPool,
@@ -20,7 +18,7 @@ pub struct Database {
     /// Added to the statement timeouts of a write for BEGIN, COMMIT and the network.
     pub margin: Duration,
     pub health: Arc<Health>,
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: Shutdown,
 }
 
 impl Database {
@@ -28,7 +26,7 @@ impl Database {
         pool: PgPool,
         statement_timeout: Duration,
         health: Arc<Health>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> Self {
         Self {
             pool,
@@ -41,10 +39,7 @@ impl Database {
 
     /// For tools and tests: no readiness to report, never shutting down.
     pub fn standalone(pool: PgPool, statement_timeout: Duration) -> Self {
-        let (stop, shutdown) = watch::channel(false);
-        // Kept open for the life of the process: the receiver never sees a shutdown.
-        std::mem::forget(stop);
-        Self::new(pool, statement_timeout, Arc::default(), shutdown)
+        Self::new(pool, statement_timeout, Arc::default(), Shutdown::never())
     }
 
     /// The bound of a write of `statements` statements.

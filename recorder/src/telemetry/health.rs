@@ -5,8 +5,9 @@
 //! the broker does not confirm.
 //!
 //! It also keeps the writes' clock: time during which writes went through (the database up and
-//! no write held). A transaction waiting for its parent waits by this clock, so that an outage
-//! (when the parent's own bulk is held too) does not use up its wait.
+//! nothing holding settlement: a write, or the documents or events of a committed one). A
+//! transaction waiting for its parent waits by this clock, so that an outage or a hold (when the
+//! parent's own bulk is held too) does not use up its wait.
 
 use std::{
     collections::BTreeMap,
@@ -28,8 +29,8 @@ pub struct Health {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Holds by id: when each began, and whether it stops the writes' clock.
-    holds: BTreeMap<u64, (Instant, bool)>,
+    /// Holds by id: when each began, and what it holds.
+    holds: BTreeMap<u64, (Instant, Holds)>,
     database_down: bool,
     clock: Clock,
 }
@@ -64,18 +65,39 @@ impl Clock {
         }
     }
 
+    /// One reading of the clock (one `now` for both parts, so that it never runs backwards
+    /// while stopped).
     fn read(&self) -> Duration {
-        let stopped =
-            self.stopped_total + self.stopped_since.map_or(Duration::ZERO, |s| s.elapsed());
-        self.started.elapsed().saturating_sub(stopped)
+        let now = Instant::now();
+        let stopped = self.stopped_total
+            + self
+                .stopped_since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        now.saturating_duration_since(self.started)
+            .saturating_sub(stopped)
     }
 }
 
 impl State {
     fn update_clock(&mut self) {
-        let stopped = self.database_down || self.holds.values().any(|(_, stops)| *stops);
+        let stopped = self.database_down
+            || self
+                .holds
+                .values()
+                .any(|(_, holds)| *holds == Holds::Settlement);
         self.clock.update(stopped);
     }
+}
+
+/// What a hold keeps back besides readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// The settlement of the bulks behind it (a write failing or waiting to be durable, the
+    /// documents or events of a committed one): the writes' clock stops too, and with it every
+    /// clock that leads to a dead letter.
+    Settlement,
+    /// Only its own message (a dead letter the broker does not confirm): the rest goes on.
+    Aside,
 }
 
 /// A bulk (or a dead letter) held back while this value lives.
@@ -108,19 +130,15 @@ impl Health {
     /// Marks a write as held (readiness off, the writes' clock stopped) until the returned
     /// value is dropped.
     pub fn hold(self: &Arc<Self>) -> Hold {
-        self.hold_as(true)
+        self.hold_as(Holds::Settlement)
     }
 
-    /// Marks something else as held (a dead letter the broker does not confirm): readiness off,
-    /// the writes' clock running.
-    pub fn hold_aside(self: &Arc<Self>) -> Hold {
-        self.hold_as(false)
-    }
-
-    fn hold_as(self: &Arc<Self>, stops_writes: bool) -> Hold {
+    /// Marks something as held until the returned value is dropped: readiness off, and the
+    /// writes' clock stopped when it holds settlement.
+    pub fn hold_as(self: &Arc<Self>, holds: Holds) -> Hold {
         let id = self.next_hold.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock().expect("health");
-        state.holds.insert(id, (Instant::now(), stops_writes));
+        state.holds.insert(id, (Instant::now(), holds));
         state.update_clock();
         Hold {
             health: self.clone(),
@@ -128,19 +146,20 @@ impl Health {
         }
     }
 
-    /// Awaits `work`, holding readiness (aside) once it has taken longer than `after`; the hold
-    /// is kept in `hold`, for the caller's retries.
+    /// Awaits `work`, holding (`holds`) once it has taken longer than `after`; the hold is kept
+    /// in `hold`, for the caller's retries.
     pub async fn hold_while_slow<F: Future>(
         self: &Arc<Self>,
         work: F,
         after: Duration,
+        holds: Holds,
         hold: &mut Option<Hold>,
     ) -> F::Output {
         tokio::pin!(work);
         if hold.is_none() {
             tokio::select! {
                 done = &mut work => return done,
-                _ = tokio::time::sleep(after) => *hold = Some(self.hold_aside()),
+                _ = tokio::time::sleep(after) => *hold = Some(self.hold_as(holds)),
             }
         }
         work.await
@@ -201,7 +220,7 @@ mod tests {
         health.set_database(true);
         assert!(health.ready());
         let first = health.hold();
-        let second = health.hold_aside();
+        let second = health.hold_as(Holds::Aside);
         drop(first);
         assert!(
             health.holding() && !health.ready(),
@@ -224,7 +243,7 @@ mod tests {
             "stopped while held"
         );
         drop(write_held);
-        let aside = health.hold_aside();
+        let aside = health.hold_as(Holds::Aside);
         let before = health.write_clock();
         std::thread::sleep(pause);
         assert!(

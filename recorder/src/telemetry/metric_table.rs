@@ -197,7 +197,17 @@ pub static METRICS: &[MetricDef] = &[
     m(
         "bulk_recorder_events_published_total",
         Kind::Counters(&["kind"]),
-        "the ledger's events published and confirmed by the broker, by kind: `transaction`, `overdraft`",
+        "the ledger's events published, routed and confirmed by the broker, by kind: `transaction`, `overdraft`",
+    ),
+    m(
+        "bulk_recorder_events_unroutable_total",
+        Kind::Counters(&["kind"]),
+        "the ledger's events the broker confirmed but routed to no queue (nothing bound for their routing key: dropped, as the ledger's own are), by kind",
+    ),
+    m(
+        "bulk_recorder_shutdown_requeued_total",
+        Kind::Counter,
+        "messages returned to the queue at shutdown: what could not be finished within `BULK_RECORDER_SHUTDOWN_TIMEOUT_MS`, and children still waiting for their parent",
     ),
 ];
 

@@ -102,6 +102,9 @@ pub struct Metrics {
     metadata_not_stored: IntCounter,
     metadata_documents: IntCounterVec,
     events_published: IntCounterVec,
+    events_unroutable: IntCounterVec,
+    /// Messages returned to the queue at shutdown.
+    pub shutdown_requeued: IntCounter,
 }
 
 /// Label values known in advance: exported at zero from the start, so that `rate()` and
@@ -201,6 +204,8 @@ impl Metrics {
             metadata_not_stored: counter(&r, "bulk_recorder_metadata_not_stored_total"),
             metadata_documents: counters(&r, "bulk_recorder_metadata_documents_total"),
             events_published: counters(&r, "bulk_recorder_events_published_total"),
+            events_unroutable: counters(&r, "bulk_recorder_events_unroutable_total"),
+            shutdown_requeued: counter(&r, "bulk_recorder_shutdown_requeued_total"),
             registry: r,
         };
         metrics.export_known_labels();
@@ -223,6 +228,7 @@ impl Metrics {
         }
         for kind in ["transaction", "overdraft"] {
             self.events_published.with_label_values(&[kind]);
+            self.events_unroutable.with_label_values(&[kind]);
         }
         for trigger in [
             FlushTrigger::Size,
@@ -295,6 +301,14 @@ impl Metrics {
 
     pub fn events_published_count(&self, kind: &str) -> u64 {
         self.events_published.with_label_values(&[kind]).get()
+    }
+
+    pub fn event_unroutable(&self, kind: &str) {
+        self.events_unroutable.with_label_values(&[kind]).inc();
+    }
+
+    pub fn events_unroutable_count(&self, kind: &str) -> u64 {
+        self.events_unroutable.with_label_values(&[kind]).get()
     }
 
     /// Records committed rows.

@@ -171,6 +171,25 @@ pub struct Origin {
     span: opentelemetry::trace::SpanContext,
 }
 
+impl Origin {
+    /// A traced bulk numbered `n`, on a tracer that exports nothing.
+    #[cfg(test)]
+    pub fn for_tests(n: u64) -> Self {
+        use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState, TracerProvider as _};
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        Self {
+            tracer: provider.tracer("test"),
+            span: opentelemetry::trace::SpanContext::new(
+                TraceId::from(u128::from(n) + 1),
+                SpanId::from(n + 1),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+        }
+    }
+}
+
 /// The current bulk's span, if it is traced.
 pub fn origin() -> Option<Origin> {
     Context::map_current(|cx| {

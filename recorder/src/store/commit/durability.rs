@@ -156,14 +156,13 @@ static UNVERIFIABLE_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// Returns once WAL up to `first.lsn` is durable as `first`'s server is configured, polling the
 /// standbys' positions. Holds readiness meanwhile (past a second). `ServerChanged` when another
-/// server answers (the position means nothing there); `Unresolved` at shutdown.
+/// server answers (the position means nothing there); `Unresolved` once the shutdown's budget is spent.
 pub async fn wait(db: &Database, first: &Positions) -> Result<(), WriteError> {
     let target = first.lsn;
     let mut now = first.clone();
     let mut backoff = Backoff::new(Duration::from_millis(2), Duration::from_secs(1));
     let started = Instant::now();
     let mut hold = None;
-    let mut shutdown = db.shutdown.clone();
     loop {
         if now.server_started != first.server_started {
             return Err(WriteError::ServerChanged);
@@ -190,11 +189,10 @@ pub async fn wait(db: &Database, first: &Positions) -> Result<(), WriteError> {
             );
             hold = Some(db.health.hold());
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-            _ = shutdown.wait_for(|stop| *stop) => {
-                return Err(WriteError::Unresolved("the commit is not on the synchronous standbys yet"));
-            }
+        if !db.shutdown.pause(backoff.next_delay()).await {
+            return Err(WriteError::Unresolved(
+                "the commit is not on the synchronous standbys yet",
+            ));
         }
         // A failed reading changes nothing: the same verdict is asked again.
         if let Some(read) = probe(db).await {
@@ -204,12 +202,11 @@ pub async fn wait(db: &Database, first: &Positions) -> Result<(), WriteError> {
 }
 
 /// The positions now, asked again (with backoff, holding readiness past a second) until the
-/// database answers; `Unresolved` only at shutdown.
+/// database answers; `Unresolved` only once the shutdown's budget is spent.
 pub async fn positions(db: &Database) -> Result<Positions, WriteError> {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     let started = Instant::now();
     let mut hold = None;
-    let mut shutdown = db.shutdown.clone();
     loop {
         if let Some(read) = probe(db).await {
             return Ok(read);
@@ -217,11 +214,8 @@ pub async fn positions(db: &Database) -> Result<Positions, WriteError> {
         if started.elapsed() > Duration::from_secs(1) {
             hold.get_or_insert_with(|| db.health.hold());
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-            _ = shutdown.wait_for(|stop| *stop) => {
-                return Err(WriteError::Unresolved("cannot read the WAL positions"));
-            }
+        if !db.shutdown.pause(backoff.next_delay()).await {
+            return Err(WriteError::Unresolved("cannot read the WAL positions"));
         }
     }
 }

@@ -64,10 +64,9 @@ const ASK: &str = "SELECT pg_postmaster_start_time() = $3, \
 const SESSION: &str =
     "SELECT state FROM pg_stat_activity WHERE pid = $1 AND backend_xid::text::int8 = $2";
 
-/// Asks until the write's fate is known; gives up only at shutdown.
+/// Asks until the write's fate is known; gives up only once the shutdown's budget is spent.
 pub async fn resolve(db: &Database, id: TxnId, evidence: Evidence) -> Result<Fate, WriteError> {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-    let mut shutdown = db.shutdown.clone();
     let mut hold = None;
     loop {
         match ask(db, id, evidence).await {
@@ -78,11 +77,8 @@ pub async fn resolve(db: &Database, id: TxnId, evidence: Evidence) -> Result<Fat
                 hold.get_or_insert_with(|| db.health.hold());
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-            _ = shutdown.wait_for(|stop| *stop) => {
-                return Err(WriteError::Unresolved("the answer to COMMIT was lost"));
-            }
+        if !db.shutdown.pause(backoff.next_delay()).await {
+            return Err(WriteError::Unresolved("the answer to COMMIT was lost"));
         }
     }
 }

@@ -104,7 +104,7 @@ impl OpenTxn {
 
     /// Commits, and returns once the commit is durable as the server is configured. An error
     /// means nothing was committed where the database now answers (or, `Unresolved`, that
-    /// shutdown came first).
+    /// the shutdown's budget ran out first).
     pub async fn commit(
         mut self,
         db: &Database,
@@ -177,7 +177,6 @@ async fn watch_commit(
 ) -> Result<Positions, WriteError> {
     let commit = conn.fetch_one(sqlx::raw_sql(&COMMIT));
     tokio::pin!(commit);
-    let mut shutdown = db.shutdown.clone();
     let mut check_at = deadline.at;
     let mut hold = None;
     loop {
@@ -187,7 +186,7 @@ async fn watch_commit(
                 return Positions::from_row(&row).map_err(WriteError::classify);
             }
             _ = tokio::time::sleep_until(check_at) => {}
-            _ = shutdown.wait_for(|stop| *stop), if hold.is_some() => {
+            _ = db.shutdown.wait_expired(), if hold.is_some() => {
                 return Err(WriteError::Unresolved("COMMIT still waiting"));
             }
         }

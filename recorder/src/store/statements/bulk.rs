@@ -113,7 +113,7 @@ impl BulkWriter {
 
     /// BEGIN, `COPY` of both tables, COMMIT: every row is new, or the whole bulk fails.
     async fn copy(&self, merged: &Merged<'_>) -> Result<Written, WriteError> {
-        let deadline = Deadline::after(self.db.write_budget(2));
+        let deadline = Deadline::for_write(self.db.write_budget(2), &self.db.shutdown);
         let mut txn = OpenTxn::begin(&self.db, &deadline).await?;
         if let Err(error) = copy::copy(txn.conn(), merged, &deadline).await {
             if error.is_data() {
@@ -147,7 +147,7 @@ impl BulkWriter {
             .collect();
         // Each pass may add a statement that classifies stored rows.
         let statements = plans.iter().map(|p| p.len() + 1).sum();
-        let deadline = Deadline::after(self.db.write_budget(statements));
+        let deadline = Deadline::for_write(self.db.write_budget(statements), &self.db.shutdown);
         let mut txn = OpenTxn::begin(&self.db, &deadline).await?;
         let mut results = Vec::with_capacity(passes.len());
         for (merged, chunks) in passes.iter_mut().zip(&plans) {

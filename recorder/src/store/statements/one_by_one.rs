@@ -32,7 +32,10 @@ impl OneByOneWriter {
 
     /// Writes one transaction and its operations in one database transaction.
     pub async fn write(&self, t: &Transaction) -> Result<Written, WriteError> {
-        let deadline = Deadline::after(self.db.write_budget(2 + 2 * t.operations.len()));
+        let deadline = Deadline::for_write(
+            self.db.write_budget(2 + 2 * t.operations.len()),
+            &self.db.shutdown,
+        );
         let mut txn = OpenTxn::begin(&self.db, &deadline).await?;
         let written = match write(txn.conn(), t, &deadline).await {
             Ok(written) => written,
