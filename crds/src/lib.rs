@@ -17,10 +17,48 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
+/// A description as one flowing paragraph per paragraph: doc comments (ours, and those of the
+/// Kubernetes types the spec embeds) break lines at 100 columns, and `kubectl explain` wraps
+/// text itself, so a kept line break prints as a ragged line.
+pub fn flow(description: &str) -> String {
+    description
+        .split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .split('\n')
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|paragraph| !paragraph.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+fn flow_descriptions(node: &mut serde_json::Value) {
+    match node {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match value {
+                    serde_json::Value::String(text) if key == "description" => *text = flow(text),
+                    _ => flow_descriptions(value),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(flow_descriptions),
+        _ => {}
+    }
+}
+
 /// The CRD: the derived one, with the length of `metadata.name` capped in the schema (the only
-/// metadata a CRD schema may restrict), which also bounds the cost of the CEL rule on it.
+/// metadata a CRD schema may restrict), which also bounds the cost of the CEL rule on it, and
+/// its descriptions flowing (see [`flow`]).
 pub fn crd() -> CustomResourceDefinition {
-    let mut crd = BulkRecorder::crd();
+    let mut value = serde_json::to_value(BulkRecorder::crd()).expect("the CRD serializes");
+    flow_descriptions(&mut value);
+    let mut crd: CustomResourceDefinition =
+        serde_json::from_value(value).expect("the same CRD, reflowed");
     for version in &mut crd.spec.versions {
         let root = version
             .schema

@@ -83,11 +83,23 @@ pub const NAME_RULE: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-
         json_path = ".status.counts.transactions.updated"
     ),
     printcolumn(
+        name = "Rejected",
+        type_ = "integer",
+        description = "Messages rejected without requeue (dead-lettered, or dropped by the queue's policy)",
+        json_path = ".status.counts.rejected"
+    ),
+    printcolumn(
         name = "Conflicting",
         type_ = "integer",
         description = "Transaction ids stored with other content (kept, not overwritten)",
         json_path = ".status.counts.transactions.conflicting",
         priority = 1
+    ),
+    printcolumn(
+        name = "Reconciled",
+        type_ = "date",
+        description = "When the operator last reconciled the resource: refreshed at least every 5 minutes while an operator runs, so an older time means none does",
+        json_path = ".status.lastReconcileTime"
     ),
     printcolumn(
         name = "Age",
@@ -166,8 +178,7 @@ pub struct BulkRecorderSpec {
 
     /// PostgreSQL statement_timeout of the recorder's sessions, in milliseconds
     /// (BULK_RECORDER_STATEMENT_TIMEOUT_MS). A write also gives up, client side, after this
-    /// per statement plus 5 s, and the bulk is retried. The pods' termination grace period
-    /// grows with it.
+    /// per statement plus 5 s, and the bulk is retried.
     #[serde(default = "default_statement_timeout_ms")]
     #[schemars(range(min = 1, max = 600000))]
     pub statement_timeout_ms: i32,
@@ -177,6 +188,15 @@ pub struct BulkRecorderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 600000))]
     pub lock_timeout_ms: Option<i32>,
+
+    /// The recorder's whole shutdown budget, in seconds (BULK_RECORDER_SHUTDOWN_TIMEOUT_MS = this
+    /// x 1000): after SIGTERM everything under way (writes, documents, events, dead letters,
+    /// acknowledgements) finishes within it, and only what cannot goes back to the queue. The
+    /// pods' terminationGracePeriodSeconds is this plus 5, room for the final status report and
+    /// the exit.
+    #[serde(default = "default_shutdown_timeout_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub shutdown_timeout_seconds: i32,
 
     /// How long, in milliseconds, a transaction whose parentTransactionId is not stored yet is
     /// retried before it is dead-lettered as missing_parent
@@ -508,6 +528,9 @@ fn default_bulks_in_flight() -> i32 {
 fn default_statement_timeout_ms() -> i32 {
     10_000
 }
+fn default_shutdown_timeout_seconds() -> i32 {
+    25
+}
 fn default_missing_parent_wait_ms() -> i32 {
     30_000
 }
@@ -543,6 +566,11 @@ impl BulkRecorderSpec {
             ("flushTimeoutMs", self.flush_timeout_ms, 1..=60000),
             ("bulksInFlight", self.bulks_in_flight, 1..=16),
             ("statementTimeoutMs", self.statement_timeout_ms, 1..=600_000),
+            (
+                "shutdownTimeoutSeconds",
+                self.shutdown_timeout_seconds,
+                1..=3600,
+            ),
             (
                 "missingParentWaitMs",
                 self.missing_parent_wait_ms,

@@ -40,6 +40,11 @@ pub struct BulkRecorderStatus {
     /// restarted), folded in exactly once when their entry was removed from `recorders`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folded: Option<Counts>,
+    /// When the operator last reconciled the resource (RFC 3339). Refreshed at least every 5
+    /// minutes while an operator runs (the Reconciled column shows its age): an older time means
+    /// no operator is running, and the rest of the status is frozen since then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reconcile_time: Option<String>,
     /// One entry per recorder process, written by that process only (its own field manager).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pod", "startId"]))]
@@ -59,6 +64,11 @@ pub struct RecorderReport {
     pub transactions: RowCounts,
     /// Operation rows.
     pub operations: RowCounts,
+    /// Messages this process rejected without requeue (dead-lettered, or dropped by the queue's
+    /// policy), every reason together.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub rejected: i64,
     /// When the recorder last reported (RFC 3339).
     pub last_report: String,
     /// Ready messages in the queue when the recorder last measured it (one queue, so every
@@ -68,13 +78,18 @@ pub struct RecorderReport {
     pub backlog: Option<i64>,
 }
 
-/// Counts for both tables.
+/// Counts for both tables, and the messages rejected.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct Counts {
     /// Transaction rows.
     pub transactions: RowCounts,
     /// Operation rows.
     pub operations: RowCounts,
+    /// Messages rejected without requeue (dead-lettered, or dropped by the queue's policy), every
+    /// reason together; the recorders' bulk_recorder_messages_rejected_total says which.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub rejected: i64,
 }
 
 /// Rows of one table: every attempted row is exactly one of inserted, updated, conflicting or
@@ -115,6 +130,7 @@ impl std::ops::AddAssign for Counts {
     fn add_assign(&mut self, rhs: Self) {
         self.transactions += rhs.transactions;
         self.operations += rhs.operations;
+        self.rejected += rhs.rejected;
     }
 }
 
@@ -123,6 +139,7 @@ impl RecorderReport {
         Counts {
             transactions: self.transactions,
             operations: self.operations,
+            rejected: self.rejected,
         }
     }
 }

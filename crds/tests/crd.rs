@@ -1,7 +1,6 @@
 //! The generated CRD: committed, structural, and carrying the rules users rely on.
 
 use bulk_recorder_crds::{BulkRecorder, BulkRecorderSpec, crd, crd_yaml, name_problem};
-use kube::CustomResourceExt;
 use serde_json::Value;
 
 #[test]
@@ -102,7 +101,7 @@ fn defaults_ranges_and_the_cel_rule_are_in_the_schema() {
 
 #[test]
 fn the_printer_columns_match_the_design() {
-    let crd = serde_json::to_value(BulkRecorder::crd()).unwrap();
+    let crd = serde_json::to_value(crd()).unwrap();
     let columns: Vec<&str> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
         .as_array()
         .unwrap()
@@ -121,12 +120,61 @@ fn the_printer_columns_match_the_design() {
             "Inserted",
             "Ignored",
             "Updated",
+            "Rejected",
             "Conflicting",
+            "Reconciled",
             "Age"
         ]
     );
     assert_eq!(crd["spec"]["names"]["shortNames"][0], "br");
     assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
+}
+
+/// `kubectl explain` wraps descriptions itself: a line break kept from a doc comment prints as
+/// a ragged line, so only paragraph breaks remain.
+#[test]
+fn descriptions_flow_without_hard_line_breaks() {
+    fn check(node: &Value, path: &str, seen: &mut usize) {
+        match node {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    if let (true, Some(text)) = (key == "description", value.as_str()) {
+                        *seen += 1;
+                        assert!(!text.replace("\n\n", "").contains('\n'), "{path}: {text:?}");
+                    } else {
+                        check(value, &format!("{path}.{key}"), seen);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| check(v, path, seen)),
+            _ => {}
+        }
+    }
+    let mut seen = 0;
+    check(&serde_json::to_value(crd()).unwrap(), "", &mut seen);
+    assert!(seen > 100, "only {seen} descriptions");
+    let spec = &schema()["properties"]["spec"]["properties"];
+    assert!(
+        spec["prefetch"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("a bulk holds at most workers * prefetch messages. In bulk mode"),
+        "a doc comment's lines joined by a space"
+    );
+}
+
+#[test]
+fn the_shutdown_budget_defaults_to_25_seconds_within_1_to_3600() {
+    let shutdown = &schema()["properties"]["spec"]["properties"]["shutdownTimeoutSeconds"];
+    assert_eq!(shutdown["default"], 25);
+    assert_eq!(shutdown["minimum"].as_f64(), Some(1.0));
+    assert_eq!(shutdown["maximum"].as_f64(), Some(3600.0));
+    assert!(
+        shutdown["description"]
+            .as_str()
+            .unwrap()
+            .contains("BULK_RECORDER_SHUTDOWN_TIMEOUT_MS")
+    );
 }
 
 #[test]

@@ -3,11 +3,13 @@
 //! paused virtual time, and this prints the requests per minute per resource and verb.
 //!
 //! `cargo bench -p bulk-recorder-operator --bench api_load` (a few seconds of wall time;
-//! `-- --resources N --minutes M` to change the load or the measured span).
+//! `-- --resources N --minutes M` to change the load or the measured span, `--busy P` for the
+//! percentage of recorders that are busy: a busy one's counts move all the time, so it reports
+//! every `REPORT_MIN_INTERVAL`; an idle one reported once when it started and then nothing).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use bulk_recorder_crds::{BulkRecorder, REPORT_INTERVAL, report_field_manager};
+use bulk_recorder_crds::{BulkRecorder, REPORT_MIN_INTERVAL, report_field_manager};
 use bulk_recorder_operator::{
     context::Context,
     controller,
@@ -53,9 +55,14 @@ fn seed(fake: &FakeApiServer, index: u64) -> (String, String, String) {
     (ns, name, pod)
 }
 
-/// A recorder pod, as recorder/src/telemetry/status_report.rs reports: its own status entry, with
-/// growing counts, every `REPORT_INTERVAL` ±20% (a deterministic spread here).
-async fn recorder(fake: FakeApiServer, ns: String, name: String, pod: String, offset: Duration) {
+/// A recorder pod, as recorder/src/telemetry/status_report.rs reports: its own status entry,
+/// once at start, then (when `busy`) with growing counts every `REPORT_MIN_INTERVAL`.
+async fn recorder(
+    fake: FakeApiServer,
+    (ns, name, pod): (String, String, String),
+    offset: Duration,
+    busy: bool,
+) {
     let api: Api<BulkRecorder> = Api::namespaced(fake.client(Caller::Recorder(name.clone())), &ns);
     let manager = report_field_manager(&pod, "s1");
     tokio::time::sleep(offset).await;
@@ -72,8 +79,10 @@ async fn recorder(fake: FakeApiServer, ns: String, name: String, pod: String, of
                 &Patch::Apply(&entry),
             )
             .await;
-        let spread = 0.8 + 0.4 * ((round as usize * 7919 + pod.len() * 31) % 100) as f64 / 100.0;
-        tokio::time::sleep(REPORT_INTERVAL.mul_f64(spread)).await;
+        if !busy {
+            return;
+        }
+        tokio::time::sleep(REPORT_MIN_INTERVAL).await;
     }
 }
 
@@ -81,13 +90,14 @@ async fn recorder(fake: FakeApiServer, ns: String, name: String, pod: String, of
 async fn main() {
     let resources = arg("--resources", 200);
     let minutes = arg("--minutes", 10);
+    let busy = arg("--busy", 100);
     let fake = FakeApiServer::new();
     // The load of a cluster without OwnerReferencesPermissionEnforcement (the tests cover it).
     fake.without_owner_reference_enforcement();
     for i in 0..resources {
-        let (ns, name, pod) = seed(&fake, i);
-        let offset = REPORT_INTERVAL.mul_f64(i as f64 / resources as f64);
-        tokio::spawn(recorder(fake.clone(), ns, name, pod, offset));
+        let offset = REPORT_MIN_INTERVAL.mul_f64(i as f64 / resources as f64);
+        let busy = i * 100 < busy * resources;
+        tokio::spawn(recorder(fake.clone(), seed(&fake, i), offset, busy));
     }
     let client = fake.client(Caller::Operator);
     let ctx = Arc::new(Context::new(
@@ -112,7 +122,7 @@ async fn main() {
     }
     let per_minute = |n: u64| n as f64 / minutes as f64;
     println!(
-        "{resources} BulkRecorders, 1 recorder pod each, measured over {minutes} virtual minutes after {}s of warm-up ({:.1}s of wall time)",
+        "{resources} BulkRecorders, 1 recorder pod each, {busy}% busy, measured over {minutes} virtual minutes after {}s of warm-up ({:.1}s of wall time)",
         WARM_UP.as_secs(),
         started.elapsed().as_secs_f64()
     );

@@ -155,8 +155,24 @@ fn pod_monitor(state: &PodMonitorState, generation: Option<i64>) -> Condition {
 }
 
 /// The conditions after a reconcile failed: Degraded with the error (so that `kubectl describe`
-/// shows it), not Ready; Progressing and PodMonitorReady stay as they were.
-pub fn failed(error: &str, generation: Option<i64>, previous: &[Condition]) -> Vec<Condition> {
+/// shows it), not Ready; Progressing and PodMonitorReady stay as they were. A refused permission
+/// (`forbidden`) has a reason of its own and says what to grant.
+pub fn failed(
+    error: &str,
+    forbidden: bool,
+    generation: Option<i64>,
+    previous: &[Condition],
+) -> Vec<Condition> {
+    let (reason, message) = if forbidden {
+        (
+            "Forbidden",
+            format!(
+                "{error}: the operator's ServiceAccount lacks this permission; grant it (the chart's RBAC, or the rules of operator/src/rbac.rs): retried every 5 s"
+            ),
+        )
+    } else {
+        ("ReconcileError", format!("{error} (retrying with backoff)"))
+    };
     let progressing = previous
         .iter()
         .find(|c| c.type_ == "Progressing")
@@ -179,13 +195,7 @@ pub fn failed(error: &str, generation: Option<i64>, previous: &[Condition]) -> V
             generation,
         ),
         progressing,
-        condition(
-            "Degraded",
-            true,
-            "ReconcileError",
-            format!("{error} (retrying with backoff)"),
-            generation,
-        ),
+        condition("Degraded", true, reason, message, generation),
     ];
     next.extend(
         previous
@@ -319,11 +329,30 @@ mod tests {
             ..healthy()
         };
         let before = compute(&observed, Some(1), &[]);
-        let after = failed("applying Deployment orders: boom", Some(1), &before);
+        let after = failed("applying Deployment orders: boom", false, Some(1), &before);
         assert_eq!(
             find(&after, POD_MONITOR_READY),
             find(&before, POD_MONITOR_READY)
         );
         assert_eq!(find(&after, "Degraded").reason, "ReconcileError");
+    }
+
+    #[test]
+    fn a_refused_permission_says_what_to_grant_and_when_it_is_retried() {
+        let error = "applying Deployment orders: Operator cannot patch resource \"deployments\"";
+        let after = failed(error, true, Some(1), &[]);
+        let degraded = find(&after, "Degraded");
+        assert_eq!(degraded.reason, "Forbidden");
+        assert!(degraded.message.starts_with(error), "{}", degraded.message);
+        assert!(
+            degraded.message.contains("grant it"),
+            "{}",
+            degraded.message
+        );
+        assert!(
+            degraded.message.contains("every 5 s"),
+            "{}",
+            degraded.message
+        );
     }
 }

@@ -5,14 +5,13 @@ use std::{
     sync::{Mutex, OnceLock},
 };
 
-use kube::{
-    Client,
-    runtime::events::{Recorder, Reporter},
-};
+use kube::Client;
+use tokio::time::Instant;
 
 use crate::{
     apply::Applied,
     discovery::Discovery,
+    events::Events,
     metrics::Metrics,
     secrets::SecretCache,
     stores::{GonePods, Stores},
@@ -22,10 +21,12 @@ pub struct Context {
     pub client: Client,
     /// The recorder image for resources that do not name one (`--recorder-image`).
     pub recorder_image: String,
-    pub events: Recorder,
+    pub events: Events,
     pub metrics: Metrics,
     /// Consecutive failures per resource (namespace/name), for the error backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// When this process last wrote each resource's status (namespace/name), to pace counts.
+    pub status_writes: Mutex<HashMap<String, Instant>>,
     /// The controller's caches; unset when a reconcile runs without the controller.
     pub stores: OnceLock<Stores>,
     /// What was last applied, to skip applies that would certainly change nothing.
@@ -40,16 +41,13 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, recorder_image: String, instance: String) -> Self {
-        let reporter = Reporter {
-            controller: "bulk-recorder-operator".into(),
-            instance: Some(instance),
-        };
         Self {
-            events: Recorder::new(client.clone(), reporter),
+            events: Events::new(client.clone(), "bulk-recorder-operator", &instance),
             client,
             recorder_image,
             metrics: Metrics::default(),
             failures: Mutex::default(),
+            status_writes: Mutex::default(),
             stores: OnceLock::new(),
             applied: Applied::default(),
             secrets: SecretCache::default(),

@@ -1,14 +1,20 @@
 //! The kube-runtime controller: what is watched, what triggers a reconcile, and how many run at
 //! once.
 //!
-//! Recorder pods write their counts into the status; those writes must not each cause a
-//! reconcile, so the BulkRecorder watch passes only spec changes (generation) and counts are
-//! aggregated on the periodic requeue. Owned objects are watched (into stores the reconciler
-//! reads instead of the API) and trigger a reconcile when they change (readiness, hand edits);
-//! recorder pods are watched as metadata only, so that a deleted pod's counts are folded at once.
-//! PodMonitors are watched once the Prometheus Operator's CRD is served.
+//! The BulkRecorder watch passes spec changes (generation) and changes of the recorders' entries
+//! in `status.recorders` (so that counts reach `status.counts` within seconds of a report), not
+//! the operator's own status writes; a recorder reports only when its counts moved, at most once
+//! in 5 s, so an idle resource triggers nothing. Owned objects are watched (into stores the
+//! reconciler reads instead of the API) and trigger a reconcile when they change (readiness,
+//! hand edits); recorder pods are watched as metadata only, so that a deleted pod's counts are
+//! folded at once. PodMonitors are watched once the Prometheus Operator's CRD is served. Every
+//! watch retries a failure (a refused permission, a missing CRD) within [`WATCH_RETRY_MAX`].
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
 
 use bulk_recorder_crds::BulkRecorder;
 use futures::{StreamExt, TryStreamExt};
@@ -24,8 +30,9 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Config as ControllerConfig},
-        predicates, reflector,
+        reflector,
         reflector::{ObjectRef, Store},
+        utils::Backoff,
         watcher::{self, Config, Event},
     },
 };
@@ -41,8 +48,53 @@ use crate::{
 /// Reconciles running at once: bounds the operator's burst of requests after a restart.
 pub const CONCURRENCY: u16 = 8;
 
-/// Triggers closer together than this are merged into one reconcile.
-pub const DEBOUNCE: Duration = Duration::from_secs(1);
+/// No debounce: kube's scheduler pushes a debounced reconcile back on every new trigger, so a
+/// resource whose hundred recorders report every 5 s would never be reconciled. Triggers that
+/// arrive while a reconcile runs are merged into one, and the status writes are paced instead
+/// (`status::decide`).
+pub const DEBOUNCE: Duration = Duration::ZERO;
+
+/// The longest pause between two tries of a failing watch: a permission granted, or a CRD
+/// installed, is picked up within seconds (kube's default waits up to 30 s).
+pub const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Doubles from half a second up to [`WATCH_RETRY_MAX`]; starts over once a watch succeeds.
+#[derive(Debug, Clone)]
+pub struct WatchBackoff(Duration);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(500))
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.0;
+        self.0 = (self.0 * 2).min(WATCH_RETRY_MAX);
+        Some(delay)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// What makes a BulkRecorder worth a reconcile: its generation and its recorders' entries.
+pub fn spec_or_reports(br: &BulkRecorder) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    br.metadata.generation.hash(&mut hasher);
+    if let Some(status) = &br.status {
+        serde_json::to_string(&status.recorders)
+            .unwrap_or_default()
+            .hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
@@ -76,13 +128,13 @@ where
         api::<PartialObjectMeta<K>>(client, namespace),
         Config::default().labels(OWNED_SELECTOR).any_semantic(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .reflect(writer)
     .touched_objects();
     (reader, stream)
 }
 
-/// The BulkRecorders, passing on spec changes only.
+/// The BulkRecorders, passing on changes of the spec and of the recorders' reports.
 fn bulk_recorders(
     client: &Client,
     namespace: &Option<String>,
@@ -95,10 +147,10 @@ fn bulk_recorders(
         api::<BulkRecorder>(client, namespace),
         Config::default().any_semantic(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .reflect(writer)
     .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    .predicate_filter(spec_or_reports, Default::default());
     (reader, stream)
 }
 
@@ -115,7 +167,7 @@ fn deployments(
         api::<Deployment>(client, namespace),
         Config::default().labels(OWNED_SELECTOR).any_semantic(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .reflect(writer)
     .touched_objects();
     (reader, stream)
@@ -158,7 +210,7 @@ fn recorder_pods(
             .labels(RECORDER_PODS_SELECTOR)
             .any_semantic(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .reflect(writer)
     .inspect_ok(move |event| {
         if let Event::Delete(pod) = event {
@@ -247,5 +299,37 @@ fn log_result(result: Outcome) {
         Err(error) => {
             tracing::warn!(%error, "watching the cluster failed; retrying with backoff")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_watch_is_retried_within_five_seconds() {
+        let delays: Vec<Duration> = WatchBackoff::default().take(8).collect();
+        assert_eq!(delays[0], Duration::from_millis(500));
+        assert!(delays.iter().all(|d| *d <= WATCH_RETRY_MAX), "{delays:?}");
+        assert_eq!(delays[7], WATCH_RETRY_MAX);
+    }
+
+    #[test]
+    fn recorder_reports_trigger_a_reconcile_and_the_operators_own_writes_do_not() {
+        let mut br = crate::fixtures::bulk_recorder("orders", "ledger");
+        br.status = Some(Default::default());
+        let before = spec_or_reports(&br);
+        br.status.as_mut().unwrap().counts = Some(Default::default());
+        br.status.as_mut().unwrap().last_reconcile_time = Some("2026-12-07T12:00:00Z".into());
+        assert_eq!(spec_or_reports(&br), before, "the operator's own fields");
+        br.status
+            .as_mut()
+            .unwrap()
+            .recorders
+            .push(Default::default());
+        assert_ne!(spec_or_reports(&br), before, "a recorder's report");
+        let reported = spec_or_reports(&br);
+        br.metadata.generation = Some(2);
+        assert_ne!(spec_or_reports(&br), reported, "a spec change");
     }
 }

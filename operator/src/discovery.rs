@@ -3,7 +3,7 @@
 //! every reconcile and asked again at most once per [`TTL`], so a CRD installed later is noticed
 //! within about a minute at the cost of one request a minute for the whole operator.
 
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
 use kube::Client;
 use tokio::time::Instant;
@@ -14,7 +14,8 @@ pub const TTL: Duration = Duration::from_secs(60);
 pub struct Discovery {
     group_version: &'static str,
     plural: &'static str,
-    last: Mutex<Option<(Instant, bool)>>,
+    /// Held across the request, so that reconciles running at once ask once between them.
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl Discovery {
@@ -22,7 +23,7 @@ impl Discovery {
         Self {
             group_version,
             plural,
-            last: Mutex::new(None),
+            last: tokio::sync::Mutex::const_new(None),
         }
     }
 
@@ -33,7 +34,8 @@ impl Discovery {
 
     /// Whether the kind is served, as of at most [`TTL`] ago.
     pub async fn served(&self, client: &Client) -> Result<bool, kube::Error> {
-        if let Some((at, served)) = *self.last.lock().expect("lock")
+        let mut last = self.last.lock().await;
+        if let Some((at, served)) = *last
             && at.elapsed() < TTL
         {
             return Ok(served);
@@ -44,7 +46,7 @@ impl Discovery {
             Err(kube::Error::Api(e)) if e.code == 404 => false,
             Err(e) => return Err(e),
         };
-        *self.last.lock().expect("lock") = Some((Instant::now(), served));
+        *last = Some((Instant::now(), served));
         Ok(served)
     }
 

@@ -12,6 +12,13 @@ pub enum Error {
     NoNamespace,
 }
 
+impl Error {
+    /// The API server refused a permission (403); its message names the verb and resource.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Self::Kube { source: kube::Error::Api(e), .. } if e.code == 403)
+    }
+}
+
 /// Names the step an API error happened in.
 pub trait During<T> {
     fn during(self, action: impl FnOnce() -> String) -> Result<T, Error>;

@@ -35,6 +35,7 @@ pub fn bulk_recorder(name: &str, namespace: &str) -> BulkRecorder {
             statement_timeout_ms: 10_000,
             lock_timeout_ms: None,
             missing_parent_wait_ms: 30_000,
+            shutdown_timeout_seconds: 25,
             message_format: Default::default(),
             rabbitmq: RabbitMqSpec {
                 url_secret_ref: SecretKeyRef {

@@ -25,10 +25,9 @@ pub struct Fold {
 }
 
 /// An entry of a pod that is not (yet) listed is folded only once it has been silent this
-/// long: a pod that was just created may report before our pod list shows it. Three report
-/// intervals, so that one failed report does not retire a live recorder.
-pub const GRACE: Duration =
-    Duration::seconds(3 * bulk_recorder_crds::REPORT_INTERVAL.as_secs() as i64);
+/// long: a pod that was just created may report before our pod list shows it. (An idle
+/// recorder reports nothing, so silence alone never retires the entry of a listed pod.)
+pub const GRACE: Duration = Duration::seconds(90);
 
 fn reported_at(entry: &RecorderReport) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(&entry.last_report)
@@ -105,7 +104,7 @@ mod tests {
             transactions: rows,
             operations: rows,
             last_report: at.into(),
-            backlog: None,
+            ..Default::default()
         }
     }
 
@@ -205,6 +204,20 @@ mod tests {
             ),
             (6, 1)
         );
+    }
+
+    #[test]
+    fn rejected_messages_are_summed_and_folded_like_the_rows() {
+        let mut gone = entry("a", "1", 10, "2026-11-24T12:00:00Z");
+        gone.rejected = 3;
+        let mut live = entry("b", "1", 5, "2026-11-24T12:09:59Z");
+        live.rejected = 2;
+        let status = BulkRecorderStatus {
+            recorders: vec![gone, live],
+            ..Default::default()
+        };
+        let f = fold(&status, &pods(&["b"]), &BTreeMap::new(), now());
+        assert_eq!((f.folded.rejected, f.counts.rejected), (3, 5));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod controller;
 pub mod desired;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod fold;
 pub mod http;
 pub mod metrics;

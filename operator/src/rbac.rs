@@ -115,6 +115,26 @@ pub const AGGREGATE_TO_VIEW: &[(&str, &str, &[&str])] = &[
 pub const BUILT_IN_AUTOSCALER_CALLS: &[(&str, &str, &[&str])] =
     &[("*", "*/scale", &["get", "update"])];
 
+/// The tables the chart must grant, by who holds them (`operator`: its own calls and the
+/// leader election's; `recorder`: each recorder pod's Role; `edit` and `view`: the ClusterRoles
+/// aggregated into Kubernetes' roles), as `{"operator": [[group, resource, [verbs]], ...], ...}`.
+/// `BUILT_IN_AUTOSCALER_CALLS` is left out: Kubernetes ships that role.
+pub fn tables_json() -> serde_json::Value {
+    let rows = |tables: &[&[(&str, &str, &[&str])]]| -> Vec<serde_json::Value> {
+        tables
+            .iter()
+            .flat_map(|table| table.iter())
+            .map(|(group, resource, verbs)| serde_json::json!([group, resource, verbs]))
+            .collect()
+    };
+    serde_json::json!({
+        "operator": rows(&[OPERATOR_CALLS, LEADER_ELECTION_CALLS]),
+        "recorder": rows(&[RECORDER_CALLS]),
+        "edit": rows(&[AGGREGATE_TO_EDIT]),
+        "view": rows(&[AGGREGATE_TO_VIEW]),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

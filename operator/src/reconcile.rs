@@ -60,15 +60,25 @@ fn key(br: &BulkRecorder) -> String {
     format!("{}/{}", br.namespace().unwrap_or_default(), br.name_any())
 }
 
-/// Backs off 5 s, 10 s, 20 s ... up to 5 minutes; never hot-loops.
+/// How long a refused permission waits before the next try: a grant is picked up within
+/// seconds, and a failed request costs the API server little.
+pub const FORBIDDEN_RETRY: Duration = Duration::from_secs(5);
+
+/// Backs off 5 s, 10 s, 20 s ... up to 5 minutes; never hot-loops. A refused permission is
+/// retried every [`FORBIDDEN_RETRY`]: the fix (a grant) happens outside, and nothing else
+/// would notice it.
 pub fn error_policy(br: Arc<BulkRecorder>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failures.inc();
     let mut failures = ctx.failures.lock().expect("lock");
     let count = failures.entry(key(&br)).or_insert(0);
     *count = count.saturating_add(1);
-    let delay = Duration::from_secs(5)
-        .saturating_mul(1 << (*count - 1).min(6))
-        .min(Duration::from_secs(300));
+    let delay = if error.is_forbidden() {
+        FORBIDDEN_RETRY
+    } else {
+        Duration::from_secs(5)
+            .saturating_mul(1 << (*count - 1).min(6))
+            .min(Duration::from_secs(300))
+    };
     tracing::warn!(resource = key(&br), %error, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
@@ -80,7 +90,13 @@ async fn report_failure(br: &BulkRecorder, ctx: &Context, error: &Error) {
     if let Some(ns) = br.namespace() {
         let current = br.status.clone().unwrap_or_default();
         let next = BulkRecorderStatus {
-            conditions: conditions::failed(&message, br.metadata.generation, &current.conditions),
+            conditions: conditions::failed(
+                &message,
+                error.is_forbidden(),
+                br.metadata.generation,
+                &current.conditions,
+            ),
+            last_reconcile_time: Some(now_rfc3339()),
             ..current.clone()
         };
         if status::differs(&current, &next) {
@@ -129,15 +145,50 @@ async fn reconcile_inner(br: &BulkRecorder, ctx: &Context) -> Result<Action, Err
         // Recorders reported between each read and fold, three times: try again shortly.
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
+    let folded = !folding.remove.is_empty();
     let next = next_status(br, &observed, deployment.as_ref(), &current, folding);
-    if status::differs(&current, &next) {
-        let api = Api::<BulkRecorder>::namespaced(ctx.client.clone(), &ns);
-        status::apply(&api, &br.name_any(), &next)
-            .await
-            .during(|| "applying the status".into())?;
-    }
+    let action = write_status(br, ctx, &ns, &current, &next, folded).await?;
     publish_events(br, ctx, &changes, &current, &next).await;
-    Ok(Action::requeue(REFRESH))
+    Ok(action)
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Applies `next` when [`status::decide`] says so; the next visit is sooner while counts wait.
+/// Right after a fold the counts are written at once, so that `counts` is `folded` plus the
+/// entries again.
+async fn write_status(
+    br: &BulkRecorder,
+    ctx: &Context,
+    ns: &str,
+    current: &BulkRecorderStatus,
+    next: &BulkRecorderStatus,
+    folded: bool,
+) -> Result<Action, Error> {
+    let since = match folded {
+        true => None,
+        false => ctx
+            .status_writes
+            .lock()
+            .expect("lock")
+            .get(&key(br))
+            .map(|at| at.elapsed()),
+    };
+    match status::decide(current, next, since, chrono::Utc::now()) {
+        status::Write::No => Ok(Action::requeue(REFRESH)),
+        status::Write::Later(wait) => Ok(Action::requeue(wait)),
+        status::Write::Now => {
+            let api = Api::<BulkRecorder>::namespaced(ctx.client.clone(), ns);
+            status::apply(&api, &br.name_any(), next)
+                .await
+                .during(|| "applying the status".into())?;
+            let now = tokio::time::Instant::now();
+            ctx.status_writes.lock().expect("lock").insert(key(br), now);
+            Ok(Action::requeue(REFRESH))
+        }
+    }
 }
 
 /// Folds the entries of recorders that are gone; returns the status as it then is and the fold.
@@ -202,6 +253,7 @@ fn next_status(
         backlog: folding.backlog,
         conditions: conditions::compute(observed, br.metadata.generation, &current.conditions),
         counts: Some(folding.counts),
+        last_reconcile_time: Some(now_rfc3339()),
         ..Default::default()
     }
 }

@@ -171,6 +171,40 @@ async fn fetch(client: &Client, ns: &str) -> BulkRecorder {
 /// Gives ServiceAccount `operator` in `ns` exactly the rules of `rbac::OPERATOR_CALLS`, and
 /// returns a client that acts as it (through impersonation).
 async fn operator_client(client: &Client, ns: &str) -> Client {
+    operator_client_without(client, ns, None).await
+}
+
+/// The Role `operator`: the rules of `rbac::OPERATOR_CALLS`, less `missing` (group, resource,
+/// verb) when given.
+fn operator_role(missing: Option<(&str, &str, &str)>) -> Role {
+    let rules = OPERATOR_CALLS
+        .iter()
+        .map(|(group, resource, verbs)| PolicyRule {
+            api_groups: Some(vec![group.to_string()]),
+            resources: Some(vec![resource.to_string()]),
+            verbs: verbs
+                .iter()
+                .filter(|v| missing != Some((group, resource, v)))
+                .map(|v| v.to_string())
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    Role {
+        metadata: ObjectMeta {
+            name: Some("operator".into()),
+            ..Default::default()
+        },
+        rules: Some(rules),
+    }
+}
+
+/// As [`operator_client`], with one permission `missing`.
+async fn operator_client_without(
+    client: &Client,
+    ns: &str,
+    missing: Option<(&str, &str, &str)>,
+) -> Client {
     let pp = PostParams::default();
     let sa = ServiceAccount {
         metadata: ObjectMeta {
@@ -183,22 +217,7 @@ async fn operator_client(client: &Client, ns: &str) -> Client {
         .create(&pp, &sa)
         .await
         .unwrap();
-    let rules = OPERATOR_CALLS
-        .iter()
-        .map(|(group, resource, verbs)| PolicyRule {
-            api_groups: Some(vec![group.to_string()]),
-            resources: Some(vec![resource.to_string()]),
-            verbs: verbs.iter().map(|v| v.to_string()).collect(),
-            ..Default::default()
-        })
-        .collect();
-    let role = Role {
-        metadata: ObjectMeta {
-            name: Some("operator".into()),
-            ..Default::default()
-        },
-        rules: Some(rules),
-    };
+    let role = operator_role(missing);
     Api::<Role>::namespaced(client.clone(), ns)
         .create(&pp, &role)
         .await
@@ -696,4 +715,53 @@ async fn a_pod_monitor_is_created_where_its_crd_is_served_and_reported_where_not
     if installed_here {
         let _ = crds.delete(POD_MONITORS, &DeleteParams::default()).await;
     }
+}
+
+/// Issue 32: an operator whose Role lacks `patch` on Deployments says which permission in the
+/// Degraded condition, and creates the Deployment within seconds of the grant (retried every
+/// 5 s, not after a backoff of minutes).
+#[tokio::test]
+async fn a_missing_permission_is_named_and_picked_up_within_seconds_of_the_grant() {
+    let Some(admin) = cluster().await else { return };
+    install_crd(&admin).await;
+    let ns = namespace(&admin, "bro-e2e-grant").await;
+    create_bulk_recorder(&admin, &ns).await;
+    let operator =
+        operator_client_without(&admin, &ns, Some(("apps", "deployments", "patch"))).await;
+    let ctx = Arc::new(Context::new(operator.clone(), IMAGE.into(), "e2e".into()));
+    let running = tokio::spawn(bulk_recorder_operator::controller::run(
+        operator,
+        ctx,
+        Some(ns.clone()),
+        std::future::pending(),
+    ));
+    wait_until(Duration::from_secs(60), "Degraded: Forbidden", || async {
+        let status = fetch(&admin, &ns).await.status.unwrap_or_default();
+        status.conditions.iter().any(|c| {
+            c.type_ == "Degraded"
+                && c.reason == "Forbidden"
+                && c.message.contains("cannot patch resource \"deployments\"")
+        })
+    })
+    .await;
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), &ns);
+    assert!(deployments.get_opt("orders").await.unwrap().is_none());
+
+    Api::<Role>::namespaced(admin.clone(), &ns)
+        .replace("operator", &PostParams::default(), &operator_role(None))
+        .await
+        .expect("the grant");
+    let granted = std::time::Instant::now();
+    wait_until(
+        Duration::from_secs(15),
+        "the Deployment after the grant",
+        || {
+            let deployments = deployments.clone();
+            async move { deployments.get_opt("orders").await.ok().flatten().is_some() }
+        },
+    )
+    .await;
+    println!("applied {:?} after the grant", granted.elapsed());
+    running.abort();
+    delete_namespace(&admin, &ns).await;
 }

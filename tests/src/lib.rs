@@ -33,6 +33,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use uuid::Uuid;
 
 pub mod exchange;
+pub mod kube_cluster;
 pub mod ledger;
 pub mod mongo;
 pub mod otel;

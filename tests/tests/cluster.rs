@@ -3,151 +3,21 @@
 //!
 //! Each test works in a namespace of its own, deleted at the end. The CRD is applied from
 //! `crds/bulkrecorder.yaml`; the operator runs in this process; the recorder runs locally
-//! against the local RabbitMQ and PostgreSQL and reports into the cluster.
+//! against the local RabbitMQ and PostgreSQL and reports into the cluster. The helpers are in
+//! `tests/src/kube_cluster.rs`; issue 32's operations (counts within seconds, idle recorders,
+//! apply after scale, the chart's refusals) are in `cluster_operations.rs`.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use bulk_recorder::{config::ReportTarget, telemetry::status_report::Reporter};
 use bulk_recorder_crds::BulkRecorder;
-use bulk_recorder_e2e::*;
-use bulk_recorder_operator::{context::Context, controller};
-use k8s_openapi::{
-    api::{
-        apps::v1::Deployment,
-        core::v1::{Namespace, Secret},
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use bulk_recorder_e2e::{kube_cluster::*, *};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, Client,
-    api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-
-/// A client for the cluster, or `None` (with a message) when there is none to test against.
-async fn cluster() -> Option<Client> {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        // To the terminal itself, past the test harness's capture, so that logs show the skip.
-        use std::io::Write;
-        let message =
-            "skipped: KUBECONFIG is not set, so there is no cluster to test the operator against";
-        match std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
-            Ok(mut stderr) => {
-                let _ = writeln!(stderr, "{message}");
-            }
-            Err(_) => eprintln!("{message}"),
-        }
-        return None;
-    }
-    Some(
-        Client::try_default()
-            .await
-            .expect("KUBECONFIG is set but the cluster is unreachable"),
-    )
-}
-
-async fn install_crd(client: &Client) {
-    let crd: CustomResourceDefinition =
-        serde_yaml::from_str(&bulk_recorder_crds::crd_yaml()).unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        "bulkrecorders.bulkrecorder.io",
-        &PatchParams::apply("bulk-recorder-e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("the CRD is accepted: its schema is structural");
-    wait_until(Duration::from_secs(30), "the CRD to be established", || {
-        let api = api.clone();
-        async move {
-            api.get("bulkrecorders.bulkrecorder.io")
-                .await
-                .ok()
-                .and_then(|c| c.status?.conditions)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        }
-    })
-    .await;
-}
-
-/// A namespace with the two Secrets the example references.
-async fn namespace(client: &Client) -> String {
-    let name = format!("br-e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let api: Api<Namespace> = Api::all(client.clone());
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
-    )
-    .await
-    .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &name);
-    for (secret, url) in [
-        ("bulk-recorder-rabbitmq", rabbitmq_url()),
-        ("bulk-recorder-postgres", postgres_admin_url()),
-        (
-            "bulk-recorder-mongodb",
-            bulk_recorder_e2e::mongo::mongodb_url(),
-        ),
-    ] {
-        let body = json!({"metadata": {"name": secret}, "stringData": {"url": url}});
-        secrets
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(body).unwrap(),
-            )
-            .await
-            .unwrap();
-    }
-    name
-}
-
-async fn delete_namespace(client: &Client, name: &str) {
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(name, &DeleteParams::default())
-        .await;
-}
-
-fn example(name: &str) -> serde_json::Value {
-    let mut value: serde_json::Value =
-        serde_yaml::from_str(include_str!("../../examples/bulkrecorder.yaml")).unwrap();
-    value["metadata"]["name"] = json!(name);
-    value
-}
-
-fn start_operator(client: &Client, ns: &str) -> tokio::task::JoinHandle<()> {
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        "bulk-recorder:e2e".into(),
-        "e2e".into(),
-    ));
-    tokio::spawn(controller::run(
-        client.clone(),
-        ctx,
-        Some(ns.to_string()),
-        std::future::pending(),
-    ))
-}
-
-/// A namespace with the operator running for it and the example BulkRecorder named `orders`.
-async fn orders_with_operator(
-    client: &Client,
-) -> (String, tokio::task::JoinHandle<()>, Api<BulkRecorder>) {
-    install_crd(client).await;
-    let ns = namespace(client).await;
-    let operator = start_operator(client, &ns);
-    let recorders: Api<BulkRecorder> = Api::namespaced(client.clone(), &ns);
-    recorders
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(example("orders")).unwrap(),
-        )
-        .await
-        .unwrap();
-    (ns, operator, recorders)
-}
 
 #[tokio::test]
 async fn a_bulk_recorder_becomes_a_deployment_with_the_derived_size() {

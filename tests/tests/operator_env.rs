@@ -53,6 +53,11 @@ fn the_defaults_give_the_recorder_its_own_defaults() {
     assert_eq!(config.statement_timeout.as_millis(), 10_000);
     assert_eq!(config.lock_timeout.as_millis(), 5_000);
     assert_eq!(config.missing_parent_wait.as_millis(), 30_000);
+    assert_eq!(
+        config.shutdown_timeout.as_secs(),
+        25,
+        "spec.shutdownTimeoutSeconds' default"
+    );
     assert_eq!(config.message_format, None, "auto");
     assert_eq!(config.instance, "orders-7d9f-abcde");
     assert_eq!(config.report.expect("reports").name, "orders");
@@ -64,7 +69,7 @@ fn every_tuning_field_reaches_the_recorder() {
         "workers": 4, "prefetch": 1000, "size": 1000, "maxRowsPerInsert": 2000,
         "bulksInFlight": 3, "statementTimeoutMs": 20000, "lockTimeoutMs": 2000,
         "missingParentWaitMs": 1000, "flushTimeoutMs": 250, "messageFormat": "midaz",
-        "fallbackEnabled": false
+        "fallbackEnabled": false, "shutdownTimeoutSeconds": 90
     }));
     assert_eq!(br.spec.message_format, MessageFormat::Midaz);
     let config = Config::from_vars(&pod_env(&br)).expect("accepted");
@@ -78,6 +83,7 @@ fn every_tuning_field_reaches_the_recorder() {
     assert_eq!(config.lock_timeout.as_millis(), 2_000);
     assert_eq!(config.missing_parent_wait.as_millis(), 1_000);
     assert_eq!(config.flush_timeout.as_millis(), 250);
+    assert_eq!(config.shutdown_timeout.as_secs(), 90);
     assert_eq!(
         config.message_format,
         Some(bulk_recorder::message::Format::Midaz)

@@ -51,3 +51,25 @@ app.kubernetes.io/component: operator
 {{- define "bro.recorderImage" -}}
 {{ .Values.recorderImage.repository }}:{{ .Values.recorderImage.tag | default .Chart.AppVersion }}
 {{- end }}
+
+{{/*
+Refuses an install whose watchNamespace does not exist, before anything is created: every
+template renders before Helm creates the first object, so a `fail` here leaves no release, no
+operator and no RBAC behind (only the CRD, which Helm installs first and never removes). The
+check asks the cluster (`lookup`) and so runs only where Helm talks to one: `helm template` and
+`--dry-run=client` see no cluster (kube-system looks absent) and skip it. The release's own
+namespace is left to Helm (`--create-namespace` creates it after rendering).
+*/}}
+{{- define "bro.checkWatchNamespace" -}}
+{{- $ns := .Values.watchNamespace -}}
+{{- if and $ns (ne $ns .Release.Namespace) (lookup "v1" "Namespace" "" "kube-system") -}}
+{{- if not (lookup "v1" "Namespace" "" $ns) -}}
+{{- fail (printf "watchNamespace %q does not exist: create it first (kubectl create namespace %s), or leave watchNamespace empty to watch every namespace; nothing was installed" $ns $ns) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/* Whether the cluster serves a Prometheus Operator kind (monitoring.coreos.com/v1/<kind>). */}}
+{{- define "bro.servesMonitoring" -}}
+{{- if .root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind) }}true{{ end -}}
+{{- end }}

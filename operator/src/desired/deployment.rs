@@ -20,13 +20,15 @@ use super::{
     service_account_name,
 };
 
-/// Long enough for SIGTERM to drain: the flush timeout, then a write that may take its
-/// statement timeout for each of its (usually two) statements plus 5 s; never below 60 s.
+/// Room after SIGTERM beyond the recorder's own shutdown budget: its final status report and
+/// its exit.
+pub const GRACE_AFTER_SHUTDOWN_SECONDS: i64 = 5;
+
+/// The recorder finishes (or hands back) everything within `spec.shutdownTimeoutSeconds`
+/// (BULK_RECORDER_SHUTDOWN_TIMEOUT_MS), so the kubelet waits that long and a little more before
+/// it kills the container.
 pub fn termination_grace_seconds(br: &BulkRecorder) -> i64 {
-    let spec = &br.spec;
-    let drain_ms =
-        i64::from(spec.flush_timeout_ms) + 2 * i64::from(spec.statement_timeout_ms) + 10_000;
-    (drain_ms.div_euclid(1000) + 1).max(60)
+    i64::from(br.spec.shutdown_timeout_seconds) + GRACE_AFTER_SHUTDOWN_SECONDS
 }
 
 fn probe(path: &str, period: i32) -> Probe {
@@ -305,23 +307,24 @@ mod tests {
     }
 
     #[test]
-    fn the_pods_get_enough_grace_to_drain_a_slow_write() {
+    fn the_pods_get_the_shutdown_budget_and_five_seconds_more() {
         let mut br = bulk_recorder("orders", "ledger");
-        assert_eq!(
-            termination_grace_seconds(&br),
-            60,
-            "the defaults drain in 31 s"
-        );
-        br.spec.statement_timeout_ms = 60_000;
-        br.spec.flush_timeout_ms = 5_000;
-        assert_eq!(termination_grace_seconds(&br), 136);
+        assert_eq!(termination_grace_seconds(&br), 30, "25 s by default");
+        br.spec.shutdown_timeout_seconds = 120;
         let pod = deployment(&br, "img", "")
             .spec
             .unwrap()
             .template
             .spec
             .unwrap();
-        assert_eq!(pod.termination_grace_period_seconds, Some(136));
+        assert_eq!(pod.termination_grace_period_seconds, Some(125));
+        let budget = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "BULK_RECORDER_SHUTDOWN_TIMEOUT_MS")
+            .and_then(|e| e.value.clone());
+        assert_eq!(budget.as_deref(), Some("120000"));
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub fn recorder_env(br: &BulkRecorder) -> Vec<EnvVar> {
             "BULK_RECORDER_MISSING_PARENT_WAIT_MS",
             spec.missing_parent_wait_ms,
         ),
+        env(
+            "BULK_RECORDER_SHUTDOWN_TIMEOUT_MS",
+            i64::from(spec.shutdown_timeout_seconds) * 1000,
+        ),
         env_from_secret("DATABASE_URL", &spec.postgres.url_secret_ref),
         env("BULK_RECORDER_MIGRATE", spec.postgres.migrate),
         env("LOG_FORMAT", "json"),

@@ -45,6 +45,19 @@ pub struct Attributes {
 }
 
 impl Caller {
+    /// The user name the API server sees (in its 403 messages).
+    pub fn user(&self) -> String {
+        match self {
+            Self::Admin => "kubernetes-admin".into(),
+            Self::Operator => "system:serviceaccount:bulk-recorder:bulk-recorder-operator".into(),
+            Self::Recorder(name) => format!("system:serviceaccount:ledger:{name}-recorder"),
+            Self::Editor => "editor".into(),
+            Self::Autoscaler => {
+                "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into()
+            }
+        }
+    }
+
     pub fn allows(&self, a: &Attributes) -> bool {
         let table = |calls: &[(&str, &str, &[&str])]| {
             calls.iter().any(|(g, r, verbs)| {

@@ -164,7 +164,7 @@ fn write(
             verb: "create",
         };
         if !caller.allows(&create) {
-            return Err(forbidden(caller, &create));
+            return Err(forbidden(caller, &create, target.namespace.as_deref()));
         }
         if !target.subresource.is_empty() {
             return Err(not_found(target, &key.name));

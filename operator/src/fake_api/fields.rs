@@ -20,12 +20,12 @@ pub enum Elem {
 pub type Path = Vec<Elem>;
 pub type FieldSet = BTreeSet<Path>;
 
-/// Lists of type `map` and their keys, by the field names leading to them. Every other list is
-/// atomic, as in the real schemas (the CRD's `x-kubernetes-list-type`, and the built-in types'
-/// `patchMergeKey`s).
-const LIST_MAPS: &[(&str, &[&str])] = &[
-    ("status.recorders", &["pod", "startId"]),
-    ("status.conditions", &["type"]),
+/// The built-in kinds' lists of type `map` and their keys, by the field names leading to them:
+/// Kubernetes' OpenAPI marks them (`x-kubernetes-list-type` and `patchMergeKey`s), but
+/// k8s-openapi's types do not carry that, so the ones the operator writes are listed here. The
+/// BulkRecorder's own come from its CRD ([`crd_list_maps`]). Every other list is atomic
+/// (replaced whole), as in the real schemas.
+const BUILT_IN_LIST_MAPS: &[(&str, &[&str])] = &[
     ("metadata.ownerReferences", &["uid"]),
     ("spec.template.spec.containers", &["name"]),
     ("spec.template.spec.initContainers", &["name"]),
@@ -40,19 +40,72 @@ const LIST_MAPS: &[(&str, &[&str])] = &[
     ("spec.ports", &["port", "protocol"]),
 ];
 
-fn list_keys(names: &[String]) -> Option<&'static [&'static str]> {
+/// The lists the BulkRecorder CRD declares `x-kubernetes-list-type: map`, with their
+/// `x-kubernetes-list-map-keys`, by the field names leading to them: read from the generated
+/// CRD, so the fake keys entries exactly as a real API server with that CRD does.
+pub fn crd_list_maps() -> &'static [(String, Vec<String>)] {
+    static MAPS: std::sync::OnceLock<Vec<(String, Vec<String>)>> = std::sync::OnceLock::new();
+    MAPS.get_or_init(|| {
+        let crd = serde_json::to_value(bulk_recorder_crds::crd()).expect("the CRD serializes");
+        let mut maps = Vec::new();
+        for version in crd["spec"]["versions"].as_array().into_iter().flatten() {
+            schema_list_maps(
+                &version["schema"]["openAPIV3Schema"],
+                &mut Vec::new(),
+                &mut maps,
+            );
+        }
+        maps
+    })
+}
+
+fn schema_list_maps(schema: &Value, names: &mut Vec<String>, out: &mut Vec<(String, Vec<String>)>) {
+    if schema["x-kubernetes-list-type"] == "map" {
+        let keys = schema["x-kubernetes-list-map-keys"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        let keys = keys.filter_map(Value::as_str).map(String::from).collect();
+        out.push((names.join("."), keys));
+    }
+    for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+        names.push(name.clone());
+        schema_list_maps(property, names, out);
+        names.pop();
+    }
+    // A list's entries are named by the list's path (see `collect`).
+    schema_list_maps_of_items(schema, names, out);
+}
+
+fn schema_list_maps_of_items(
+    schema: &Value,
+    names: &mut Vec<String>,
+    out: &mut Vec<(String, Vec<String>)>,
+) {
+    if let Some(items) = schema.get("items").filter(|i| i.is_object()) {
+        schema_list_maps(items, names, out);
+    }
+}
+
+fn list_keys(names: &[String]) -> Option<Vec<String>> {
     let dotted = names.join(".");
-    LIST_MAPS
+    let built_in = BUILT_IN_LIST_MAPS
         .iter()
         .find(|(path, _)| *path == dotted)
-        .map(|(_, keys)| *keys)
+        .map(|(_, keys)| keys.iter().map(|k| k.to_string()).collect());
+    built_in.or_else(|| {
+        crd_list_maps()
+            .iter()
+            .find(|(path, _)| *path == dotted)
+            .map(|(_, keys)| keys.clone())
+    })
 }
 
 /// The key of a list-map entry: its key fields, canonically ordered.
-fn entry_key(item: &Value, keys: &[&str]) -> String {
+fn entry_key(item: &Value, keys: &[String]) -> String {
     let values: BTreeMap<&str, &Value> = keys
         .iter()
-        .map(|k| (*k, item.get(*k).unwrap_or(&Value::Null)))
+        .map(|k| (k.as_str(), item.get(k).unwrap_or(&Value::Null)))
         .collect();
     serde_json::to_string(&values).expect("keys serialize")
 }
@@ -103,7 +156,7 @@ fn collect(value: &Value, path: &mut Path, names: &mut Vec<String>, out: &mut Fi
         Value::Array(items) if !items.is_empty() && list_keys(names).is_some() => {
             let keys = list_keys(names).expect("checked");
             for item in items {
-                path.push(Elem::Key(entry_key(item, keys)));
+                path.push(Elem::Key(entry_key(item, &keys)));
                 out.insert(path.clone());
                 collect(item, path, names, out);
                 path.pop();
@@ -129,7 +182,7 @@ pub fn get<'a>(value: &'a Value, path: &[Elem]) -> Option<&'a Value> {
                 let keys = list_keys(&names)?;
                 here.as_array()?
                     .iter()
-                    .find(|item| &entry_key(item, keys) == k)?
+                    .find(|item| &entry_key(item, &keys) == k)?
             }
         };
     }
@@ -159,7 +212,7 @@ pub fn remove(value: &mut Value, path: &[Elem]) {
         }
         Elem::Key(k) => {
             if let (Some(keys), Some(items)) = (list_keys(&names), parent.as_array_mut()) {
-                items.retain(|item| &entry_key(item, keys) != k);
+                items.retain(|item| &entry_key(item, &keys) != k);
             }
         }
     }
@@ -186,7 +239,7 @@ fn get_mut<'a>(value: &'a mut Value, path: &[Elem]) -> Option<&'a mut Value> {
                 let keys = list_keys(&names)?;
                 here.as_array_mut()?
                     .iter_mut()
-                    .find(|item| &entry_key(item, keys) == k)?
+                    .find(|item| &entry_key(item, &keys) == k)?
             }
         };
     }
@@ -216,8 +269,8 @@ fn merge_at(live: &mut Value, config: &Value, names: &mut Vec<String>) {
         (Value::Array(l), Value::Array(c)) if list_keys(names).is_some() => {
             let keys = list_keys(names).expect("checked");
             for item in c {
-                let key = entry_key(item, keys);
-                match l.iter_mut().find(|li| entry_key(li, keys) == key) {
+                let key = entry_key(item, &keys);
+                match l.iter_mut().find(|li| entry_key(li, &keys) == key) {
                     Some(existing) => merge_at(existing, item, names),
                     None => l.push(item.clone()),
                 }
@@ -315,5 +368,21 @@ mod tests {
         );
         assert_eq!(live["status"]["recorders"].as_array().unwrap().len(), 2);
         assert_eq!(live["status"]["x"], json!([2]));
+    }
+
+    /// The BulkRecorder's list-maps are the CRD's: a key added to the type reaches the fake.
+    #[test]
+    fn the_crds_list_maps_are_read_from_its_schema() {
+        let maps = crd_list_maps();
+        let recorders = (
+            "status.recorders".to_string(),
+            vec!["pod".into(), "startId".into()],
+        );
+        assert!(maps.contains(&recorders), "{maps:?}");
+        assert!(maps.contains(&("status.conditions".into(), vec!["type".into()])));
+        assert_eq!(
+            list_keys(&["status".into(), "recorders".into()]),
+            Some(recorders.1)
+        );
     }
 }

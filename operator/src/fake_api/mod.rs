@@ -110,12 +110,20 @@ struct State {
     /// API groups whose CRDs are not installed (their requests and discovery answer 404).
     unserved: BTreeSet<String>,
     owner_reference_enforcement_off: bool,
+    /// Permissions taken from a caller (group, resource, verb), as a missing RBAC rule would.
+    revoked: Vec<(Caller, String, String, &'static str)>,
 }
 
 impl State {
     /// Whether requests to `group` are served.
     fn serves(&self, group: &str) -> bool {
         !self.unserved.contains(group)
+    }
+
+    fn revoked(&self, caller: &Caller, a: &authz::Attributes) -> bool {
+        self.revoked
+            .iter()
+            .any(|(c, g, r, v)| c == caller && *g == a.group && *r == a.resource && *v == a.verb)
     }
 }
 
@@ -278,6 +286,20 @@ impl FakeApiServer {
         } else {
             state.unserved.insert(group.into());
         }
+    }
+
+    /// Takes `verb` on `resource` (or `resource/subresource`) of `group` from `caller`, as a
+    /// Role without that rule would: its requests answer 403 until [`FakeApiServer::grant`].
+    pub fn revoke(&self, caller: Caller, group: &str, resource: &str, verb: &'static str) {
+        let mut state = self.shared.state.lock().expect("state");
+        state
+            .revoked
+            .push((caller, group.into(), resource.into(), verb));
+    }
+
+    /// Gives back every permission [`FakeApiServer::revoke`] took.
+    pub fn grant(&self) {
+        self.shared.state.lock().expect("state").revoked.clear();
     }
 
     /// Turns the `OwnerReferencesPermissionEnforcement` admission plugin off (as on clusters

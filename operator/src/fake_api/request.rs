@@ -75,19 +75,33 @@ impl Incoming {
     }
 }
 
-pub(super) fn forbidden(caller: &Caller, a: &Attributes) -> Answer {
+/// A 403 as the API server words it: what was refused, to whom, and where.
+pub(super) fn forbidden(caller: &Caller, a: &Attributes, namespace: Option<&str>) -> Answer {
+    let (resource, subresource) = a.resource.split_once('/').unwrap_or((&a.resource, ""));
+    let qualified = match a.group.as_str() {
+        "" => resource.to_string(),
+        group => format!("{resource}.{group}"),
+    };
+    let object = a
+        .name
+        .as_ref()
+        .map(|n| format!(" \"{n}\""))
+        .unwrap_or_default();
+    let sub = match subresource {
+        "" => String::new(),
+        sub => format!("/{sub}"),
+    };
+    let place = namespace
+        .map(|ns| format!(" in the namespace \"{ns}\""))
+        .unwrap_or_else(|| " at the cluster scope".into());
     status(
         403,
         "Forbidden",
         &format!(
-            "{caller:?} cannot {} resource \"{}\" in API group \"{}\"{}",
+            "{qualified}{object} is forbidden: User \"{}\" cannot {} resource \"{resource}{sub}\" in API group \"{}\"{place}",
+            caller.user(),
             a.verb,
-            a.resource,
             a.group,
-            a.name
-                .as_ref()
-                .map(|n| format!(" (name {n})"))
-                .unwrap_or_default()
         ),
     )
 }

@@ -82,8 +82,8 @@ fn gate(
             "NotFound",
             "the server could not find the requested resource",
         ))
-    } else if !caller.allows(&attributes) {
-        Some(forbidden(caller, &attributes))
+    } else if !caller.allows(&attributes) || state.revoked(caller, &attributes) {
+        Some(forbidden(caller, &attributes, target.namespace.as_deref()))
     } else {
         take_fault(state, &incoming.method, &incoming.path_and_query)
             .map(|fault| status(fault, "InternalError", "injected by the test"))

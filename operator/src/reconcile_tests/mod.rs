@@ -4,6 +4,7 @@
 //! Autoscaling and disruption budgets are in [`scaling`], PodMonitors in [`monitoring`].
 
 mod monitoring;
+mod operations;
 mod scaling;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -447,7 +448,13 @@ async fn a_name_that_cannot_name_a_service_is_degraded_and_applies_nothing() {
 }
 
 /// One recorder process's report, as `recorder/src/telemetry/status_report.rs` applies it.
-async fn report(fake: &FakeApiServer, pod: &str, start_id: &str, inserted: i64, at: &str) {
+pub(super) async fn report(
+    fake: &FakeApiServer,
+    pod: &str,
+    start_id: &str,
+    inserted: i64,
+    at: &str,
+) {
     report_backlog(fake, pod, start_id, inserted, at, None).await;
 }
 

@@ -81,8 +81,8 @@ impl RedisTarget {
                     None => 0,
                 };
                 let (username, password) = match userinfo.map(|u| u.split_once(':')) {
-                    Some(Some((user, password))) => (non_empty(user), non_empty(password)),
-                    Some(None) => (userinfo.and_then(non_empty), None),
+                    Some(Some((user, password))) => (decoded(user)?, decoded(password)?),
+                    Some(None) => (decoded(userinfo.unwrap_or_default())?, None),
                     None => (None, None),
                 };
                 Ok(RedisTarget::Sentinel {
@@ -101,8 +101,16 @@ impl RedisTarget {
     }
 }
 
-fn non_empty(text: &str) -> Option<String> {
-    (!text.is_empty()).then(|| text.to_string())
+/// A user name or password as it is meant: percent-decoded, as the redis crate decodes those of
+/// `redis://` URLs (a `@` or `:` in a password is written `%40`, `%3A`); empty is none.
+fn decoded(text: &str) -> Result<Option<String>, UrlProblem> {
+    let text = percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map_err(|_| UrlProblem {
+            problem: "the user name or password is not UTF-8 once percent-decoded".into(),
+            fix: FIX,
+        })?;
+    Ok((!text.is_empty()).then(|| text.into_owned()))
 }
 
 #[cfg(test)]
@@ -135,6 +143,28 @@ mod tests {
                 },
             }
         );
+    }
+
+    /// `redis://` URLs are percent-decoded by the redis crate; the sentinel master's credentials
+    /// must be too, or `p%40ss` is sent as it is and authentication fails.
+    #[test]
+    fn the_sentinel_masters_credentials_are_percent_decoded_as_redis_urls_are() {
+        let RedisTarget::Sentinel { master, .. } =
+            RedisTarget::parse("redis+sentinel://ledger%2Dapp:p%40ss%3Aw0rd@s1:26379/ledger")
+                .unwrap()
+        else {
+            panic!("a sentinel target");
+        };
+        assert_eq!(master.username.as_deref(), Some("ledger-app"));
+        assert_eq!(master.password.as_deref(), Some("p@ss:w0rd"));
+        let plain = redis::Client::open("redis://ledger%2Dapp:p%40ss%3Aw0rd@h:6379").unwrap();
+        let info = plain.get_connection_info().redis_settings();
+        assert_eq!(
+            (info.username(), info.password()),
+            (Some("ledger-app"), Some("p@ss:w0rd")),
+            "what redis:// does"
+        );
+        assert!(RedisTarget::parse("redis+sentinel://:%FF@s1:26379/ledger").is_err());
     }
 
     #[test]
