@@ -217,51 +217,54 @@ fn convert(t: wire::Transaction, annotation_only: bool) -> Result<Transaction, S
     })
 }
 
-/// An operation's row. `annotation_only` (the newer line's `EffectMode: ANNOTATION_ONLY`: a
-/// NOTED annotation, which moves no balance): its missing balances are zero, as the ledger's
-/// annotation legs carry them; otherwise a nil balance is refused.
-fn convert_operation(op: wire::Operation, annotation_only: bool) -> Result<Operation, String> {
-    let required = |value: Option<super::Decimal>, field: &str, column: &str| {
-        value.ok_or_else(|| {
-            format!(
-                "{field} is nil, but operation.{column} is NOT NULL (refused rather than stored \
-                 as 0)"
-            )
-        })
-    };
-    let balance = |value: Option<super::Decimal>, field: &str, column: &str| match value {
+/// A decimal a NOT NULL column needs, or why it is refused.
+fn required(
+    value: Option<super::Decimal>,
+    field: std::fmt::Arguments<'_>,
+    column: std::fmt::Arguments<'_>,
+) -> Result<super::Decimal, String> {
+    value.ok_or_else(|| {
+        format!(
+            "{field} is nil, but operation.{column} is NOT NULL (refused rather than stored as 0)"
+        )
+    })
+}
+
+/// One side of an operation's balances (`side`: `Balance` or `BalanceAfter`, its columns ending
+/// in `suffix`). `annotation_only` (the newer line's `EffectMode: ANNOTATION_ONLY`: a NOTED
+/// annotation, which moves no balance): a missing balance is zero, as the ledger's annotation
+/// legs carry it; otherwise a nil balance is refused.
+fn balance(
+    b: wire::Balance,
+    side: &str,
+    suffix: &str,
+    annotation_only: bool,
+) -> Result<Balance, String> {
+    let amount = |value: Option<super::Decimal>, field: &str, column: &str| match value {
         None if annotation_only => Ok(zero()),
-        value => required(value, field, column),
+        value => required(
+            value,
+            format_args!("{side}.{field}"),
+            format_args!("{column}{suffix}"),
+        ),
     };
-    let amount = required(op.amount.value, "Amount.Value", "amount")?;
-    let before = Balance {
-        available: Some(balance(
-            op.balance.available,
-            "Balance.Available",
-            "available_balance",
-        )?),
-        on_hold: Some(balance(
-            op.balance.on_hold,
-            "Balance.OnHold",
-            "on_hold_balance",
-        )?),
-        version: op.balance.version,
-        overdraft_used: Some(op.balance.overdraft_used.unwrap_or_else(zero)),
-    };
-    let after = Balance {
-        available: Some(balance(
-            op.balance_after.available,
-            "BalanceAfter.Available",
-            "available_balance_after",
-        )?),
-        on_hold: Some(balance(
-            op.balance_after.on_hold,
-            "BalanceAfter.OnHold",
-            "on_hold_balance_after",
-        )?),
-        version: op.balance_after.version,
-        overdraft_used: Some(op.balance_after.overdraft_used.unwrap_or_else(zero)),
-    };
+    Ok(Balance {
+        available: Some(amount(b.available, "Available", "available_balance")?),
+        on_hold: Some(amount(b.on_hold, "OnHold", "on_hold_balance")?),
+        version: b.version,
+        overdraft_used: Some(b.overdraft_used.unwrap_or_else(zero)),
+    })
+}
+
+/// An operation's row (see [`balance`] for `annotation_only`).
+fn convert_operation(op: wire::Operation, annotation_only: bool) -> Result<Operation, String> {
+    let amount = required(
+        op.amount.value,
+        format_args!("Amount.Value"),
+        format_args!("amount"),
+    )?;
+    let before = balance(op.balance, "Balance", "", annotation_only)?;
+    let after = balance(op.balance_after, "BalanceAfter", "_after", annotation_only)?;
     // Written directly: a JSON tree per operation would cost a dozen allocations.
     let snapshot = format!(
         "{{\"overdraftUsedAfter\":{},\"overdraftUsedBefore\":{}}}",
