@@ -186,14 +186,32 @@ async fn wait_for_signal() {
 }
 
 /// lapin logs every closed channel as an error, including the expected NOT_FOUND of the
-/// passive declare that checks whether the queue exists, and every event returned unroutable as
-/// a warning (the ledger's topology may bind only some routing keys); real failures reach our
-/// own logs and metrics.
-const DEFAULT_LOG_FILTER: &str = "info,lapin::channel=off,lapin::returned_messages=error";
+/// passive declare that checks whether the queue exists; real failures reach our own logs.
+const DEFAULT_LOG_FILTER: &str = "info,lapin::channel=off";
+
+/// lapin logs every message the broker returns (an event routed nowhere: the ledger's topology
+/// may bind only some routing keys) as a warning with its whole body: one line per event, which
+/// `bulk_recorder_events_unroutable_total` counts instead. Kept whatever `RUST_LOG` says, unless
+/// it names that target itself.
+const RETURNED_MESSAGES: &str = "lapin::returned_messages";
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let names_returns = from_env
+        .as_deref()
+        .is_some_and(|v| v.contains(RETURNED_MESSAGES));
+    let mut filter = from_env
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    if !names_returns {
+        filter = filter.add_directive(
+            format!("{RETURNED_MESSAGES}=error")
+                .parse()
+                .expect("a valid directive"),
+        );
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

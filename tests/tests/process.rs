@@ -177,3 +177,51 @@ async fn sigterm_while_the_broker_never_answers_exits_at_once() {
     .await;
     held.abort();
 }
+
+/// Events routed nowhere are returned by the broker (they are published `mandatory`, to be
+/// counted): lapin would log each as a warning with its whole body. With `RUST_LOG=warn` (a
+/// filter that names nothing of lapin's) the log stays free of them.
+#[tokio::test]
+async fn events_routed_nowhere_are_not_logged_one_by_one_whatever_rust_log_says() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let exchange = bulk_recorder_e2e::exchange::TestExchange::topic("tx-events");
+    exchange.declare_unbound().await;
+    let log = std::env::temp_dir().join(format!("br-log-{}", uuid::Uuid::new_v4().simple()));
+    let mut vars = env(
+        &db,
+        &queue,
+        &[
+            (
+                "RABBITMQ_TRANSACTION_EVENTS_EXCHANGE",
+                exchange.name.as_str(),
+            ),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    vars.insert("METRICS_ADDR".into(), format!("127.0.0.1:{}", free_port()));
+    let mut child = tokio::process::Command::new(recorder_binary())
+        .env_clear()
+        .envs(vars)
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("bulk-recorder starts");
+    let transactions: Vec<_> = (0..5).map(|_| sample_transaction(1)).collect();
+    queue
+        .publish_transactions(&transactions, Format::Json)
+        .await;
+    wait_until(
+        Duration::from_secs(60),
+        "stored and acknowledged",
+        || async { db.count("transaction").await == 5 && broker_counts(&queue.name) == (0, 0) },
+    )
+    .await;
+    terminate_within(&mut child, Duration::from_secs(30), "exits").await;
+    let logged = std::fs::read_to_string(&log).expect("the log");
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        !logged.contains("returned us a message"),
+        "{}",
+        &logged[..logged.len().min(2000)]
+    );
+}

@@ -285,7 +285,8 @@ async fn feature_runs(transactions: &[Transaction], best: Setting, json: &Messag
     let messages = bodies(&with, Format::Json);
     let mongodb =
         std::env::var("BENCH_MONGODB_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
-    // The broker's own topic exchange, bound to nothing: the broker confirms and drops them.
+    // The broker's own topic exchange, bound to a queue that keeps only the newest event.
+    services::bind_event_sink().await;
     let events = vec![
         (
             "RABBITMQ_TRANSACTION_EVENTS_EXCHANGE",
@@ -325,6 +326,7 @@ async fn feature_runs(transactions: &[Transaction], best: Setting, json: &Messag
         .await,
     ];
     services::drop_mongodb_database("bench_metadata").await;
+    services::delete_queue(services::EVENT_SINK).await;
     match collector::Collector::start() {
         Some(collector) => {
             let endpoint = format!("http://127.0.0.1:{}", collector.grpc_port);

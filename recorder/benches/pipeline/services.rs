@@ -90,6 +90,44 @@ pub async fn delete_queue(name: &str) {
     let _ = connection.close(200, "ok".into()).await;
 }
 
+/// The queue that takes the runs' events: bound to `amq.topic` for every routing key, holding
+/// only the newest (the broker routes each event, as a ledger's topology does, and drops the
+/// older ones, so that a run's events cost it no memory). Without a binding the broker would
+/// return every event the recorder publishes `mandatory`, a cost no real topology has.
+pub const EVENT_SINK: &str = "bulk-recorder-bench-events";
+
+pub async fn bind_event_sink() {
+    let connection = amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    let _ = channel
+        .queue_delete(EVENT_SINK.into(), QueueDeleteOptions::default())
+        .await;
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-max-length".into(),
+        lapin::types::AMQPValue::LongLongInt(1),
+    );
+    channel
+        .queue_declare(
+            EVENT_SINK.into(),
+            lapin::options::QueueDeclareOptions::default(),
+            args,
+        )
+        .await
+        .expect("the events' queue");
+    channel
+        .queue_bind(
+            EVENT_SINK.into(),
+            "amq.topic".into(),
+            "#".into(),
+            lapin::options::QueueBindOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("bound to amq.topic");
+    let _ = connection.close(200, "ok".into()).await;
+}
+
 /// Drops a database of the document store (the metadata run's).
 pub async fn drop_mongodb_database(name: &str) {
     let url =
