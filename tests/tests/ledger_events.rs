@@ -251,23 +251,32 @@ fn assert_envelope(event: &Received, event_type: &str, action: &str) {
     assert_eq!(keys.len(), 8, "{keys:?}");
 }
 
-/// The events' exchange is not there yet (the broker's definitions not loaded): the messages
-/// are written, held unacknowledged, and published and acknowledged once it is.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_for_an_exchange_not_there_yet_hold_their_messages() {
-    let (db, queue) = (TestDb::create().await, TestQueue::new());
-    let exchange = TestExchange::topic("tx-events");
+/// Five transactions queued, and a recorder publishing their events to `exchange`.
+async fn five_messages_with_events_to(
+    db: &TestDb,
+    queue: &TestQueue,
+    exchange: &TestExchange,
+) -> RunningRecorder {
     let transactions: Vec<_> = (0..5)
         .map(|_| bulk_recorder_publish::sample_transaction(2))
         .collect();
     queue
         .publish_transactions(&transactions, Format::Json)
         .await;
-    let recorder = RunningRecorder::start(config(
-        &db,
-        &queue,
+    RunningRecorder::start(config(
+        db,
+        queue,
         &[("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE", &exchange.name)],
-    ));
+    ))
+}
+
+/// The events' exchange is not there yet (the broker's definitions not loaded): the messages
+/// are written, held unacknowledged, and published and acknowledged once it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_for_an_exchange_not_there_yet_hold_their_messages() {
+    let (db, queue) = (TestDb::create().await, TestQueue::new());
+    let exchange = TestExchange::topic("tx-events");
+    let recorder = five_messages_with_events_to(&db, &queue, &exchange).await;
     wait_until(DRAIN, "the rows committed", || async {
         db.count("transaction").await == 5
     })
@@ -303,17 +312,7 @@ async fn events_an_exchange_routes_nowhere_are_counted_unroutable_not_published(
     let (db, queue) = (TestDb::create().await, TestQueue::new());
     let exchange = TestExchange::topic("tx-events");
     exchange.declare_unbound().await;
-    let transactions: Vec<_> = (0..5)
-        .map(|_| bulk_recorder_publish::sample_transaction(1))
-        .collect();
-    queue
-        .publish_transactions(&transactions, Format::Json)
-        .await;
-    let recorder = RunningRecorder::start(config(
-        &db,
-        &queue,
-        &[("RABBITMQ_TRANSACTION_EVENTS_EXCHANGE", &exchange.name)],
-    ));
+    let recorder = five_messages_with_events_to(&db, &queue, &exchange).await;
     settle(&recorder, &queue, 5).await;
     let metrics = recorder.metrics.clone();
     recorder.stop().await;

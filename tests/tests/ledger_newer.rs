@@ -17,16 +17,13 @@ use uuid::Uuid;
 const DRAIN: Duration = Duration::from_secs(60);
 
 /// A database with the ledger's tables, a queue, and a recorder with migrations off whose dead
-/// letters go to `dead` (bound), with `more` variables.
-async fn ledger_recorder(
-    dead: &TestExchange,
-    more: &[(&str, &str)],
-) -> (TestDb, TestQueue, RunningRecorder) {
+/// letters go to `dead` (bound).
+async fn ledger_recorder(dead: &TestExchange) -> (TestDb, TestQueue, RunningRecorder) {
     let db = TestDb::create().await;
     create_ledger_tables(&db).await;
     let queue = TestQueue::new();
     dead.declare().await;
-    let mut vars = vec![
+    let vars = [
         ("BULK_RECORDER_MIGRATE", "false"),
         ("BULK_RECORDER_DEAD_LETTER_EXCHANGE", dead.name.as_str()),
         (
@@ -34,7 +31,6 @@ async fn ledger_recorder(
             dead.binding.as_str(),
         ),
     ];
-    vars.extend_from_slice(more);
     let recorder = RunningRecorder::start(config(&db, &queue, &vars));
     (db, queue, recorder)
 }
@@ -65,7 +61,7 @@ async fn publish_and_settle(recorder: &RunningRecorder, queue: &TestQueue, bodie
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_with_three_entries_stores_three_transactions_and_is_acknowledged_once() {
     let dead = TestExchange::direct("dlx", "dead");
-    let (db, queue, recorder) = ledger_recorder(&dead, &[]).await;
+    let (db, queue, recorder) = ledger_recorder(&dead).await;
     let cases = [fixture("approved"), fixture("pending"), fixture("noted")];
     let bodies: Vec<&[u8]> = cases.iter().map(|c| c.body.as_slice()).collect();
     publish_and_settle(&recorder, &queue, vec![with_entries(&bodies)]).await;
@@ -91,7 +87,7 @@ async fn a_message_with_three_entries_stores_three_transactions_and_is_acknowled
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_with_a_bad_entry_is_refused_whole() {
     let dead = TestExchange::direct("dlx", "dead");
-    let (db, queue, recorder) = ledger_recorder(&dead, &[]).await;
+    let (db, queue, recorder) = ledger_recorder(&dead).await;
     let (good, bad) = (fixture("approved"), fixture("nil-decimal"));
     let body = with_entries(&[&good.body, &bad.body]);
     publish_and_settle(&recorder, &queue, vec![body.clone()]).await;
@@ -114,7 +110,7 @@ async fn a_message_with_a_bad_entry_is_refused_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcome_backed_payloads_and_nested_engine_envelopes_are_dead_lettered_unsupported() {
     let dead = TestExchange::direct("dlx", "dead");
-    let (db, queue, recorder) = ledger_recorder(&dead, &[]).await;
+    let (db, queue, recorder) = ledger_recorder(&dead).await;
     let approved = fixture("approved").body;
     let envelope = std::fs::read(fixture_dir().join("engine-envelope.json")).unwrap();
     let refused = vec![

@@ -39,6 +39,41 @@ fn recorder_with(
     RunningRecorder::start(config(db, queue, &overrides))
 }
 
+/// A proxy in front of the test's Redis, and the `REDIS_URL` through it.
+async fn redis_behind_proxy() -> (PgProxy, String) {
+    let address = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = PgProxy::start(&address).await;
+    let through = format!("redis://127.0.0.1:{}", proxy.port);
+    (proxy, through)
+}
+
+/// A recorder reaching Redis `through` (a call waits 300 ms at most), its connection made: the
+/// cleanup of `first` answered.
+async fn connected_recorder(
+    db: &TestDb,
+    queue: &TestQueue,
+    through: &str,
+    first: &Transaction,
+) -> RunningRecorder {
+    let recorder = recorder_with(
+        db,
+        queue,
+        through,
+        &[("BULK_RECORDER_REDIS_TIMEOUT_MS", "300")],
+    );
+    queue
+        .publish_transactions(std::slice::from_ref(first), Format::Midaz)
+        .await;
+    wait_until(DRAIN, "the first entry cleaned up", || async {
+        cleaned(&recorder) == 1
+    })
+    .await;
+    recorder
+}
+
 /// Entries the cleanup has answered for (it runs after the acknowledgement).
 fn cleaned(recorder: &RunningRecorder) -> u64 {
     let m = &recorder.metrics;
@@ -293,11 +328,7 @@ async fn a_silent_redis_never_delays_an_acknowledgement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cleanup_whose_answer_is_lost_counts_what_redis_did() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
-    let address = redis_url()
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_string();
-    let proxy = PgProxy::start(&address).await;
+    let (proxy, through) = redis_behind_proxy().await;
     let mut redis = LedgerRedis::new(&redis_url());
     let transactions: Vec<Transaction> = (0..11).map(|_| sample_transaction(2)).collect();
     for t in &transactions {
@@ -312,21 +343,7 @@ async fn a_cleanup_whose_answer_is_lost_counts_what_redis_did() {
         .load_async(&mut redis.connection().await)
         .await
         .expect("SCRIPT LOAD");
-    let through = format!("redis://127.0.0.1:{}", proxy.port);
-    let recorder = recorder_with(
-        &db,
-        &queue,
-        &through,
-        &[("BULK_RECORDER_REDIS_TIMEOUT_MS", "300")],
-    );
-    // A first cleanup, so that the connection to Redis is made.
-    queue
-        .publish_transactions(std::slice::from_ref(first), Format::Midaz)
-        .await;
-    wait_until(DRAIN, "the first entry cleaned up", || async {
-        cleaned(&recorder) == 1
-    })
-    .await;
+    let recorder = connected_recorder(&db, &queue, &through, first).await;
     proxy.hold_answers();
     queue
         .publish_transactions(transactions, Format::Midaz)
@@ -387,31 +404,14 @@ async fn cleanups_left_at_shutdown_are_counted_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_open_redis_connection_is_replaced() {
     let (db, queue) = (TestDb::create().await, TestQueue::new());
-    let address = redis_url()
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_string();
-    let proxy = PgProxy::start(&address).await;
+    let (proxy, through) = redis_behind_proxy().await;
     let mut redis = LedgerRedis::new(&redis_url());
     let transactions: Vec<Transaction> = (0..51).map(|_| sample_transaction(1)).collect();
     for t in &transactions {
         redis.back_up(t, "approved-final").await;
     }
     let (first, rest) = transactions.split_first().unwrap();
-    let through = format!("redis://127.0.0.1:{}", proxy.port);
-    let recorder = recorder_with(
-        &db,
-        &queue,
-        &through,
-        &[("BULK_RECORDER_REDIS_TIMEOUT_MS", "300")],
-    );
-    queue
-        .publish_transactions(std::slice::from_ref(first), Format::Midaz)
-        .await;
-    wait_until(DRAIN, "the first entry cleaned up", || async {
-        cleaned(&recorder) == 1
-    })
-    .await;
+    let recorder = connected_recorder(&db, &queue, &through, first).await;
     proxy.silence_open_connections();
     queue.publish_transactions(rest, Format::Midaz).await;
     wait_until(
